@@ -1,0 +1,89 @@
+"""nbexec: run real PyTorch DDP training from a notebook.
+
+Public names are loaded lazily (PEP 562) so ``import nbexec`` stays fast and
+imports neither torch, mlflow, IPython nor ipywidgets.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # errors
+    "NbexecError": "nbexec.errors",
+    "ConfigError": "nbexec.errors",
+    "EnvironmentCheckError": "nbexec.errors",
+    "TrainingFailed": "nbexec.errors",
+    "TrainingCancelled": "nbexec.errors",
+    "TrackingError": "nbexec.errors",
+    "BackupError": "nbexec.errors",
+    "RootCause": "nbexec.errors",
+    # config
+    "TrainingConfig": "nbexec.config",
+    "load_config": "nbexec.config",
+    # hardware
+    "HardwareInfo": "nbexec.hardware",
+    "GPUInfo": "nbexec.hardware",
+    "detect_hardware": "nbexec.hardware",
+    # launch plan and checks
+    "LaunchPlan": "nbexec.plan",
+    "plan_training": "nbexec.plan",
+    "build_training_command": "nbexec.plan",
+    "setup_training_environment": "nbexec.plan",
+    "should_use_ddp": "nbexec.plan",
+    "resolve_nproc": "nbexec.plan",
+    "verify_training_environment": "nbexec.checks",
+    # running
+    "RunStatus": "nbexec.runner.handle",
+    "TrainingRun": "nbexec.runner.handle",
+    "LogLine": "nbexec.runner.lines",
+    "TrainingResult": "nbexec.result",
+    "launch": "nbexec.executor",
+    "execute_training_subprocess": "nbexec.executor",
+    # child side (also importable from nbexec.child)
+    "RunContext": "nbexec.child",
+    "create_run_context": "nbexec.child",
+    "init_process_group_if_needed": "nbexec.child",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nbexec' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # cache: the next lookup skips __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext nbexec``: registers the magics (the notebook layer loads IPython)."""
+    from nbexec.notebook.magics import register
+
+    register(ipython)
+
+
+if TYPE_CHECKING:  # static names for type checkers and IDEs
+    from nbexec.child import RunContext, create_run_context, init_process_group_if_needed
+    from nbexec.config import TrainingConfig, load_config
+    from nbexec.errors import (
+        BackupError,
+        ConfigError,
+        EnvironmentCheckError,
+        NbexecError,
+        RootCause,
+        TrackingError,
+        TrainingCancelled,
+        TrainingFailed,
+    )
+    from nbexec.hardware import GPUInfo, HardwareInfo, detect_hardware

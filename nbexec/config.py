@@ -1,0 +1,475 @@
+"""Training config: load (YAML, JSON, dict, string), override, validate, hash.
+
+A config has nbexec's own sections, validated strictly here, and the trainer's
+sections (``model``, ``training``, ``data``), passed through to the trainer
+untouched except for their type (each must be a mapping).
+
+    model:    {backbone: tiny-encoder}
+    training: {learning_rate: 2.0e-5, batch_size: 16, epochs: 2}
+    data:     {path: outputs/data/synthetic-ner}
+    launch:   {nproc: auto, backend: auto, entrypoint: null, module: null, args: []}
+    output:   {dir: outputs, run_name: null}
+    tracking: {enabled: true, uri: null, experiment: nbexec}
+    backup:   {enabled: false, target: null}
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from nbexec.errors import ConfigError
+
+TRAINER_SECTIONS = ("model", "training", "data")
+BUILTIN_TRAINER_MODULE = "nbexec.trainers.token_classification"
+BACKENDS = ("auto", "gloo", "nccl")
+MAX_NPROC = 1024
+# Names that become directory names and MLflow names: no separators, no shell
+# or glob characters, nothing that starts with a dot or a dash.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """How the job is launched.
+
+    ``nproc`` is ``"auto"`` or a positive int. ``entrypoint`` (a script path)
+    and ``module`` (``pkg.mod``) are exclusive; with neither, the built-in
+    reference trainer runs. ``args`` are passed to the script untouched.
+    """
+
+    nproc: int | str = "auto"
+    backend: str = "auto"
+    entrypoint: str | None = None
+    module: str | None = None
+    args: tuple[str, ...] = ()
+    max_restarts: int = 0
+    omp_num_threads: int | None = None
+    oversubscribe: bool = False
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def target_module(self) -> str | None:
+        """The module to run with ``-m``: the user's, or the built-in trainer's."""
+        if self.entrypoint is None and self.module is None:
+            return BUILTIN_TRAINER_MODULE
+        return self.module
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = "outputs"
+    run_name: str | None = None
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str = "nbexec"
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    enabled: bool = False
+    target: str | None = None
+
+
+_SECTIONS: dict[str, type] = {
+    "launch": LaunchConfig,
+    "output": OutputConfig,
+    "tracking": TrackingConfig,
+    "backup": BackupConfig,
+}
+ALL_SECTIONS = (*TRAINER_SECTIONS, *_SECTIONS)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """A validated training config with every default filled in.
+
+    Build one with :func:`load_config`. Trainer sections are read-only mappings.
+    """
+
+    model: Mapping[str, Any]
+    training: Mapping[str, Any]
+    data: Mapping[str, Any]
+    launch: LaunchConfig = LaunchConfig()
+    output: OutputConfig = OutputConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    backup: BackupConfig = BackupConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain, JSON-able data (a fresh copy)."""
+        out: dict[str, Any] = {name: _thaw(getattr(self, name)) for name in TRAINER_SECTIONS}
+        for name in _SECTIONS:
+            section = getattr(self, name)
+            out[name] = {f.name: _thaw(getattr(section, f.name)) for f in fields(section)}
+        return out
+
+    @property
+    def config_hash(self) -> str:
+        """sha256 (16 hex chars) of what shapes the trained model.
+
+        Covers ``model``, ``training``, ``data`` and ``launch``; not where outputs
+        go, tracking or backup. Key order never matters.
+        """
+        d = self.to_dict()
+        payload = {k: d[k] for k in (*TRAINER_SECTIONS, "launch")}
+        return canonical_hash(payload)
+
+    def with_overrides(self, overrides: Iterable[str]) -> TrainingConfig:
+        """A new config with ``key.path=value`` overrides applied and re-validated."""
+        return load_config(self.to_dict(), overrides=overrides)
+
+
+def canonical_hash(payload: Any) -> str:
+    """Stable short sha256 of JSON-able data, independent of key order."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_config(
+    source: str | Path | Mapping[str, Any] | TrainingConfig | None = None,
+    *,
+    overrides: Iterable[str] = (),
+) -> TrainingConfig:
+    """Load, override and validate a training config.
+
+    Args:
+        source: a path to a ``.yaml``/``.yml``/``.json`` file, a YAML/JSON string
+            (e.g. a notebook cell body), a dict, an existing config, or None for
+            the embedded defaults (the reference trainer on synthetic data).
+        overrides: ``"training.learning_rate=3e-5"`` style assignments; values
+            are parsed as YAML scalars/lists (``3e-5``, ``true``, ``[a, b]``).
+
+    Returns:
+        A validated :class:`TrainingConfig`.
+
+    Raises:
+        ConfigError: naming the field, the bad value and what is allowed.
+    """
+    if isinstance(source, TrainingConfig):
+        raw = source.to_dict()
+    elif source is None:
+        raw = {}
+    elif isinstance(source, Mapping):
+        raw = copy.deepcopy(dict(source))
+    elif isinstance(source, Path) or (isinstance(source, str) and _looks_like_path(source)):
+        raw = _read_file(Path(source))
+    elif isinstance(source, str):
+        raw = _parse_text(source, origin="config text")
+    else:
+        raise ConfigError(
+            f"config must be a path, a YAML/JSON string or a dict, not {type(source).__name__}",
+            value=source,
+        )
+    for item in overrides:
+        _apply_override(raw, item)
+    return _validate(raw)
+
+
+def _looks_like_path(text: str) -> bool:
+    stripped = text.strip()
+    if "\n" in stripped or not stripped:
+        return False
+    if stripped.endswith((".yaml", ".yml", ".json")):
+        return True
+    return ":" not in stripped and "{" not in stripped and Path(stripped).is_file()
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(
+            f"config file {str(path)!r} does not exist; pass an existing .yaml/.json path",
+            value=str(path),
+        )
+    if path.suffix not in (".yaml", ".yml", ".json"):
+        raise ConfigError(
+            f"config file {str(path)!r} has suffix {path.suffix!r}; allowed: .yaml, .yml, .json",
+            value=str(path),
+        )
+    return _parse_text(path.read_text(encoding="utf-8"), origin=str(path))
+
+
+def _parse_text(text: str, *, origin: str) -> dict[str, Any]:
+    import yaml  # YAML is a superset of JSON, so this reads both
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{origin} is not valid YAML/JSON: {err}", value=text[:200]) from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{origin} must be a mapping of sections (model:, training:, ...), "
+            f"not a {type(data).__name__}",
+            value=data,
+        )
+    return data
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    import yaml
+
+    if not isinstance(item, str) or "=" not in item:
+        raise ConfigError(
+            f"override {item!r} must look like section.key=value "
+            "(e.g. training.learning_rate=3e-5)",
+            value=item,
+        )
+    key, _, text = item.partition("=")
+    key = key.strip()
+    parts = key.split(".")
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(
+            f"override key {key!r} must be a dotted path with a section, "
+            f"e.g. training.{key or 'epochs'}; sections: {', '.join(ALL_SECTIONS)}",
+            field=key,
+            value=item,
+        )
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError(
+                f"override {item!r}: {where} is a {type(child).__name__}, not a section",
+                field=where,
+                value=child,
+            )
+        node = child
+    node[parts[-1]] = value
+
+
+def _did_you_mean(name: str, allowed: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _validate(raw: dict[str, Any]) -> TrainingConfig:
+    for name in raw:
+        if name not in ALL_SECTIONS:
+            raise ConfigError(
+                f"unknown config section {name!r}{_did_you_mean(str(name), ALL_SECTIONS)}; "
+                f"allowed sections: {', '.join(ALL_SECTIONS)}",
+                field=str(name),
+                value=raw[name],
+            )
+    trainer: dict[str, Mapping[str, Any]] = {}
+    for name in TRAINER_SECTIONS:
+        section = raw.get(name) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(
+                f"{name} must be a mapping (e.g. {name}: {{key: value}}), "
+                f"got {type(section).__name__} {section!r}",
+                field=name,
+                value=section,
+            )
+        trainer[name] = _freeze(section)
+    own = {name: _build_section(name, raw.get(name)) for name in _SECTIONS}
+    config = TrainingConfig(**trainer, **own)
+    _check_cross_fields(config)
+    return config
+
+
+def _build_section(name: str, value: Any) -> Any:
+    cls = _SECTIONS[name]
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{name} must be a mapping, got {type(value).__name__} {value!r}",
+            field=name,
+            value=value,
+        )
+    allowed = [f.name for f in fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, item in value.items():
+        if key not in allowed:
+            raise ConfigError(
+                f"unknown key {name}.{key}{_did_you_mean(str(key), allowed)}; "
+                f"allowed in {name}: {', '.join(allowed)}",
+                field=f"{name}.{key}",
+                value=item,
+            )
+        kwargs[key] = _CHECKS[name][key](f"{name}.{key}", item)
+    return cls(**kwargs)
+
+
+# --- field checks: each returns the normalised value or raises ConfigError ---
+
+
+def _fail(path: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{path} = {value!r} is not allowed; {allowed}", field=path, value=value)
+
+
+def _bool(path: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(path, value, "use true or false")
+    return value
+
+
+def _int(path: str, value: Any, *, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(path, value, f"use an integer >= {low}")
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise _fail(path, value, f"use an integer {bounds}")
+    return value
+
+
+def _nproc(path: str, value: Any) -> int | str:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(path, value, f'use "auto" or an integer between 1 and {MAX_NPROC}')
+    return _int(path, value, low=1, high=MAX_NPROC)
+
+
+def _choice(options: tuple[str, ...]):  # noqa: ANN202 - small check factory
+    def check(path: str, value: Any) -> str:
+        if value not in options:
+            hint = _did_you_mean(str(value), options)
+            raise _fail(path, value, f"allowed: {', '.join(options)}{hint}")
+        return str(value)
+
+    return check
+
+
+def _name(path: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise _fail(
+            path,
+            value,
+            "use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit "
+            "(it becomes a directory name)",
+        )
+    return value
+
+
+def _experiment(path: str, value: Any) -> str:
+    checked = _name(path, value)
+    if checked is None:
+        raise _fail(path, value, "give an experiment name such as ner")
+    return checked
+
+
+def _opt_str(path: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise _fail(path, value, "use a non-empty string or null")
+    return value
+
+
+def _path_str(path: str, value: Any) -> str:
+    if isinstance(value, Path):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise _fail(path, value, "use a directory path")
+    return value
+
+
+def _module(path: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _MODULE_RE.match(value):
+        raise _fail(path, value, "use a dotted module name such as mypkg.train")
+    return value
+
+
+def _args(path: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        raise _fail(
+            path, value, "use a list of arguments, one item each (no shell string): [--lr, '3e-5']"
+        )
+    if not isinstance(value, (list, tuple)):
+        raise _fail(path, value, "use a list of strings")
+    out = []
+    for i, item in enumerate(value):
+        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+            raise _fail(f"{path}[{i}]", item, "each argument must be a string or number")
+        out.append(str(item))
+    return tuple(out)
+
+
+def _env(path: str, value: Any) -> Mapping[str, str]:
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, dict):
+        raise _fail(path, value, "use a mapping of NAME: value")
+    out = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not _ENV_NAME_RE.match(key):
+            raise _fail(f"{path}.{key}", key, "environment variable names are [A-Za-z_][A-Za-z0-9_]*")
+        if isinstance(item, (dict, list)) or item is None:
+            raise _fail(f"{path}.{key}", item, "use a string or number")
+        out[key] = str(item).lower() if isinstance(item, bool) else str(item)
+    return MappingProxyType(out)
+
+
+_CHECKS: dict[str, dict[str, Any]] = {
+    "launch": {
+        "nproc": _nproc,
+        "backend": _choice(BACKENDS),
+        "entrypoint": _opt_str,
+        "module": _module,
+        "args": _args,
+        "max_restarts": lambda p, v: _int(p, v, low=0, high=100),
+        "omp_num_threads": lambda p, v: None if v is None else _int(p, v, low=1, high=1024),
+        "oversubscribe": _bool,
+        "env": _env,
+    },
+    "output": {"dir": _path_str, "run_name": _name},
+    "tracking": {"enabled": _bool, "uri": _opt_str, "experiment": _experiment},
+    "backup": {"enabled": _bool, "target": _opt_str},
+}
+
+
+def _check_cross_fields(config: TrainingConfig) -> None:
+    launch = config.launch
+    if launch.entrypoint is not None and launch.module is not None:
+        raise ConfigError(
+            f"launch.entrypoint ({launch.entrypoint!r}) and launch.module ({launch.module!r}) "
+            "are exclusive; set one (or neither, for the built-in trainer)",
+            field="launch.entrypoint",
+            value=launch.entrypoint,
+        )
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value

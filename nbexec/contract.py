@@ -1,0 +1,38 @@
+"""The parent -> child contract: environment variable names and run-dir layout.
+
+The parent (launcher) and the child (``nbexec.child``, the worker bootstrap,
+the reference trainer) agree only on these names. Nothing else crosses over.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ENV_RUN_DIR = "NBEXEC_RUN_DIR"  # <output_dir>/<run_name>
+ENV_RUN_NAME = "NBEXEC_RUN_NAME"
+ENV_CONFIG = "NBEXEC_CONFIG"  # resolved config.yaml
+ENV_EVENTS = "NBEXEC_EVENTS"  # events.jsonl
+ENV_CHECKPOINT_DIR = "NBEXEC_CHECKPOINT_DIR"
+ENV_LOG_SOCKET = "NBEXEC_LOG_SOCKET"  # unix socket the bootstrap sends rank output to
+ENV_RESUME_FROM = "NBEXEC_RESUME_FROM"  # checkpoint dir to resume from, if any
+ENV_BACKEND = "NBEXEC_BACKEND"  # resolved process-group backend: gloo or nccl
+ENV_EVENTS_ALL_RANKS = "NBEXEC_EVENTS_ALL_RANKS"  # "1": every rank reports events
+
+CONFIG_FILE = "config.yaml"
+COMMAND_FILE = "command.txt"
+EVENTS_FILE = "events.jsonl"
+RESULT_FILE = "result.json"
+LINEAGE_FILE = "lineage.json"
+CHECKPOINT_DIR = "checkpoint"
+LOG_DIR = "logs"
+LAUNCHER_LOG = "launcher.log"
+
+
+def rank_log_path(run_dir: Path, rank: int) -> Path:
+    """``logs/rank<N>.log``: whole lines of one rank, stdout and stderr."""
+    return run_dir / LOG_DIR / f"rank{rank}.log"
+
+
+def rank_error_path(run_dir: Path, rank: int) -> Path:
+    """``logs/rank<N>.error.json``: the exception that ended a rank, if any."""
+    return run_dir / LOG_DIR / f"rank{rank}.error.json"
