@@ -12,6 +12,7 @@ ENV_RUN_DIR = "NBEXEC_RUN_DIR"  # <output_dir>/<run_name>
 ENV_RUN_NAME = "NBEXEC_RUN_NAME"
 ENV_CONFIG = "NBEXEC_CONFIG"  # resolved config.yaml
 ENV_EVENTS = "NBEXEC_EVENTS"  # events.jsonl
+ENV_CONFIG_SECRETS = "NBEXEC_CONFIG_SECRETS"  # JSON {dotted.key: value} kept out of config.yaml
 ENV_CHECKPOINT_DIR = "NBEXEC_CHECKPOINT_DIR"
 ENV_LOG_SOCKET = "NBEXEC_LOG_SOCKET"  # unix socket the bootstrap sends rank output to
 ENV_RESUME_FROM = "NBEXEC_RESUME_FROM"  # checkpoint dir to resume from, if any

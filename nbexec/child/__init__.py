@@ -134,14 +134,24 @@ def create_run_context(distributed_config: Mapping[str, Any] | None = None) -> R
 
 
 def load_run_config() -> dict[str, Any]:
-    """The resolved config the parent wrote (``$NBEXEC_CONFIG``), or {} outside nbexec."""
+    """The resolved config the parent wrote (``$NBEXEC_CONFIG``), or {} outside nbexec.
+
+    Secret values, redacted in the file, are restored from the environment.
+    """
     path = os.environ.get(contract.ENV_CONFIG)
     if not path:
         return {}
+    import json
+
     import yaml
 
+    from nbexec.redact import merge_secrets
+
     with open(path, encoding="utf-8") as fh:
-        return yaml.safe_load(fh) or {}
+        config = yaml.safe_load(fh) or {}
+    # config.yaml on disk is redacted; the real secret values come by environment
+    secrets = os.environ.get(contract.ENV_CONFIG_SECRETS)
+    return merge_secrets(config, json.loads(secrets)) if secrets else config
 
 
 def init_process_group_if_needed(ctx: RunContext) -> bool:

@@ -1,0 +1,175 @@
+"""Pre-launch checks: everything that would make a launch fail, reported at once.
+
+Nothing here imports torch or runs user code: modules are located on
+``sys.path`` without being imported, torch by its installed files.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.metadata
+import importlib.util
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from nbexec.errors import EnvironmentCheckError
+from nbexec.plan import LaunchPlan
+
+MIN_TORCH = (2, 2)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check's outcome, as shown by ``nbexec doctor``."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+def check_environment(plan: LaunchPlan, *, cwd: str | Path | None = None) -> list[Check]:
+    """Run every pre-launch check for ``plan``; never raises."""
+    cwd = Path(cwd or os.getcwd())
+    return [
+        _check_python(plan),
+        _check_torch(),
+        _check_entrypoint(plan, cwd),
+        _check_output_dir(plan),
+        _check_devices(plan),
+    ]
+
+
+def verify_training_environment(plan: LaunchPlan, *, cwd: str | Path | None = None) -> list[Check]:
+    """Raise if anything would make the launch fail; nothing is spawned or written.
+
+    Returns:
+        The (all passing) checks.
+
+    Raises:
+        EnvironmentCheckError: listing every problem found, each with its fix.
+    """
+    checks = check_environment(plan, cwd=cwd)
+    problems = [c.detail for c in checks if not c.ok]
+    if problems:
+        raise EnvironmentCheckError(problems)
+    return checks
+
+
+def _check_python(plan: LaunchPlan) -> Check:
+    python = plan.argv[0]
+    if Path(python).is_file() and os.access(python, os.X_OK):
+        return Check("python", True, python)
+    return Check("python", False, f"python interpreter {python!r} is not an executable file")
+
+
+def _check_torch() -> Check:
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return Check(
+            "torch", False,
+            "torch is not installed in this environment; install it "
+            "(pip install 'torch>=2.2', or the CUDA build from pytorch.org for GPUs)",
+        )
+    try:
+        version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    parts = tuple(int(p) for p in version.split("+")[0].split(".")[:2] if p.isdigit())
+    if len(parts) == 2 and parts < MIN_TORCH:
+        return Check("torch", False, f"torch {version} is too old; nbexec needs torch>=2.2 (pip install -U torch)")
+    torch_dir = Path(next(iter(spec.submodule_search_locations)))
+    if not (torch_dir / "distributed" / "run.py").is_file():
+        return Check("torch", False, f"torch {version} at {torch_dir} has no torch.distributed.run (torchrun); reinstall torch")
+    return Check("torch", True, f"torch {version} ({torch_dir})")
+
+
+def _check_entrypoint(plan: LaunchPlan, cwd: Path) -> Check:
+    launch = plan.config.launch
+    if launch.entrypoint is not None:
+        path = Path(launch.entrypoint)
+        full = path if path.is_absolute() else cwd / path
+        if not full.exists():
+            return Check("entrypoint", False, f"launch.entrypoint {launch.entrypoint!r} does not exist (looked in {cwd}); give the path of your training script")
+        if not full.is_file():
+            return Check("entrypoint", False, f"launch.entrypoint {launch.entrypoint!r} is not a file; give the path of a .py script")
+        if not os.access(full, os.R_OK):
+            return Check("entrypoint", False, f"launch.entrypoint {launch.entrypoint!r} is not readable")
+        return Check("entrypoint", True, str(full))
+    module = launch.target_module or ""
+    if _find_module(module, cwd, plan.env.get("PYTHONPATH", "")):
+        return Check("entrypoint", True, f"-m {module}")
+    return Check(
+        "entrypoint", False,
+        f"launch.module {module!r} was not found on the child's sys.path (the working directory, "
+        "PYTHONPATH, site-packages); check the name or install the package",
+    )
+
+
+def _find_module(name: str, cwd: Path, pythonpath: str) -> bool:
+    """Locate ``pkg.mod`` the way ``python -m`` would, without importing anything."""
+    search = [str(cwd), *[p for p in pythonpath.split(os.pathsep) if p], *sys.path[1:]]
+    locations: list[str] | None = search
+    parts = name.split(".")
+    for i, part in enumerate(parts):
+        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[: i + 1]) if i else part, locations)
+        if spec is None:
+            return False
+        if i < len(parts) - 1:
+            if not spec.submodule_search_locations:
+                return False
+            locations = list(spec.submodule_search_locations)
+    return True
+
+
+def _check_output_dir(plan: LaunchPlan) -> Check:
+    run_dir = plan.run_dir
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        return Check(
+            "output", False,
+            f"run directory {run_dir} already exists and is not empty; choose another "
+            "output.run_name (or leave it unset for a fresh one) so no earlier run is overwritten",
+        )
+    parent = run_dir.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".nbexec-write-test-"):
+            pass
+    except OSError as err:
+        return Check(
+            "output", False,
+            f"output directory {parent} is not writable ({err.strerror or err}); "
+            "set output.dir (or --output) to a folder you can write to",
+        )
+    return Check("output", True, f"{parent} is writable")
+
+
+def _check_devices(plan: LaunchPlan) -> Check:
+    hw = plan.hardware
+    if plan.backend == "nccl":
+        if not sys.platform.startswith("linux"):
+            return Check("devices", False, "the nccl backend needs Linux; use launch.backend: gloo")
+        if hw.gpu_count == 0:
+            why = f" ({hw.gpu_error})" if getattr(hw, "gpu_error", None) else ""
+            return Check(
+                "devices", False,
+                f"launch.backend is nccl but no NVIDIA GPU is visible{why}; "
+                "use launch.backend: gloo (CPU) or check CUDA_VISIBLE_DEVICES / the driver",
+            )
+        if plan.nproc > hw.gpu_count:
+            return Check(
+                "devices", False,
+                f"nproc {plan.nproc} is more than the {hw.gpu_count} visible GPU(s); "
+                f"set launch.nproc to {hw.gpu_count} or 'auto'",
+            )
+        return Check("devices", True, f"{plan.nproc} of {hw.gpu_count} GPU(s), nccl")
+    if plan.nproc > hw.cpu_count and not plan.config.launch.oversubscribe:
+        return Check(
+            "devices", False,
+            f"nproc {plan.nproc} is more than the {hw.cpu_count} CPU core(s) available; "
+            f"set launch.nproc to at most {hw.cpu_count} (or 'auto'), or launch.oversubscribe: true "
+            "to run more processes than cores anyway",
+        )
+    return Check("devices", True, f"{plan.nproc} process(es) on {hw.cpu_count} CPU core(s), gloo")

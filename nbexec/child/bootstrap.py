@@ -1,0 +1,166 @@
+"""Worker bootstrap: the first code torchrun runs in each rank, before the user's.
+
+    python -m nbexec.child.bootstrap script.py [args...]
+    python -m nbexec.child.bootstrap -m pkg.module [args...]
+
+It does three things, then runs the target exactly as ``python script.py`` or
+``python -m pkg.module`` would (same ``sys.argv``, ``__main__``, ``sys.path[0]``):
+
+1. Sends this rank's stdout and stderr to the parent over a unix socket, one
+   connection per stream, so the parent sees each rank's lines separately
+   (under bare torchrun all ranks share one stdout and lines get glued).
+2. Dies with the launcher: if torchrun is killed, this rank gets SIGKILL.
+3. Records the exception that ends the rank (type, message, traceback, time)
+   in ``logs/rank<N>.error.json`` and in torchelastic's error file, so the
+   root cause is known even for scripts that do not use ``@record``.
+
+Only the standard library is imported here: a rank must start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import signal
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ENV_LOG_SOCKET = "NBEXEC_LOG_SOCKET"
+ENV_RUN_DIR = "NBEXEC_RUN_DIR"
+PR_SET_PDEATHSIG = 1
+
+
+def main(argv: list[str]) -> None:
+    if not argv or (argv[0] == "-m" and len(argv) < 2):
+        print("usage: python -m nbexec.child.bootstrap (script.py | -m module) [args...]",
+              file=sys.stderr)
+        raise SystemExit(2)
+    rank = int(os.environ.get("RANK", "0"))
+    _die_with_parent()
+    _connect_streams(rank)
+    try:
+        _run_target(argv)
+    except SystemExit as exc:
+        if _exit_code(exc) != 0:
+            _record_failure(rank, exc, _exit_code(exc))
+        raise
+    except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised unchanged
+        _record_failure(rank, exc, 1)
+        raise
+
+
+def _run_target(argv: list[str]) -> None:
+    if argv[0] == "-m":
+        module, args = argv[1], argv[2:]
+        sys.argv = [module, *args]  # runpy sets argv[0] to the module's file
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    else:
+        script, args = argv[0], argv[1:]
+        sys.argv = [script, *args]
+        # `python script.py` puts the script's directory first on sys.path;
+        # `python -m nbexec.child.bootstrap` put the cwd there instead.
+        sys.path[0] = str(Path(script).resolve().parent)
+        runpy.run_path(script, run_name="__main__")
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this rank when its parent (the torchrun agent) dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        parent = os.getppid()
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(128 + signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not fatal: the parent also kills the job's process tree on cancel
+
+
+def _connect_streams(rank: int) -> None:
+    path = os.environ.get(ENV_LOG_SOCKET)
+    if not path:
+        return  # not launched by nbexec: keep the inherited stdout/stderr
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(path)
+            header = json.dumps({"rank": rank, "stream": name, "pid": os.getpid()})
+            sock.sendall(header.encode() + b"\n")
+        except OSError as err:
+            print(f"nbexec: rank {rank} could not connect its {name} to the parent "
+                  f"({err}); output goes to the launcher log", file=sys.stderr)
+            continue
+        sys.stdout.flush() if fd == 1 else sys.stderr.flush()
+        os.dup2(sock.fileno(), fd)  # C-level writes (NCCL, gloo, warnings) follow too
+        sock.close()
+
+
+def _exit_code(exc: SystemExit) -> int:
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    return 1  # `sys.exit("message")` prints the message and exits 1
+
+
+def _user_frames(tb: object) -> object:
+    """Skip the bootstrap's and runpy's frames: the traceback starts in user code."""
+    while tb is not None and (
+        tb.tb_frame.f_code.co_filename in (__file__, runpy.__file__)  # type: ignore[attr-defined]
+        or "runpy" in tb.tb_frame.f_code.co_filename  # type: ignore[attr-defined]
+    ):
+        tb = tb.tb_next  # type: ignore[attr-defined]
+    return tb
+
+
+def _record_failure(rank: int, exc: BaseException, exit_code: int) -> None:
+    """Write the error record; never let bookkeeping hide the real exception."""
+    try:
+        if isinstance(exc, SystemExit):
+            tb_text = ""
+            message = str(exc.code) if not isinstance(exc.code, int) else f"sys.exit({exc.code})"
+        else:
+            tb_text = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
+            message = str(exc)
+        exc_type = type(exc).__qualname__
+        if type(exc).__module__ not in ("builtins", "__main__"):
+            exc_type = f"{type(exc).__module__}.{exc_type}"
+        now = time.time()
+        record = {
+            "rank": rank,
+            "exit_code": exit_code,
+            "exc_type": exc_type,
+            "message": message,
+            "traceback": tb_text,
+            "time": now,
+            "pid": os.getpid(),
+        }
+        run_dir = os.environ.get(ENV_RUN_DIR)
+        if run_dir:
+            path = Path(run_dir) / "logs" / f"rank{rank}.error.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(record, indent=2))
+        elastic_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+        if elastic_file and not isinstance(exc, SystemExit):
+            # torchelastic's own format, so torchrun's summary shows the traceback too
+            payload = {
+                "message": {
+                    "message": f"{type(exc).__name__}: {message}",
+                    "extraInfo": {"py_callstack": tb_text, "timestamp": str(int(now))},
+                }
+            }
+            Path(elastic_file).write_text(json.dumps(payload))
+    except Exception:  # noqa: BLE001
+        pass
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,153 @@
+"""The one run path: config -> plan -> checks -> run dir -> launched job -> result.
+
+The magics, the panel, the CLI and the seed's functions all come through
+:func:`launch`; :func:`execute_training_subprocess` is its blocking form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from nbexec.checks import verify_training_environment
+from nbexec.config import TrainingConfig, load_config
+from nbexec.errors import EnvironmentCheckError
+from nbexec.hardware import HardwareInfo
+from nbexec.plan import LaunchPlan, plan_training
+from nbexec.result import TrainingResult
+from nbexec.runner.handle import Finalizer, TrainingRun, write_run_inputs
+from nbexec.runner.sinks import Sink, TerminalSink
+
+ConfigSource = str | Path | Mapping[str, Any] | TrainingConfig | None
+
+
+def prepare(
+    config: ConfigSource = None,
+    *,
+    overrides: Iterable[str] = (),
+    output_dir: str | Path | None = None,
+    data_path: str | Path | None = None,
+    nproc: int | str | None = None,
+    run_name: str | None = None,
+    entrypoint: str | Path | None = None,
+    module: str | None = None,
+    script_args: Sequence[str] | None = None,
+    resume_from: str | Path | None = None,
+    hardware: HardwareInfo | None = None,
+    base_env: Mapping[str, str] | None = None,
+) -> LaunchPlan:
+    """Resolve and check a launch without starting it (what ``--dry-run`` shows).
+
+    Keyword arguments override the config (they are applied as overrides, so
+    they are validated like the config itself).
+
+    Raises:
+        ConfigError: the config or an argument is invalid.
+        EnvironmentCheckError: the machine cannot run it (all problems listed).
+    """
+    extra = list(overrides)
+    if output_dir is not None:
+        extra.append(f"output.dir={_yaml_str(output_dir)}")
+    if data_path is not None:
+        extra.append(f"data.path={_yaml_str(data_path)}")
+    if nproc is not None:
+        extra.append(f"launch.nproc={nproc}")
+    if run_name is not None:
+        extra.append(f"output.run_name={_yaml_str(run_name)}")
+    cfg = load_config(config, overrides=extra)
+    # Entrypoint and args are set on the dict, not as text overrides: a path or
+    # argument must never be re-parsed (a "-" or ":" in it would change meaning).
+    if entrypoint is not None or module is not None or script_args is not None:
+        raw = cfg.to_dict()
+        if entrypoint is not None:
+            raw["launch"]["entrypoint"], raw["launch"]["module"] = str(entrypoint), None
+        if module is not None:
+            raw["launch"]["module"], raw["launch"]["entrypoint"] = module, None
+        if script_args is not None:
+            raw["launch"]["args"] = list(script_args)
+        cfg = load_config(raw)
+    plan = plan_training(cfg, hardware=hardware, base_env=base_env, resume_from=resume_from)
+    problems = []
+    if plan.resume_from is not None and not plan.resume_from.is_dir():
+        problems.append(f"resume checkpoint {plan.resume_from} does not exist; give the checkpoint directory of an earlier run")
+    try:
+        verify_training_environment(plan)
+    except EnvironmentCheckError as err:
+        problems = err.problems + problems
+    if problems:
+        raise EnvironmentCheckError(problems)
+    return plan
+
+
+def launch(
+    config: ConfigSource = None,
+    *,
+    sinks: Sequence[Sink] = (),
+    finalizers: Sequence[Finalizer] = (),
+    plan: LaunchPlan | None = None,
+    **options: Any,
+) -> TrainingRun:
+    """Start a training job and return its handle at once.
+
+    Args:
+        config: path, YAML/JSON text, dict or TrainingConfig (None: defaults).
+        sinks: where to show lines and events while it runs (e.g. TerminalSink).
+        finalizers: called with the result when the job ends (tracking, backup).
+        plan: an already prepared plan (from :func:`prepare`); skips preparing.
+        **options: as for :func:`prepare` (overrides, output_dir, nproc, ...).
+
+    Returns:
+        The :class:`TrainingRun` handle (status RUNNING).
+
+    Raises:
+        ConfigError, EnvironmentCheckError: before anything is spawned.
+    """
+    plan = plan or prepare(config, **options)
+    write_run_inputs(plan)
+    run = TrainingRun(plan, sinks=sinks, finalizers=finalizers)
+    run._start()
+    return run
+
+
+def execute_training_subprocess(
+    config: ConfigSource = None,
+    output_dir: str | Path | None = None,
+    data_path: str | Path | None = None,
+    *,
+    stream: bool = True,
+    timeout: float | None = None,
+    **options: Any,
+) -> TrainingResult:
+    """Run a training job to the end (the seed's blocking API).
+
+    Args:
+        config: as for :func:`launch`.
+        output_dir: where run directories go (``<output_dir>/<run_name>``).
+        data_path: the dataset directory given to the trainer (``data.path``).
+        stream: print rank-prefixed lines to stdout while it runs.
+        timeout: cancel the job and raise TimeoutError after this many seconds.
+        **options: as for :func:`prepare`.
+
+    Returns:
+        The :class:`TrainingResult` of a successful run.
+
+    Raises:
+        TrainingFailed: a rank failed (rank, exit code, exception, traceback, logs).
+        TrainingCancelled: interrupted (Ctrl-C / kernel interrupt cancels the job).
+    """
+    sinks = [TerminalSink()] if stream else []
+    run = launch(config, output_dir=output_dir, data_path=data_path, sinks=sinks, **options)
+    try:
+        run.wait(timeout)
+    except BaseException:  # KeyboardInterrupt, TimeoutError: leave nothing running
+        run.cancel()
+        raise
+    return run.result()
+
+
+def _yaml_str(value: object) -> str:
+    """Quote a path/name for an override so YAML reads it back as the same string."""
+    import json
+
+    return json.dumps(str(value))

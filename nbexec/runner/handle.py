@@ -1,0 +1,292 @@
+"""The handle of a launched job: status, wait, cancel, logs, events, result."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from nbexec import contract
+from nbexec.errors import NbexecError, TrainingCancelled, TrainingFailed
+from nbexec.events import Event
+from nbexec.plan import LaunchPlan
+from nbexec.result import RunStatus, TrainingResult
+from nbexec.runner.lines import LogLine
+from nbexec.runner.process import spawn_launcher, terminate_tree
+from nbexec.runner.rootcause import find_root_cause
+from nbexec.runner.sinks import Dispatcher, Sink
+from nbexec.runner.streams import LogPump
+
+MAX_EVENTS = 100_000  # events kept in memory; events.jsonl keeps them all
+
+# Called once the job is over, before waiters wake up; may return an amended
+# result (e.g. with the MLflow run id). Used by tracking and backup layers.
+Finalizer = Callable[[TrainingResult], TrainingResult]
+
+
+class TrainingRun:
+    """A running (or finished) training job. Create it with :func:`nbexec.launch`.
+
+    Use ``wait()``/``result()`` to block, ``cancel()`` to stop, ``lines()`` and
+    ``events`` to look inside while it runs. As a context manager, leaving the
+    block with an exception cancels the job.
+    """
+
+    def __init__(
+        self,
+        plan: LaunchPlan,
+        sinks: Sequence[Sink] = (),
+        finalizers: Sequence[Finalizer] = (),
+    ) -> None:
+        self.plan = plan
+        self._status = RunStatus.PENDING
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._cancel_requested = False
+        self._result: TrainingResult | None = None
+        self._events: list[Event] = []
+        self._metrics: dict[str, float] = {}
+        self._progress: Event | None = None
+        self._checkpoint: Path | None = None
+        self._finalizers = list(finalizers)
+        self._dispatcher = Dispatcher(sinks)
+        self._proc: Any = None
+        self._pump: LogPump | None = None
+        self._thread: threading.Thread | None = None
+        self.started_at = 0.0
+
+    # --- starting ---------------------------------------------------------------
+
+    def _start(self) -> None:
+        """Write the run dir's inputs and start the launcher and the pump."""
+        plan = self.plan
+        self._pump = LogPump(plan.run_dir, self._dispatcher, on_events=self._record_events)
+        env = dict(plan.env)
+        env[contract.ENV_LOG_SOCKET] = self._pump.socket_path
+        self.started_at = time.time()
+        try:
+            self._proc = spawn_launcher(plan.argv, env)
+        except OSError as err:
+            self._pump.run(lambda: True)  # closes the socket and files
+            raise NbexecError(f"could not start {plan.argv[0]!r}: {err}") from err
+        self._pump.attach_pipe(self._proc.stdout, "stdout")
+        self._pump.attach_pipe(self._proc.stderr, "stderr")
+        self._status = RunStatus.RUNNING
+        self._dispatcher.start(self)
+        self._thread = threading.Thread(target=self._supervise, name=f"nbexec-{plan.run_name}", daemon=True)
+        self._thread.start()
+
+    def _supervise(self) -> None:
+        assert self._pump is not None
+        try:
+            self._pump.run(lambda: self._proc.poll() is not None)
+        finally:
+            exit_code = self._proc.wait()
+            self._finish(exit_code)
+
+    def _finish(self, exit_code: int) -> None:
+        if self._cancel_requested:
+            status = RunStatus.KILLED
+        else:
+            status = RunStatus.FINISHED if exit_code == 0 else RunStatus.FAILED
+        root_cause = find_root_cause(self.plan.run_dir, exit_code) if status is RunStatus.FAILED else None
+        result = TrainingResult(
+            run_name=self.plan.run_name,
+            run_dir=self.plan.run_dir,
+            status=status,
+            exit_code=exit_code,
+            started_at=self.started_at,
+            ended_at=time.time(),
+            nproc=self.plan.nproc,
+            backend=self.plan.backend,
+            config_hash=self.plan.config.config_hash,
+            command=self.plan.argv,
+            metrics=dict(self._metrics),
+            checkpoint=self._checkpoint_path(),
+            root_cause=root_cause,
+            log_paths=self._pump.log_paths() if self._pump else {},
+        )
+        for finalize in self._finalizers:
+            try:
+                result = finalize(result)
+            except Exception as err:  # noqa: BLE001 - bookkeeping must not lose the outcome
+                self._dispatcher.put_lines([LogLine(None, "stderr", f"nbexec: {err}", time.time())])
+        try:
+            result.write()
+        finally:
+            with self._lock:
+                self._result = result
+                self._status = status
+            self._dispatcher.end(result)
+            self._done.set()
+
+    # --- events -----------------------------------------------------------------
+
+    def _record_events(self, events: list[Event]) -> None:
+        with self._lock:
+            self._events.extend(events)
+            if len(self._events) > MAX_EVENTS:
+                del self._events[: len(self._events) - MAX_EVENTS]
+            for ev in events:
+                kind = ev.get("kind")
+                if kind == "metrics" and isinstance(ev.get("metrics"), dict):
+                    self._metrics.update(ev["metrics"])
+                elif kind == "progress":
+                    self._progress = ev
+                elif kind == "checkpoint" and ev.get("path"):
+                    self._checkpoint = Path(ev["path"])
+
+    def _checkpoint_path(self) -> Path | None:
+        if self._checkpoint is not None:
+            return self._checkpoint
+        default = self.plan.checkpoint_dir
+        return default if default.is_dir() and any(default.iterdir()) else None
+
+    # --- the public handle --------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.plan.run_name
+
+    @property
+    def run_dir(self) -> Path:
+        return self.plan.run_dir
+
+    @property
+    def status(self) -> RunStatus:
+        return self._status
+
+    @property
+    def pid(self) -> int | None:
+        """The launcher's (torchrun's) process id."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def events(self) -> list[Event]:
+        """Events received so far (the most recent 100,000)."""
+        with self._lock:
+            return list(self._events)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The latest value of each metric reported so far."""
+        with self._lock:
+            return dict(self._metrics)
+
+    @property
+    def progress(self) -> Event | None:
+        """The latest progress event (``step``, ``total``, ``epoch``...)."""
+        with self._lock:
+            return self._progress
+
+    def lines(self, rank: int | None = 0, n: int | None = None) -> list[LogLine]:
+        """The recent lines of one rank (``None``: the launcher), oldest first."""
+        lines = self._pump.lines(rank) if self._pump else []
+        return lines[-n:] if n else lines
+
+    def log_path(self, rank: int | None = 0) -> Path:
+        if rank is None:
+            return self.plan.log_dir / contract.LAUNCHER_LOG
+        return contract.rank_log_path(self.plan.run_dir, rank)
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> RunStatus:
+        """Block until the job ends; returns its final status.
+
+        Raises:
+            TimeoutError: the job is still running after ``timeout`` seconds.
+        """
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"training run {self.name!r} still running after {timeout} s")
+        return self._status
+
+    def result(self, timeout: float | None = None) -> TrainingResult:
+        """Wait for the job and return its result.
+
+        Raises:
+            TrainingFailed: a rank failed (root cause, exit code, log paths).
+            TrainingCancelled: the job was cancelled.
+            TimeoutError: still running after ``timeout`` seconds.
+        """
+        self.wait(timeout)
+        error = self.exception()
+        if error is not None:
+            raise error
+        assert self._result is not None
+        return self._result
+
+    def exception(self) -> TrainingFailed | TrainingCancelled | None:
+        """The error ``result()`` would raise, or None (also while running)."""
+        result = self._result
+        if result is None or result.status is RunStatus.FINISHED:
+            return None
+        if result.status is RunStatus.KILLED:
+            return TrainingCancelled(f"training run {self.name!r} was cancelled; logs: {self.plan.log_dir}")
+        assert result.root_cause is not None
+        rank = result.root_cause.rank
+        tail = [ln.text for ln in self.lines(rank, 20)] if self._pump else []
+        return TrainingFailed(
+            run_name=self.name, root_cause=result.root_cause, log_paths=result.log_paths, log_tail=tail
+        )
+
+    def cancel(self, grace: float = 10.0) -> None:
+        """Stop the job: SIGTERM to every process, ``grace`` seconds, then SIGKILL.
+
+        Idempotent; returns once no process of the job is left. The run ends KILLED.
+        """
+        with self._lock:
+            if self._done.is_set() or self._proc is None:
+                return
+            self._cancel_requested = True
+        terminate_tree(self._proc.pid, grace)
+        self._done.wait(DRAIN_TIMEOUT)
+
+    def __enter__(self) -> TrainingRun:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            self.cancel()
+
+    def __repr__(self) -> str:
+        prog = self.progress
+        where = ""
+        if prog and prog.get("total"):
+            where = f", step {prog.get('step')}/{prog.get('total')}"
+        return f"<TrainingRun {self.name!r} {self._status.value}, {self.plan.nproc}x{self.plan.backend}{where}>"
+
+
+DRAIN_TIMEOUT = 30.0  # cancel() waits this long for the bookkeeping after the kill
+
+
+def write_run_inputs(plan: LaunchPlan) -> None:
+    """Create the run dir and write ``config.yaml`` and ``command.txt`` (secrets redacted).
+
+    Raises:
+        FileExistsError: the run dir already holds files (nothing is overwritten).
+    """
+    import yaml
+
+    from nbexec.redact import split_secrets
+
+    run_dir = plan.run_dir
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise FileExistsError(f"run directory {run_dir} already exists and is not empty")
+    (run_dir / contract.LOG_DIR).mkdir(parents=True, exist_ok=True)
+    clean, _ = split_secrets(plan.config.to_dict())
+    (run_dir / contract.CONFIG_FILE).write_text(yaml.safe_dump(clean, sort_keys=False))
+    env_lines = "\n".join(f"{k}={v}" for k, v in plan.recorded_env().items())
+    (run_dir / contract.COMMAND_FILE).write_text(
+        f"# argv, exactly (JSON list; no shell is involved)\n{json.dumps(list(plan.argv))}\n"
+        f"# the same, shell-quoted for copying into a terminal\n{shlex.join(plan.argv)}\n"
+        f"# environment nbexec set, and relevant inherited variables (secrets redacted)\n{env_lines}\n"
+    )
+
+
+__all__ = ["TrainingRun", "Finalizer", "write_run_inputs"]

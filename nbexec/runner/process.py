@@ -1,0 +1,150 @@
+"""Start the launcher process tied to this one, and stop a whole job's process tree.
+
+Two facts shape this module:
+
+- torchrun starts each worker with ``start_new_session=True``, so signalling
+  torchrun's process group misses the workers. Stopping a job walks the real
+  process tree (psutil) instead.
+- ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits,
+  not the process. Launchers are therefore spawned from one long-lived thread
+  owned by this module, never from the caller's (possibly short-lived) thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+
+import psutil
+
+PR_SET_PDEATHSIG = 1
+
+
+def _make_pdeathsig() -> object | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    # Resolve prctl now: the hook below runs in the forked child, where
+    # anything beyond a plain C call can deadlock.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def set_pdeathsig() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    return set_pdeathsig
+
+
+class _Spawner:
+    """A daemon thread that lives as long as the process and does every Popen."""
+
+    def __init__(self) -> None:
+        self._requests: queue.Queue[tuple[Future[subprocess.Popen[bytes]], dict]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._preexec = _make_pdeathsig()
+
+    def spawn(self, **popen_kwargs: object) -> subprocess.Popen[bytes]:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="nbexec-spawner", daemon=True)
+                self._thread.start()
+        future: Future[subprocess.Popen[bytes]] = Future()
+        self._requests.put((future, popen_kwargs))
+        return future.result()
+
+    def _loop(self) -> None:
+        while True:
+            future, kwargs = self._requests.get()
+            try:
+                future.set_result(subprocess.Popen(preexec_fn=self._preexec, **kwargs))  # type: ignore[call-overload]
+            except BaseException as err:  # noqa: BLE001 - handed to the caller
+                future.set_exception(err)
+
+
+_SPAWNER = _Spawner()
+
+
+def spawn_launcher(
+    argv: Sequence[str], env: Mapping[str, str], cwd: str | Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` (a list, never a shell string) in its own session.
+
+    Its stdout/stderr are pipes; if this process dies, the launcher gets
+    SIGKILL, and the bootstrap in each rank makes the ranks follow it.
+    """
+    return _SPAWNER.spawn(
+        args=list(argv),
+        env=dict(env),
+        cwd=str(cwd) if cwd is not None else None,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        close_fds=True,
+    )
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    """The process and all its descendants that are alive now."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def terminate_tree(pid: int, grace: float, also: Sequence[psutil.Process] = ()) -> list[psutil.Process]:
+    """SIGTERM the tree under ``pid``, wait up to ``grace`` s, then SIGKILL survivors.
+
+    Processes that get reparented while we wait (a worker whose torchrun died)
+    are still tracked: we hold their psutil handles from the first snapshot.
+
+    Returns:
+        Processes still alive at the end (empty when the job is gone).
+    """
+    procs = {p.pid: p for p in [*process_tree(pid), *also]}
+    _send(procs.values(), signal.SIGTERM)
+    _, alive = psutil.wait_procs(list(procs.values()), timeout=max(0.0, grace))
+    # Anything started while we waited (a late worker) goes too.
+    for p in process_tree(pid):
+        procs.setdefault(p.pid, p)
+    alive = [p for p in procs.values() if _alive(p)]
+    if alive:
+        _send(alive, signal.SIGKILL)
+        _, alive = psutil.wait_procs(alive, timeout=5)
+    return alive
+
+
+def _send(procs: object, sig: int) -> None:
+    for p in procs:  # type: ignore[attr-defined]
+        try:
+            p.send_signal(sig)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def signal_name(exit_code: int | None) -> str | None:
+    """``-9`` -> ``"SIGKILL"``: Popen reports death by signal as a negative code."""
+    if exit_code is None or exit_code >= 0:
+        return None
+    try:
+        return signal.Signals(-exit_code).name
+    except ValueError:
+        return None
+
+
+__all__ = ["spawn_launcher", "process_tree", "terminate_tree", "signal_name"]

@@ -1,0 +1,75 @@
+"""Find why a job failed: the first failing rank, its exit code and exception.
+
+Primary source: the error records the worker bootstrap writes
+(``logs/rank<N>.error.json``), the earliest of which is the root cause — later
+ones are usually ranks that lost their peer. A rank killed by a signal leaves
+no record; then torchrun's own failure summary in the launcher log names the
+rank and exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from nbexec import contract
+from nbexec.errors import RootCause
+from nbexec.runner.process import signal_name
+
+# torchrun's summary: "  rank      : 1 (local_rank: 1)\n  exitcode  : -9 (pid: 123)"
+_SUMMARY_RE = re.compile(r"rank\s*:\s*(\d+)\s*\(local_rank.*?\n\s*exitcode\s*:\s*(-?\d+)", re.S)
+
+
+def find_root_cause(run_dir: Path, launcher_exit_code: int | None) -> RootCause:
+    """The best explanation available for a failed job; never raises."""
+    records = []
+    for path in (run_dir / contract.LOG_DIR).glob("rank*.error.json"):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    if records:
+        first = min(records, key=lambda r: r.get("time") or float("inf"))
+        return RootCause(
+            rank=first.get("rank"),
+            exit_code=first.get("exit_code"),
+            exc_type=first.get("exc_type") or "",
+            message=first.get("message") or "",
+            traceback=first.get("traceback") or "",
+            time=first.get("time"),
+        )
+    summary = _from_launcher_summary(run_dir / contract.LOG_DIR / contract.LAUNCHER_LOG)
+    if summary is not None:
+        return summary
+    return RootCause(
+        rank=None,
+        exit_code=launcher_exit_code,
+        message=describe_exit(launcher_exit_code, "torchrun")
+        + "; see the launcher log",
+    )
+
+
+def _from_launcher_summary(path: Path) -> RootCause | None:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    # The "Root Cause (first observed failure)" section comes last in the summary.
+    section = text[text.rfind("Root Cause") :] if "Root Cause" in text else text
+    match = _SUMMARY_RE.search(section)
+    if not match:
+        return None
+    rank, code = int(match.group(1)), int(match.group(2))
+    return RootCause(rank=rank, exit_code=code, message=describe_exit(code, f"rank {rank}"))
+
+
+def describe_exit(code: int | None, who: str) -> str:
+    """``"rank 1 was killed by SIGKILL (out of memory?)"`` / ``"... exited with code 3"``."""
+    if code is None:
+        return f"{who} ended without an exit code"
+    name = signal_name(code)
+    if name:
+        hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if name == "SIGKILL" else ""
+        return f"{who} was killed by {name}{hint}"
+    return f"{who} exited with code {code}"

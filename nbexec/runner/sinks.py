@@ -1,0 +1,131 @@
+"""Sinks: where a running job's lines and events are shown (terminal, notebook view).
+
+Sinks run on the :class:`Dispatcher`'s thread, never on the pump's: a sink that
+is slow (or stuck) makes the dispatcher drop display lines, and says how many,
+while the log files still get every line.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, TextIO
+
+from nbexec.events import Event
+from nbexec.runner.lines import LogLine
+
+if TYPE_CHECKING:
+    from nbexec.result import TrainingResult
+
+QUEUE_BATCHES = 2048  # bounded: at most this many pending batches of lines/events
+
+
+class Sink:
+    """Base class: override what you need. Called from the dispatcher thread."""
+
+    def on_start(self, run: object) -> None:
+        """The job's processes are up (``run`` is the TrainingRun handle)."""
+
+    def on_lines(self, lines: Sequence[LogLine]) -> None:
+        """New whole lines, in arrival order."""
+
+    def on_events(self, events: Sequence[Event]) -> None:
+        """New progress/metric/checkpoint events from the trainer."""
+
+    def on_dropped(self, count: int) -> None:
+        """``count`` lines were not shown because this sink fell behind."""
+
+    def on_end(self, result: TrainingResult) -> None:
+        """The job is over; ``result`` is final."""
+
+
+class Dispatcher:
+    """Feeds sinks from a bounded queue on its own thread."""
+
+    def __init__(self, sinks: Iterable[Sink]) -> None:
+        self.sinks = list(sinks)
+        self._queue: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=QUEUE_BATCHES)
+        self._dropped = 0
+        self._thread = threading.Thread(target=self._loop, name="nbexec-sinks", daemon=True)
+        if self.sinks:
+            self._thread.start()
+
+    def put_lines(self, lines: list[LogLine]) -> None:
+        if self.sinks:
+            self._offer(("lines", lines), len(lines))
+
+    def put_events(self, events: list[Event]) -> None:
+        if self.sinks:
+            self._offer(("events", events), 0)
+
+    def start(self, run: object) -> None:
+        if self.sinks:
+            self._queue.put(("start", run))
+
+    def end(self, result: TrainingResult, timeout: float = 30.0) -> None:
+        """Deliver the final result and wait (bounded) until sinks have seen everything."""
+        if not self.sinks:
+            return
+        self._queue.put(("end", result))
+        self._thread.join(timeout)
+
+    def _offer(self, item: tuple[str, object], n_lines: int) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self._dropped += n_lines
+
+    def _loop(self) -> None:
+        while True:
+            kind, payload = self._queue.get()
+            dropped, self._dropped = self._dropped, 0
+            for sink in self.sinks:
+                try:
+                    if dropped:
+                        sink.on_dropped(dropped)
+                    if kind == "lines":
+                        sink.on_lines(payload)  # type: ignore[arg-type]
+                    elif kind == "events":
+                        sink.on_events(payload)  # type: ignore[arg-type]
+                    elif kind == "start":
+                        sink.on_start(payload)
+                    elif kind == "end":
+                        sink.on_end(payload)  # type: ignore[arg-type]
+                except Exception as err:  # noqa: BLE001 - a broken sink must not stop the others
+                    print(f"nbexec: display sink {type(sink).__name__} failed: {err!r}", file=sys.stderr)
+            if kind == "end":
+                return
+
+
+class TerminalSink(Sink):
+    """Prints ``[rank0] line`` for every line, and a short line per metrics event.
+
+    Args:
+        stream: where to print (stdout by default).
+        ranks: only these ranks' lines (None: all); launcher lines always show.
+    """
+
+    def __init__(self, stream: TextIO | None = None, ranks: Iterable[int] | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.ranks = set(ranks) if ranks is not None else None
+
+    def on_lines(self, lines: Sequence[LogLine]) -> None:
+        shown = [
+            ln.format() for ln in lines if self.ranks is None or ln.rank is None or ln.rank in self.ranks
+        ]
+        if shown:
+            self.stream.write("\n".join(shown) + "\n")
+            self.stream.flush()
+
+    def on_events(self, events: Sequence[Event]) -> None:
+        for ev in events:
+            if ev.get("kind") == "metrics" and isinstance(ev.get("metrics"), dict):
+                values = " ".join(f"{k}={v:.4g}" for k, v in ev["metrics"].items() if isinstance(v, (int, float)))
+                step = f" step {ev['step']}" if ev.get("step") is not None else ""
+                self.stream.write(f"[nbexec]{step} {values}\n")
+        self.stream.flush()
+
+    def on_dropped(self, count: int) -> None:
+        self.stream.write(f"[nbexec] {count} lines not shown (output too fast); all are in the log files\n")

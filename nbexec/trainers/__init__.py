@@ -1,0 +1,1 @@
+"""Reference trainers that run under nbexec (``python -m nbexec.trainers.<name>``)."""
