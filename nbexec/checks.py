@@ -133,14 +133,22 @@ def _check_output_dir(plan: LaunchPlan) -> Check:
             "output.run_name (or leave it unset for a fresh one) so no earlier run is overwritten",
         )
     parent = run_dir.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=parent, prefix=".nbexec-write-test-"):
-            pass
-    except OSError as err:
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    problem = None
+    if existing is None or not existing.is_dir():
+        problem = f"{existing} is a file, not a directory"
+    else:
+        # Probe with a real write (root ignores permission bits, read-only
+        # mounts do not); create nothing that stays behind.
+        try:
+            with tempfile.NamedTemporaryFile(dir=existing, prefix=".nbexec-write-test-"):
+                pass
+        except OSError as err:
+            problem = f"cannot create a file in {existing}: {err.strerror or err}"
+    if problem:
         return Check(
             "output", False,
-            f"output directory {parent} is not writable ({err.strerror or err}); "
+            f"output directory {parent} is not writable ({problem}); "
             "set output.dir (or --output) to a folder you can write to",
         )
     return Check("output", True, f"{parent} is writable")

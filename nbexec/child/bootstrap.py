@@ -113,10 +113,8 @@ def _exit_code(exc: SystemExit) -> int:
 
 def _user_frames(tb: object) -> object:
     """Skip the bootstrap's and runpy's frames: the traceback starts in user code."""
-    while tb is not None and (
-        tb.tb_frame.f_code.co_filename in (__file__, runpy.__file__)  # type: ignore[attr-defined]
-        or "runpy" in tb.tb_frame.f_code.co_filename  # type: ignore[attr-defined]
-    ):
+    ours = (__file__, runpy.__file__, "<frozen runpy>")
+    while tb is not None and tb.tb_frame.f_code.co_filename in ours:  # type: ignore[attr-defined]
         tb = tb.tb_next  # type: ignore[attr-defined]
     return tb
 

@@ -1,0 +1,3 @@
+from nbexec.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,136 @@
+"""Command line: ``nbexec train`` and ``nbexec doctor`` over the same core as the notebook.
+
+    nbexec train [CONFIG] [--nproc N] [--set k=v ...] [--output DIR] [--dry-run] [-- script args]
+    nbexec doctor [CONFIG]
+
+Exit codes: 0 success, 1 training failed, 2 bad config or usage,
+3 environment not ready, 130 interrupted (the job is cancelled first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from nbexec.errors import ConfigError, EnvironmentCheckError, TrainingCancelled, TrainingFailed
+
+EXIT_FAILED, EXIT_USAGE, EXIT_ENV, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nbexec", description="Run PyTorch DDP training jobs with torchrun, logs and results."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser(
+        "train",
+        help="run a training job",
+        description="Run a training job. Arguments after `--` go to the training script untouched.",
+    )
+    train.add_argument("config", nargs="?", help="YAML/JSON config file (default: embedded demo config)")
+    train.add_argument("--nproc", help="processes on this machine: a number or 'auto'")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set training.learning_rate=3e-5 (repeatable)")
+    train.add_argument("--output", help="directory that holds run directories (output.dir)")
+    train.add_argument("--run-name", help="name of the run directory (default: generated)")
+    train.add_argument("--data", help="dataset directory for the trainer (data.path)")
+    target = train.add_mutually_exclusive_group()
+    target.add_argument("--entrypoint", help="training script to run instead of the built-in trainer")
+    target.add_argument("-m", "--module", help="module to run (like python -m) instead of the built-in trainer")
+    train.add_argument("--resume", metavar="CHECKPOINT_DIR", help="resume from an earlier run's checkpoint")
+    train.add_argument("--rank", dest="ranks", type=int, action="append",
+                       help="show only these ranks' lines (repeatable; default: all)")
+    train.add_argument("--quiet", action="store_true", help="do not stream the job's lines")
+    train.add_argument("--dry-run", action="store_true", help="print the plan (command, env, run dir) and exit")
+
+    doctor = sub.add_parser("doctor", help="show hardware and check the environment for a launch")
+    doctor.add_argument("config", nargs="?", help="config to check (default: embedded demo config)")
+    doctor.add_argument("--nproc", help="processes to check for")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    script_args: list[str] | None = None
+    if "--" in args_list:
+        cut = args_list.index("--")
+        args_list, script_args = args_list[:cut], args_list[cut + 1 :]
+    args = build_parser().parse_args(args_list)
+    try:
+        if args.command == "train":
+            return _train(args, script_args)
+        return _doctor(args)
+    except ConfigError as err:
+        print(f"nbexec: config error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except EnvironmentCheckError as err:
+        print(f"nbexec: {err}", file=sys.stderr)
+        return EXIT_ENV
+
+
+def _train(args: argparse.Namespace, script_args: list[str] | None) -> int:
+    from nbexec.executor import launch, prepare
+    from nbexec.runner.sinks import TerminalSink
+
+    plan = prepare(
+        args.config,
+        overrides=args.overrides,
+        output_dir=args.output,
+        data_path=args.data,
+        nproc=args.nproc,
+        run_name=args.run_name,
+        entrypoint=args.entrypoint,
+        module=args.module,
+        script_args=script_args,
+        resume_from=args.resume,
+    )
+    if args.dry_run:
+        print(plan.describe())
+        return 0
+    print(f"nbexec: starting {plan.run_name}: {plan.nproc} x {plan.backend}, logs in {plan.log_dir}", flush=True)
+    sinks = [] if args.quiet else [TerminalSink(ranks=args.ranks)]
+    run = launch(plan=plan, sinks=sinks)
+    try:
+        result = run.result()
+    except KeyboardInterrupt:
+        print("\nnbexec: interrupted; stopping the job...", file=sys.stderr, flush=True)
+        run.cancel()
+        print(f"nbexec: {run.name} KILLED; logs in {plan.log_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except TrainingCancelled as err:
+        print(f"nbexec: {err}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except TrainingFailed as err:
+        print(f"nbexec: FAILED\n{err}", file=sys.stderr)
+        return EXIT_FAILED
+    metrics = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()) or "none reported"
+    print(
+        f"nbexec: {result.run_name} {result.status.value} in {result.duration_s:.1f} s\n"
+        f"  metrics:    {metrics}\n"
+        f"  checkpoint: {result.checkpoint or 'none'}\n"
+        f"  run dir:    {result.run_dir}"
+    )
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from nbexec.checks import check_environment
+    from nbexec.config import load_config
+    from nbexec.plan import plan_training
+
+    overrides = [f"launch.nproc={args.nproc}"] if args.nproc else []
+    plan = plan_training(load_config(args.config, overrides=overrides))
+    hw = plan.hardware
+    print(f"hardware:  {hw.summary()}")
+    print(f"gpu probe: {hw.gpu_source}" + (f" ({hw.gpu_error})" if hw.gpu_error else ""))
+    print(f"plan:      {plan.nproc} process(es), backend {plan.backend}")
+    checks = check_environment(plan)
+    for check in checks:
+        print(f"  [{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
+    return 0 if all(c.ok for c in checks) else EXIT_ENV
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
