@@ -162,7 +162,7 @@ class TrainingRun:
 
     @property
     def pid(self) -> int | None:
-        """The launcher's (torchrun's) process id."""
+        """Process id of the job guard, the parent of torchrun (its tree is the whole job)."""
         return self._proc.pid if self._proc is not None else None
 
     @property

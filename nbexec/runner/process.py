@@ -24,6 +24,7 @@ from pathlib import Path
 import psutil
 
 PR_SET_PDEATHSIG = 1
+GUARD_MODULE = "nbexec.runner.guard"
 
 
 def _make_pdeathsig() -> object | None:
@@ -36,7 +37,8 @@ def _make_pdeathsig() -> object | None:
     prctl = ctypes.CDLL(None, use_errno=True).prctl
 
     def set_pdeathsig() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        # SIGTERM, not SIGKILL: the guard catches it and stops the whole job.
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
     return set_pdeathsig
 
@@ -74,13 +76,13 @@ _SPAWNER = _Spawner()
 def spawn_launcher(
     argv: Sequence[str], env: Mapping[str, str], cwd: str | Path | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` (a list, never a shell string) in its own session.
+    """Start ``argv`` (a list, never a shell string) under the job guard, in its own session.
 
-    Its stdout/stderr are pipes; if this process dies, the launcher gets
-    SIGKILL, and the bootstrap in each rank makes the ranks follow it.
+    Its stdout/stderr are pipes. If this process dies, the guard gets SIGTERM
+    and stops every process of the job (see :mod:`nbexec.runner.guard`).
     """
     return _SPAWNER.spawn(
-        args=list(argv),
+        args=[sys.executable, "-m", GUARD_MODULE, *argv],
         env=dict(env),
         cwd=str(cwd) if cwd is not None else None,
         stdin=subprocess.DEVNULL,

@@ -1,0 +1,130 @@
+"""Job guard: the parent of torchrun, so that nothing of a job outlives it.
+
+    python -m nbexec.runner.guard ARGV...
+
+torchrun starts every worker in a new session, and a worker's own children
+(data loaders, helper servers) are orphaned, not killed, when the worker
+dies. The guard closes that gap on Linux:
+
+- it is a *child subreaper*: orphans anywhere below it are re-parented to it
+  instead of to init, so it can always find them;
+- on SIGTERM/SIGINT/SIGHUP (the parent sets SIGTERM as its death signal, so a
+  killed notebook kernel sends it) it stops the whole tree: SIGTERM, a grace
+  period, then SIGKILL;
+- when torchrun exits, it stops whatever the job left running, then exits
+  with torchrun's status (re-raising torchrun's death signal, if any).
+
+Standard library only, and no torch: it must start in milliseconds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+PR_SET_CHILD_SUBREAPER = 36
+GRACE_ENV = "NBEXEC_GUARD_GRACE"
+
+
+class _Stop(Exception):
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise _Stop(signum)
+
+
+def descendants(root: int) -> list[int]:
+    """Pids below ``root`` in the process tree (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        # the command name (field 2) may contain spaces and parens: split after the last ')'
+        ppid = int(stat[stat.rfind(b")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            found.append(pid)
+            todo.append(pid)
+    return found
+
+
+def stop_tree(grace: float) -> None:
+    """SIGTERM every descendant, reap for up to ``grace`` s, SIGKILL what is left."""
+    me = os.getpid()
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        pids = descendants(me)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while descendants(me) and time.monotonic() < deadline:
+            _reap(block=False)
+            time.sleep(0.05)
+    _reap(block=False)
+
+
+def _reap(block: bool) -> tuple[int, int] | None:
+    try:
+        pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return (pid, status) if pid else None
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: python -m nbexec.runner.guard ARGV...", file=sys.stderr)
+        return 2
+    grace = float(os.environ.get(GRACE_ENV, "5"))
+    linux = sys.platform.startswith("linux")
+    if linux:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _raise_stop)
+    child = None
+    try:
+        child = subprocess.Popen(argv)
+        status = None
+        while status is None:
+            reaped = _reap(block=True)  # reaps orphans too, so none stay zombies
+            if reaped is None:
+                break
+            if reaped[0] == child.pid:
+                status = reaped[1]
+        if linux:
+            stop_tree(grace)  # anything the job left running
+        code = os.waitstatus_to_exitcode(status) if status is not None else 1
+    except _Stop as stop:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        if linux:
+            stop_tree(grace)
+        elif child is not None:
+            child.terminate()
+        code = -stop.signum
+    if code < 0:  # die the way torchrun died, so the parent sees the same signal
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
