@@ -109,19 +109,27 @@ def _check_entrypoint(plan: LaunchPlan, cwd: Path) -> Check:
 
 
 def _find_module(name: str, cwd: Path, pythonpath: str) -> bool:
-    """Locate ``pkg.mod`` the way ``python -m`` would, without importing anything."""
-    search = [str(cwd), *[p for p in pythonpath.split(os.pathsep) if p], *sys.path[1:]]
-    locations: list[str] | None = search
-    parts = name.split(".")
-    for i, part in enumerate(parts):
-        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[: i + 1]) if i else part, locations)
-        if spec is None:
+    """Locate ``pkg.mod`` the way ``python -m`` would, without running any of it.
+
+    The top-level package is looked up in the child's extra paths (cwd,
+    PYTHONPATH), then through this interpreter's finders (which know
+    site-packages and editable installs); submodules by path from there.
+    """
+    top, *rest = name.split(".")
+    extra = [str(cwd), *[p for p in pythonpath.split(os.pathsep) if p]]
+    spec = importlib.machinery.PathFinder.find_spec(top, extra)
+    if spec is None:
+        try:
+            spec = importlib.util.find_spec(top)  # a top-level lookup imports nothing
+        except (ImportError, ValueError):
+            spec = None
+    fullname = top
+    for part in rest:
+        if spec is None or not spec.submodule_search_locations:
             return False
-        if i < len(parts) - 1:
-            if not spec.submodule_search_locations:
-                return False
-            locations = list(spec.submodule_search_locations)
-    return True
+        fullname = f"{fullname}.{part}"
+        spec = importlib.machinery.PathFinder.find_spec(fullname, list(spec.submodule_search_locations))
+    return spec is not None
 
 
 def _check_output_dir(plan: LaunchPlan) -> Check:

@@ -36,6 +36,7 @@ MAX_NPROC = 1024
 # or glob characters, nothing that starts with a dot or a dash.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -243,6 +244,8 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         value = text
+    if isinstance(value, str) and _FLOAT_RE.match(value):
+        value = float(value)  # PyYAML (YAML 1.1) reads "3e-5" as a string
     node = raw
     for depth, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
@@ -285,6 +288,10 @@ def _validate(raw: dict[str, Any]) -> TrainingConfig:
     own = {name: _build_section(name, raw.get(name)) for name in _SECTIONS}
     config = TrainingConfig(**trainer, **own)
     _check_cross_fields(config)
+    if config.launch.target_module == BUILTIN_TRAINER_MODULE:
+        from nbexec.trainers.token_classification import schema
+
+        schema.validate(config.model, config.training, config.data)
     return config
 
 

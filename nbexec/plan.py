@@ -128,7 +128,9 @@ def make_run_name(config: TrainingConfig, now: float | None = None) -> str:
     elif launch.module:
         what = launch.module.rsplit(".", 1)[-1]
     else:
-        what = str(config.model.get("backbone", "train"))
+        from nbexec.trainers.token_classification.schema import DEFAULTS
+
+        what = str(config.model.get("backbone") or DEFAULTS["model"]["backbone"])
     what = "".join(c if c.isalnum() or c in "._-" else "-" for c in what).strip(".-_") or "train"
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
     return f"{what[:64]}-{stamp}-{secrets.token_hex(3)}"
