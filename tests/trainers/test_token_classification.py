@@ -21,7 +21,9 @@ from nbexec import contract
 from nbexec.errors import ConfigError
 from nbexec.events import read_events
 from nbexec.trainers.token_classification import data as ner_data
+from nbexec.child import RunContext
 from nbexec.trainers.token_classification import schema
+from nbexec.trainers.token_classification import train as train_mod
 from nbexec.trainers.token_classification.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -195,6 +197,34 @@ def test_resume_of_a_finished_run_trains_nothing(
     assert "nothing to do" in proc.stdout
     assert {p.name: p.stat().st_mtime_ns for p in ckpt.iterdir()} == before
     assert not (tmp_path / "checkpoint").exists()
+
+
+@pytest.mark.slow
+def test_outside_nbexec_with_config_file_and_max_steps(tmp_path: Path, data_path: Path) -> None:
+    # No NBEXEC_* variables, no torchrun: --config, ./checkpoint, no events.
+    config = tiny_config(data_path, epochs=3)
+    config["training"]["max_steps"] = 7
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NBEXEC_")}
+    proc = ok(subprocess.run([sys.executable, "-m", MODULE, "--config", "cfg.yaml"], cwd=tmp_path,
+                             env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                             timeout=120))
+    assert "at step 7" in proc.stdout
+    state = json.loads((tmp_path / "checkpoint" / "trainer_state.json").read_text())
+    assert (state["epoch"], state["global_step"], state["epoch_complete"]) == (1, 7, False)
+    assert state["world_size"] == 1 and [h["epoch"] for h in state["history"]] == [1]
+    assert not list(tmp_path.glob("*.jsonl"))
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_checkpoint_of_another_model_shape(
+    straight_run: Path, data_path: Path
+) -> None:
+    config = tiny_config(data_path, epochs=3)
+    config["model"]["d_model"] = 64
+    cfg = train_mod.resolve_config(config)
+    with pytest.raises(CheckpointError, match="d_model: 32 -> 64"):
+        train_mod.train(RunContext(), cfg, resume_from=straight_run / "checkpoint")
 
 
 @pytest.mark.slow
