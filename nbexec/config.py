@@ -36,7 +36,6 @@ MAX_NPROC = 1024
 # or glob characters, nothing that starts with a dot or a dash.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -129,6 +128,12 @@ class TrainingConfig:
         payload = {k: d[k] for k in (*TRAINER_SECTIONS, "launch")}
         return canonical_hash(payload)
 
+    def __repr__(self) -> str:
+        from nbexec.redact import split_secrets
+
+        clean, _ = split_secrets(self.to_dict())  # a notebook shows reprs: no secrets
+        return f"TrainingConfig({clean!r})"
+
     def with_overrides(self, overrides: Iterable[str]) -> TrainingConfig:
         """A new config with ``key.path=value`` overrides applied and re-validated."""
         return load_config(self.to_dict(), overrides=overrides)
@@ -175,18 +180,24 @@ def load_config(
             f"config must be a path, a YAML/JSON string or a dict, not {type(source).__name__}",
             value=source,
         )
+    if isinstance(overrides, str):
+        raise ConfigError(
+            f"overrides must be a list of key=value strings, not one string: use [{overrides!r}]",
+            value=overrides,
+        )
     for item in overrides:
         _apply_override(raw, item)
     return _validate(raw)
 
 
 def _looks_like_path(text: str) -> bool:
+    """A one-line string without YAML structure is a path (existing or not)."""
     stripped = text.strip()
     if "\n" in stripped or not stripped:
         return False
     if stripped.endswith((".yaml", ".yml", ".json")):
         return True
-    return ":" not in stripped and "{" not in stripped and Path(stripped).is_file()
+    return ": " not in stripped and not stripped.startswith(("{", "[")) and not stripped.endswith(":")
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -204,12 +215,45 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 def _parse_text(text: str, *, origin: str) -> dict[str, Any]:
-    import yaml  # YAML is a superset of JSON, so this reads both
+    import yaml
 
+    data: Any
+    if origin.endswith(".json") or text.lstrip().startswith("{"):
+        try:  # real JSON first: YAML rejects some valid JSON (tab indentation)
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        else:
+            return _check_mapping(data, origin)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ConfigError(f"{origin} is not valid YAML/JSON: {err}", value=text[:200]) from err
+    return _check_mapping(data, origin)
+
+
+def _loader() -> type:
+    """PyYAML's SafeLoader, but reading ``3e-5`` as a float (YAML 1.2), not a string."""
+    global _LOADER
+    if _LOADER is None:
+        import yaml
+
+        class Loader(yaml.SafeLoader):
+            pass
+
+        Loader.add_implicit_resolver(
+            "tag:yaml.org,2002:float",
+            re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+            list("-+0123456789."),
+        )
+        _LOADER = Loader
+    return _LOADER
+
+
+_LOADER: type | None = None
+
+
+def _check_mapping(data: Any, origin: str) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -241,11 +285,9 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
             value=item,
         )
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = yaml.load(text, Loader=_loader()) if text.strip() else None  # noqa: S506
     except yaml.YAMLError:
         value = text
-    if isinstance(value, str) and _FLOAT_RE.match(value):
-        value = float(value)  # PyYAML (YAML 1.1) reads "3e-5" as a string
     node = raw
     for depth, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
@@ -364,6 +406,8 @@ def _choice(options: tuple[str, ...]):  # noqa: ANN202 - small check factory
 def _name(path: str, value: Any) -> str | None:
     if value is None:
         return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        value = str(value)  # "--set tracking.experiment=2024" reads as a number
     if not isinstance(value, str) or not _NAME_RE.match(value):
         raise _fail(
             path,

@@ -70,7 +70,10 @@ def prepare(
     plan = plan_training(cfg, hardware=hardware, base_env=base_env, resume_from=resume_from)
     problems = []
     if plan.resume_from is not None and not plan.resume_from.is_dir():
-        problems.append(f"resume checkpoint {plan.resume_from} does not exist; give the checkpoint directory of an earlier run")
+        state = "is not a directory" if plan.resume_from.exists() else "does not exist"
+        problems.append(
+            f"resume checkpoint {plan.resume_from} {state}; give the checkpoint directory of an earlier run"
+        )
     try:
         verify_training_environment(plan)
     except EnvironmentCheckError as err:

@@ -50,7 +50,7 @@ class LaunchPlan:
     backend: str
     argv: tuple[str, ...]
     env: Mapping[str, str] = field(repr=False)
-    env_set: Mapping[str, str]
+    env_set: Mapping[str, str] = field(repr=False)  # may hold secrets; see recorded_env()
     hardware: HardwareInfo = field(repr=False)
     resume_from: Path | None = None
 
@@ -131,7 +131,8 @@ def make_run_name(config: TrainingConfig, now: float | None = None) -> str:
         from nbexec.trainers.token_classification.schema import DEFAULTS
 
         what = str(config.model.get("backbone") or DEFAULTS["model"]["backbone"])
-    what = "".join(c if c.isalnum() or c in "._-" else "-" for c in what).strip(".-_") or "train"
+    what = "".join(c if (c.isascii() and c.isalnum()) or c in "._-" else "-" for c in what)
+    what = what.strip(".-_") or "train"
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
     return f"{what[:64]}-{stamp}-{secrets.token_hex(3)}"
 
@@ -228,7 +229,9 @@ def plan_training(
     hardware = hardware or detect_hardware(base_env)
     nproc = resolve_nproc(config, hardware)
     backend = resolve_backend(config, hardware)
-    name = run_name or make_run_name(config)
+    if run_name is not None:
+        config = load_config(config, overrides=[f"output.run_name={json.dumps(run_name)}"])
+    name = make_run_name(config)
     run_dir = Path(output_dir if output_dir is not None else config.output.dir).absolute() / name
     resume = Path(resume_from).absolute() if resume_from is not None else None
     base = dict(os.environ if base_env is None else base_env)

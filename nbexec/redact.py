@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 REDACTED = "***REDACTED***"
-_SECRET_RE = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+# "TOKEN" but not "tokenizer" / "max_tokens": those name settings, not secrets.
+_SECRET_RE = re.compile(r"TOKEN(?!IZ|S(?![A-Z]))|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 # Names that match the pattern but carry no secret.
 _NOT_SECRET = frozenset({"KEYBOARD", "MONKEY", "KEY_HASH"})
 
@@ -48,11 +49,27 @@ def split_secrets(data: Mapping[str, Any], prefix: str = "") -> tuple[dict[str, 
 
 
 def merge_secrets(data: dict[str, Any], secrets: Mapping[str, Any]) -> dict[str, Any]:
-    """Put secret values back into a redacted config (in place; returns it)."""
+    """Put secret values back into a redacted config (in place; returns it).
+
+    A key may itself contain dots (``hub.v2``): at each level the longest run
+    of path parts that names an existing key wins.
+    """
     for path, value in secrets.items():
         node = data
-        *parents, last = path.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
+        parts = path.split(".")
+        i = 0
+        while i < len(parts) - 1:
+            for j in range(len(parts) - i, 0, -1):
+                key = ".".join(parts[i : i + j])
+                if key in node and (i + j == len(parts) or isinstance(node[key], dict)):
+                    break
+            else:
+                key, j = parts[i], 1
+            if i + j == len(parts):
+                break
+            node = node.setdefault(key, {})
+            i += j
+        else:
+            key = parts[-1]
+        node[key] = value
     return data

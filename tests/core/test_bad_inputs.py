@@ -266,11 +266,6 @@ def test_every_environment_problem_is_reported_at_once(cwd: Path, machine: Machi
     assert snapshot(cwd) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: plan_training(run_name=...) does not validate the name, so '../escape' puts "
-    "the run dir outside output_dir (output.run_name would reject it)",
-)
 def test_plan_training_refuses_a_run_name_that_escapes_the_output_dir(tmp_path: Path, machine: Machine) -> None:
     with pytest.raises(ConfigError):
         plan_training(load_config(None), output_dir=tmp_path / "out", run_name="../escape", hardware=machine())

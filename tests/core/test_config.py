@@ -107,11 +107,6 @@ def test_json_file(tmp_path: Path) -> None:
     assert load_config(path).to_dict() == SAMPLE_RESOLVED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: .json files are parsed with yaml.safe_load, which rejects tab indentation "
-    "(valid JSON, e.g. json.dump(indent='\\t')) as 'not valid YAML/JSON'",
-)
 def test_json_file_indented_with_tabs(tmp_path: Path) -> None:
     path = tmp_path / "config.json"
     path.write_text(json.dumps(SAMPLE, indent="\t"))
@@ -186,12 +181,6 @@ def test_override_value_types(override: str, section: str, key: str, expected: A
     assert type(value) is type(expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: YAML 1.1 (PyYAML) reads 3e-5 (no dot) as a string; overrides convert it, "
-    "but YAML text / files and even .json files (where 3e-5 is a JSON number) give "
-    "learning_rate '3e-5' (str) to the trainer and to config_hash",
-)
 @pytest.mark.parametrize("how", ["yaml-text", "json-file"])
 def test_exponent_without_dot_is_a_float(tmp_path: Path, how: str) -> None:
     if how == "yaml-text":
@@ -240,11 +229,6 @@ def test_override_value_is_validated_like_the_config() -> None:
         load_config(None, overrides=["launch.nproc=0"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: name fields read from overrides as YAML, so tracking.experiment=2024 / "
-    "output.run_name=20240101 become ints and are rejected with 'use ... letters, digits'",
-)
 def test_override_with_all_digit_name() -> None:
     config = load_config(None, overrides=["tracking.experiment=2024", "output.run_name=20240101"])
 

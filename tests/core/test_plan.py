@@ -387,11 +387,6 @@ def test_child_reads_the_secret_back_and_files_hold_none(
             assert SECRET not in text and "wandb-secret-123" not in text and "mlflow-pass-456" not in text, path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: repr(LaunchPlan) (what a notebook shows for `plan`) includes env_set with "
-    "NBEXEC_CONFIG_SECRETS and the TrainingConfig with training.hf_token, unredacted",
-)
 def test_plan_repr_holds_no_secret(secret_plan) -> None:
     assert SECRET not in repr(secret_plan)
 
@@ -443,11 +438,6 @@ def test_generated_run_name(launch: dict, prefix: str) -> None:
     assert load_config({"output": {"run_name": name}}).output.run_name == name  # the config accepts it back
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: make_run_name keeps non-ASCII letters (str.isalnum), producing names that "
-    "output.run_name / --run-name reject",
-)
 def test_generated_run_name_from_non_ascii_script_is_valid() -> None:
     name = make_run_name(load_config({"launch": {"entrypoint": "modèle_entraînement.py"}}))
 
