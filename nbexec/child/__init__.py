@@ -177,11 +177,19 @@ def init_process_group_if_needed(ctx: RunContext) -> bool:
     return True
 
 
-def destroy_process_group_if_needed() -> None:
-    """Tear the process group down cleanly at the end of training (no-op if none)."""
+def destroy_process_group_if_needed(barrier: bool = True) -> None:
+    """Tear the process group down at the end of training (no-op if none).
+
+    With ``barrier`` (the default, for the success path: call it on every
+    rank) ranks first wait for each other, so none tears its connections down
+    while a peer is still using them — with gloo that can abort the peer
+    ("terminate called without an active exception") after a good run.
+    """
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -76,8 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     init_process_group_if_needed(ctx)
     try:
         train(ctx, cfg, resume_from=args.resume_from or ctx.resume_from)
-    finally:
-        destroy_process_group_if_needed()
+    except BaseException:
+        # No barrier: the peers may be gone. Tear down so exit is clean.
+        destroy_process_group_if_needed(barrier=False)
+        raise
+    destroy_process_group_if_needed()
     return 0
 
 
