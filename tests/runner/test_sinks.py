@@ -1,0 +1,64 @@
+"""A slow sink never slows the producer: it drops display lines, says how many, and sees the end."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+from nbexec.runner.lines import LogLine
+from nbexec.runner.sinks import QUEUE_BATCHES, Dispatcher, Sink, TerminalSink
+
+
+class BlockedSink(Sink):
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.lines: list[LogLine] = []
+        self.dropped = 0
+        self.ended = None
+
+    def on_lines(self, lines):
+        self.release.wait()
+        self.lines.extend(lines)
+
+    def on_dropped(self, count):
+        self.dropped += count
+
+    def on_end(self, result):
+        self.ended = result
+
+
+def test_stuck_sink_drops_lines_without_blocking_and_still_gets_the_end():
+    sink = BlockedSink()
+    dispatcher = Dispatcher([sink])
+    total = QUEUE_BATCHES * 3
+    for i in range(total):  # would block forever if put() waited for the sink
+        dispatcher.put_lines([LogLine(0, "stdout", str(i), 0.0)])
+    sink.release.set()
+    dispatcher.end("RESULT")
+
+    assert sink.ended == "RESULT"
+    assert sink.dropped > 0
+    assert len(sink.lines) + sink.dropped == total
+    shown = [int(ln.text) for ln in sink.lines]
+    assert shown == sorted(shown)  # what is shown stays in order
+
+
+def test_broken_sink_does_not_stop_the_others():
+    class Broken(Sink):
+        def on_lines(self, lines):
+            raise RuntimeError("display died")
+
+    out = io.StringIO()
+    dispatcher = Dispatcher([Broken(), TerminalSink(stream=out)])
+    dispatcher.put_lines([LogLine(1, "stdout", "still shown", 0.0)])
+    dispatcher.end("RESULT")
+    assert out.getvalue() == "[rank1] still shown\n"
+
+
+def test_terminal_sink_filters_ranks_and_prints_metrics():
+    out = io.StringIO()
+    sink = TerminalSink(stream=out, ranks=[1])
+    sink.on_lines([LogLine(0, "stdout", "hidden", 0.0), LogLine(1, "stderr", "shown", 0.0),
+                   LogLine(None, "stdout", "launcher", 0.0)])
+    sink.on_events([{"kind": "metrics", "step": 5, "metrics": {"loss": 0.25}}])
+    assert out.getvalue() == "[rank1!] shown\n[launcher] launcher\n[nbexec] step 5 loss=0.25\n"
