@@ -185,9 +185,15 @@ def destroy_process_group_if_needed(barrier: bool = True) -> None:
     while a peer is still using them — with gloo that can abort the peer
     ("terminate called without an active exception") after a good run.
     """
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        # DDP models hold the process group in reference cycles; collected
+        # only at interpreter shutdown, gloo's threads die mid-finalisation
+        # and the process aborts (SIGABRT) after a successful run.
+        gc.collect()
         if barrier:
             dist.barrier()
         dist.destroy_process_group()

@@ -1,0 +1,324 @@
+"""Configure MLflow once: resolve the tracking store, check it answers, set the experiment.
+
+:func:`setup_mlflow` is the single place nbexec configures MLflow. It never
+changes MLflow's process-wide state (``mlflow.set_tracking_uri`` also writes
+``os.environ``); everything nbexec does goes through an explicit
+``MlflowClient(tracking_uri)``. To point your own ``mlflow.*`` calls at the same
+store, call ``mlflow.set_tracking_uri(setup.tracking_uri)``.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nbexec.errors import TrackingError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from nbexec.config import TrainingConfig
+
+DEFAULT_EXPERIMENT = "nbexec"
+DEFAULT_DB = "mlflow.db"
+DEFAULT_ARTIFACT_DIR = "mlartifacts"
+HEALTH_TIMEOUT_S = 3.0
+_DISABLE_HINT = "or turn tracking off (tracking: {enabled: false}, nbexec train --no-tracking)"
+
+
+class TrackingWarning(UserWarning):
+    """MLflow bookkeeping failed, but the training itself was not affected."""
+
+
+@dataclass(frozen=True)
+class TrackingSetup:
+    """Where runs are tracked, as resolved by :func:`setup_mlflow`.
+
+    Attributes:
+        tracking_uri: the store (``sqlite:////abs/mlflow.db`` or ``http://host:port``).
+        experiment_id, experiment_name: the experiment runs are created in.
+        artifact_location: the experiment's artifact root (None: the server decides).
+        ui_hint: how to look at the runs: a ``mlflow ui ...`` command for a
+            local store, the experiment's URL for a server.
+    """
+
+    tracking_uri: str
+    experiment_id: str
+    experiment_name: str
+    artifact_location: str | None
+    ui_hint: str
+
+    @property
+    def is_remote(self) -> bool:
+        return self.tracking_uri.startswith(("http://", "https://"))
+
+    def run_url(self, run_id: str) -> str | None:
+        """The run's page on a tracking server; None for a local store."""
+        if not self.is_remote:
+            return None
+        return f"{self.tracking_uri}/#/experiments/{self.experiment_id}/runs/{run_id}"
+
+    def where(self, run_id: str) -> str:
+        """One line telling a person where to open a run."""
+        url = self.run_url(run_id)
+        if url:
+            return url
+        return f"run {run_id} in experiment {self.experiment_name!r}; open with: {self.ui_hint}"
+
+
+_lock = threading.RLock()
+_setups: dict[tuple[str, str], TrackingSetup] = {}
+_current: TrackingSetup | None = None
+
+
+def setup_mlflow(
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    *,
+    config: TrainingConfig | None = None,
+) -> TrackingSetup:
+    """Configure the MLflow store and experiment runs go to; idempotent.
+
+    The store is chosen from, in order: ``tracking_uri``, ``$MLFLOW_TRACKING_URI``,
+    ``config.tracking.uri``, the store of an earlier ``setup_mlflow`` call in
+    this process, and the embedded default ``sqlite:///<cwd>/mlflow.db`` (with
+    artifacts in ``<cwd>/mlartifacts``). The experiment likewise: ``experiment``,
+    ``config.tracking.experiment`` (when not the default), the earlier call's,
+    then ``"nbexec"``. The store is created (SQLite) and the experiment made
+    here, in the parent, before any training process could race to do it.
+
+    Repeated calls with the same result are cheap: only the reachability check
+    runs again.
+
+    Args:
+        tracking_uri: an MLflow tracking URI (``http://host:5000``, ``sqlite:///x.db``).
+        experiment: experiment name.
+        config: a training config whose ``tracking`` section is consulted.
+
+    Returns:
+        The resolved :class:`TrackingSetup`.
+
+    Raises:
+        TrackingError: the server does not answer, the database cannot be
+            written, or the experiment cannot be used; the message names the
+            URI and the fix. Nothing has been spawned at that point.
+    """
+    global _current
+    with _lock:
+        uri = normalize_tracking_uri(resolve_tracking_uri(tracking_uri, config=config))
+        name = resolve_experiment(experiment, config=config)
+        check_store_reachable(uri)
+        cached = _setups.get((uri, name))
+        if cached is not None and _still_there(cached):
+            _current = cached
+            return cached
+        setup = _create_setup(uri, name)
+        _setups[(uri, name)] = setup
+        _current = setup
+        return setup
+
+
+def current_setup() -> TrackingSetup | None:
+    """The setup of the latest :func:`setup_mlflow` call in this process, if any."""
+    return _current
+
+
+def reset_setup() -> None:
+    """Forget earlier setups (tests; a kernel that switched projects)."""
+    global _current
+    with _lock:
+        _setups.clear()
+        _current = None
+
+
+def resolve_tracking_uri(
+    tracking_uri: str | None = None,
+    *,
+    config: TrainingConfig | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """The tracking URI by nbexec's resolution order (see :func:`setup_mlflow`)."""
+    env = os.environ if env is None else env
+    if tracking_uri:
+        return str(tracking_uri)
+    if env.get("MLFLOW_TRACKING_URI"):
+        return env["MLFLOW_TRACKING_URI"]
+    if config is not None and config.tracking.uri:
+        return config.tracking.uri
+    if _current is not None:
+        return _current.tracking_uri
+    return "sqlite:///" + str(Path.cwd() / DEFAULT_DB)
+
+
+def resolve_experiment(experiment: str | None = None, *, config: TrainingConfig | None = None) -> str:
+    """The experiment name by nbexec's resolution order (see :func:`setup_mlflow`)."""
+    if experiment:
+        return str(experiment)
+    if config is not None and config.tracking.experiment and config.tracking.experiment != DEFAULT_EXPERIMENT:
+        return config.tracking.experiment
+    if _current is not None:
+        return _current.experiment_name
+    if config is not None and config.tracking.experiment:
+        return config.tracking.experiment
+    return DEFAULT_EXPERIMENT
+
+
+def normalize_tracking_uri(uri: str) -> str:
+    """SQLite paths made absolute (children may start elsewhere); no trailing slash on URLs."""
+    uri = uri.strip()
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/")
+    path = sqlite_path(uri)
+    if path is not None:
+        query = uri.partition("?")[2]
+        return "sqlite:///" + str(path) + (f"?{query}" if query else "")
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (absolute), None for other URIs."""
+    if not uri.startswith("sqlite:"):
+        return None
+    rest = uri[len("sqlite:") :].partition("?")[0]
+    if not rest.startswith("///"):
+        raise TrackingError(
+            f"tracking URI {uri!r} is not a SQLite file URI; use sqlite:///relative/path.db "
+            f"or sqlite:////absolute/path.db"
+        )
+    raw = rest[3:]
+    if raw in ("", ":memory:"):
+        raise TrackingError(
+            f"tracking URI {uri!r} is an in-memory SQLite store, which training processes cannot "
+            f"share; use a file such as sqlite:///mlflow.db, {_DISABLE_HINT}"
+        )
+    return Path(raw).absolute()
+
+
+def check_store_reachable(uri: str) -> None:
+    """Fail fast, before anything is spawned, when the store cannot be used.
+
+    A server must answer ``/health`` within a few seconds; a SQLite database
+    must be in a writable directory (created if missing).
+
+    Raises:
+        TrackingError: naming the URI and the fix.
+    """
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+        return
+    path = sqlite_path(uri)
+    if path is not None:
+        _check_sqlite(uri, path)
+
+
+def _check_server(uri: str) -> None:
+    url = f"{uri}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT_S) as response:  # noqa: S310 - http(s) only
+            response.read(64)
+    except urllib.error.HTTPError as err:
+        if err.code < 500:  # it answered (e.g. 401 behind auth): MLflow calls will say more
+            return
+        reason: object = f"HTTP {err.code} {err.reason}"
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", None) or err
+    else:
+        return
+    raise TrackingError(
+        f"MLflow tracking server {uri} is not reachable ({reason}); nothing was started. "
+        f"Start it (e.g. mlflow server --host 127.0.0.1 --port <port> "
+        f"--backend-store-uri sqlite:///mlflow.db), fix MLFLOW_TRACKING_URI / tracking.uri, "
+        f"unset them to use the local SQLite store, {_DISABLE_HINT}"
+    )
+
+
+def _check_sqlite(uri: str, path: Path) -> None:
+    fix = (
+        "choose a writable location (tracking.uri or MLFLOW_TRACKING_URI, e.g. sqlite:///mlflow.db "
+        f"in a directory you own), {_DISABLE_HINT}"
+    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TrackingError(
+            f"MLflow store {uri}: cannot create directory {path.parent} ({err.strerror or err}); {fix}"
+        ) from err
+    if path.exists():
+        if not path.is_file() or not os.access(path, os.R_OK | os.W_OK):
+            raise TrackingError(f"MLflow store {uri}: {path} is not a writable file; {fix}")
+    elif not os.access(path.parent, os.W_OK | os.X_OK):
+        raise TrackingError(f"MLflow store {uri}: directory {path.parent} is not writable; {fix}")
+
+
+def _still_there(setup: TrackingSetup) -> bool:
+    """A cached local store whose file was deleted must be set up again."""
+    path = sqlite_path(setup.tracking_uri)
+    return path is None or path.exists()
+
+
+def get_client(tracking_uri: str) -> MlflowClient:
+    """An ``MlflowClient`` for ``tracking_uri`` (MLflow caches the store per URI)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _create_setup(uri: str, name: str) -> TrackingSetup:
+    try:
+        client = get_client(uri)
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            experiment = _create_experiment(client, uri, name)
+    except TrackingError:
+        raise
+    except Exception as err:  # noqa: BLE001 - MLflow/SQLAlchemy/requests errors alike
+        raise TrackingError(
+            f"MLflow store {uri} could not be used for experiment {name!r}: {_first_line(err)}. "
+            f"Check the URI and credentials (MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN), {_DISABLE_HINT}"
+        ) from err
+    if experiment.lifecycle_stage != "active":
+        raise TrackingError(
+            f"MLflow experiment {name!r} (id {experiment.experiment_id}) in {uri} is deleted; restore it "
+            f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or choose another "
+            f"name (tracking.experiment)"
+        )
+    return TrackingSetup(
+        tracking_uri=uri,
+        experiment_id=str(experiment.experiment_id),
+        experiment_name=name,
+        artifact_location=experiment.artifact_location,
+        ui_hint=_ui_hint(uri, str(experiment.experiment_id)),
+    )
+
+
+def _create_experiment(client: MlflowClient, uri: str, name: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    location = None
+    path = sqlite_path(uri)
+    if path is not None:  # artifacts beside the database, not in the current directory
+        location = (path.parent / DEFAULT_ARTIFACT_DIR).as_uri()
+    try:
+        client.create_experiment(name, artifact_location=location)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":  # another process won the race
+            raise
+    return client.get_experiment_by_name(name)
+
+
+def _ui_hint(uri: str, experiment_id: str) -> str:
+    if uri.startswith(("http://", "https://")):
+        return f"{uri}/#/experiments/{experiment_id}"
+    return f"mlflow ui --backend-store-uri {shlex.quote(uri)}"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:500]
