@@ -218,6 +218,23 @@ def check_store_reachable(uri: str) -> None:
         _check_sqlite(uri, path)
 
 
+def store_gone(uri: str) -> str | None:
+    """Why an already set-up store cannot be used any more, or None when it can.
+
+    Asked before writing to a store at the end of a job: a server that
+    stopped, or a SQLite file that was deleted (writing would silently create
+    an empty database in its place).
+    """
+    path = sqlite_path(uri)
+    if path is not None:
+        return None if path.is_file() else f"the database file {path} no longer exists"
+    try:
+        check_store_reachable(uri)
+    except TrackingError as err:
+        return str(err).split("; nothing was started")[0]
+    return None
+
+
 def _check_server(uri: str) -> None:
     url = f"{uri}/health"
     try:

@@ -1,0 +1,64 @@
+"""MLflow tracking: one run per training job, opened by the parent, logged into by rank 0.
+
+- :func:`setup_mlflow` — the single place that configures MLflow (idempotent).
+- :func:`create_training_mlflow_run` — the job's run, open before the job starts;
+  :func:`tracking_finalizer` ends it from the job's result.
+- :func:`setup_mlflow_tracking_env` / :func:`with_tracking_env` — the child's
+  environment for logging into that run.
+- :class:`MetricsLogger` — the child's batched, asynchronous metric logger.
+- :func:`create_training_child_run` — nested runs (HPO trials).
+- :func:`add_training_tags` — every tag nbexec sets.
+
+Importing this package does not import mlflow; the functions import it when called.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "TrackingSetup": "nbexec.tracking.store",
+    "TrackingWarning": "nbexec.tracking.store",
+    "setup_mlflow": "nbexec.tracking.store",
+    "current_setup": "nbexec.tracking.store",
+    "TrackedRun": "nbexec.tracking.run",
+    "create_training_mlflow_run": "nbexec.tracking.run",
+    "create_training_child_run": "nbexec.tracking.run",
+    "tracking_finalizer": "nbexec.tracking.run",
+    "setup_mlflow_tracking_env": "nbexec.tracking.env",
+    "with_tracking_env": "nbexec.tracking.env",
+    "add_training_tags": "nbexec.tracking.tags",
+    "build_training_tags": "nbexec.tracking.tags",
+    "training_params": "nbexec.tracking.params",
+    "MetricsLogger": "nbexec.tracking.child_logger",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nbexec.tracking' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from nbexec.tracking.child_logger import MetricsLogger
+    from nbexec.tracking.env import setup_mlflow_tracking_env, with_tracking_env
+    from nbexec.tracking.params import training_params
+    from nbexec.tracking.run import (
+        TrackedRun,
+        create_training_child_run,
+        create_training_mlflow_run,
+        tracking_finalizer,
+    )
+    from nbexec.tracking.store import TrackingSetup, TrackingWarning, current_setup, setup_mlflow
+    from nbexec.tracking.tags import add_training_tags, build_training_tags

@@ -1,0 +1,398 @@
+"""One MLflow run per training job: opened by the parent before the job, closed with its true status.
+
+    tracked = create_training_mlflow_run(plan.config, plan=plan)   # before spawning
+    plan = with_tracking_env(plan, tracked)                          # the child logs into it
+    run = TrainingRun(plan, finalizers=[tracking_finalizer(tracked)])
+
+or, around code that runs a job to the end::
+
+    with create_training_mlflow_run(config, run_name="ner-1") as tracked:
+        ...                      # FAILED if this raises, KILLED on Ctrl-C
+        tracked.end(result)      # metrics, artifacts, status from the result
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from nbexec.errors import TrackingError, TrainingCancelled, TrainingFailed
+from nbexec.result import RunStatus, TrainingResult
+from nbexec.tracking.batching import MAX_TAG_VALUE, log_batch_chunked, truncate
+from nbexec.tracking.params import flatten_params, training_params
+from nbexec.tracking.scrub import Scrubber
+from nbexec.tracking.store import TrackingSetup, TrackingWarning, get_client, setup_mlflow, store_gone
+from nbexec.tracking.tags import TAG_FAILURE, TAG_NOTE, TAG_PARENT_RUN, build_training_tags
+
+if TYPE_CHECKING:
+    from nbexec.config import TrainingConfig
+    from nbexec.plan import LaunchPlan
+    from nbexec.runner.handle import Finalizer
+
+
+class TrackedRun:
+    """An open MLflow run for one training job (or one HPO trial).
+
+    Attributes:
+        run_id, experiment_id, tracking_uri: where it lives.
+        setup: the :class:`~nbexec.tracking.store.TrackingSetup` it was made with.
+        status: None while open, then the final :class:`~nbexec.result.RunStatus`.
+    """
+
+    def __init__(
+        self,
+        *,
+        setup: TrackingSetup,
+        run_id: str,
+        experiment_id: str,
+        run_name: str | None = None,
+        config: TrainingConfig | None = None,
+        plan: LaunchPlan | None = None,
+        scrubber: Scrubber | None = None,
+        notebook_path: str | None = None,
+    ) -> None:
+        self.setup = setup
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+        self.run_name = run_name
+        self.config = config
+        self.plan = plan
+        self.notebook_path = notebook_path
+        self.status: RunStatus | None = None
+        self._scrubber = scrubber or Scrubber.from_sources(config.to_dict() if config is not None else None)
+        self._lock = threading.Lock()
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.setup.tracking_uri
+
+    @property
+    def ended(self) -> bool:
+        return self.status is not None
+
+    def where(self) -> str:
+        """Where to open this run (its URL, or the ``mlflow ui`` command)."""
+        return self.setup.where(self.run_id)
+
+    def env(self, base_env: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The child environment variables for this run (see ``setup_mlflow_tracking_env``)."""
+        from nbexec.tracking.env import setup_mlflow_tracking_env
+
+        return setup_mlflow_tracking_env(self, base_env=base_env)
+
+    # --- ending -----------------------------------------------------------------
+
+    def finish(self, result: TrainingResult) -> TrainingResult:
+        """End the run from a job's result; the body of :func:`tracking_finalizer`.
+
+        Logs the metric history the child did not, uploads the run dir's files,
+        sets the outcome tags and the status matching ``result.status``.
+        Never raises: a failing store gives a :class:`TrackingWarning` and the
+        result comes back unchanged (without ``mlflow_run_id``).
+
+        Returns:
+            ``result`` with ``mlflow_run_id`` set, once the run's status is set.
+        """
+        with self._lock:
+            if self.ended:
+                return replace(result, mlflow_run_id=self.run_id)
+            gone = store_gone(self.tracking_uri)
+            if gone:
+                self._warn(f"the store is gone ({gone})", result.run_dir)
+                return result
+            from nbexec.tracking.finish import failure_note, log_metric_history, upload_artifacts
+
+            client = get_client(self.tracking_uri)
+            problems: list[str] = []
+            extra = {}
+            if result.status is not RunStatus.FINISHED:
+                headline = _result_headline(result)
+                rc = result.root_cause
+                extra[TAG_FAILURE] = headline
+                extra[TAG_NOTE] = failure_note(
+                    result.status.value, headline, self._scrubber,
+                    traceback=rc.traceback if rc else "", run_dir=result.run_dir,
+                    log_paths=sorted(result.log_paths.items()),
+                )
+            steps = (
+                ("metrics", lambda: log_metric_history(client, self.run_id, result)),
+                ("tags", lambda: self._log_tags(client, result=result, extra=extra)),
+                ("artifacts", lambda: upload_artifacts(client, self.run_id, result.run_dir, self._scrubber, result)),
+            )
+            for what, step in steps:
+                try:
+                    step()
+                except Exception as err:  # noqa: BLE001 - the outcome must not be lost
+                    problems.append(f"{what}: {_one_line(err)}")
+            try:
+                client.set_terminated(self.run_id, status=_mlflow_status(result.status),
+                                      end_time=int(result.ended_at * 1000))
+            except Exception as err:  # noqa: BLE001
+                problems.append(f"status: {_one_line(err)}")
+                self._warn("; ".join(problems), result.run_dir)
+                return result
+            self.status = result.status
+            if problems:
+                self._warn("; ".join(problems), result.run_dir)
+            return replace(result, mlflow_run_id=self.run_id)
+
+    def end(
+        self,
+        outcome: TrainingResult | RunStatus | str = RunStatus.FINISHED,
+        *,
+        failure: str | None = None,
+    ) -> TrainingResult | None:
+        """End the run; a no-op when it has already ended.
+
+        Args:
+            outcome: a job's :class:`TrainingResult` (see :meth:`finish`), or
+                just a status for a run that never got one.
+            failure: for FAILED/KILLED without a result: what went wrong (tag
+                ``nbexec.failure`` and the run description).
+
+        Returns:
+            The amended result when ``outcome`` is one, else None.
+        """
+        if isinstance(outcome, TrainingResult):
+            return self.finish(outcome)
+        status = RunStatus(outcome)
+        with self._lock:
+            if self.ended:
+                return None
+            try:
+                self._end_without_result(status, failure)
+            except Exception as err:  # noqa: BLE001 - ending must not hide the caller's error
+                run_dir = self.plan.run_dir if self.plan is not None else None
+                self._warn(f"could not end the run {status.value}: {_one_line(err)}", run_dir)
+        return None
+
+    def abort(self, error: BaseException) -> None:
+        """End the run for an exception raised before or instead of a result.
+
+        KILLED for an interrupt or a cancelled job, FAILED otherwise (with the
+        exception's headline as ``nbexec.failure``).
+        """
+        if isinstance(error, (KeyboardInterrupt, TrainingCancelled)):
+            self.end(RunStatus.KILLED, failure=f"interrupted ({type(error).__name__})")
+        elif isinstance(error, TrainingFailed):
+            self.end(RunStatus.FAILED, failure=error.root_cause.headline())
+        else:
+            text = str(error).strip().splitlines()
+            self.end(RunStatus.FAILED, failure=f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": "))
+
+    def _end_without_result(self, status: RunStatus, failure: str | None) -> None:
+        client = get_client(self.tracking_uri)
+        extra: dict[str, object] = {"nbexec.status": status.value}
+        run_dir = self.plan.run_dir if self.plan is not None else None
+        if status is not RunStatus.FINISHED:
+            from nbexec.tracking.finish import failure_note
+
+            headline = failure or ("cancelled" if status is RunStatus.KILLED else "failed")
+            extra[TAG_FAILURE] = headline
+            extra[TAG_NOTE] = failure_note(status.value, headline, self._scrubber, run_dir=run_dir)
+        self._log_tags(client, extra=extra, full=False)
+        if run_dir is not None and run_dir.is_dir():
+            from nbexec.tracking.finish import upload_artifacts
+
+            upload_artifacts(client, self.run_id, run_dir, self._scrubber)
+        client.set_terminated(self.run_id, status=_mlflow_status(status))
+        self.status = status
+
+    def _log_tags(self, client: Any, *, result: TrainingResult | None = None,
+                  extra: Mapping[str, object] | None = None, full: bool = True) -> None:
+        from mlflow.entities import RunTag
+
+        if full:
+            tags = build_training_tags(config=self.config, plan=self.plan, result=result, extra=extra,
+                                       notebook_path=self.notebook_path, scrubber=self._scrubber)
+        else:
+            tags = {k: truncate(self._scrubber.text(str(v)), MAX_TAG_VALUE) for k, v in (extra or {}).items()}
+        log_batch_chunked(client, self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def _warn(self, what: str, run_dir: Path | None) -> None:
+        where = f"; the run's files are in {run_dir} (metrics in events.jsonl)" if run_dir else ""
+        warnings.warn(
+            f"MLflow run {self.run_id} at {self.tracking_uri}: {what}. The training outcome is "
+            f"not affected{where}.",
+            TrackingWarning,
+            stacklevel=3,
+        )
+
+    # --- context manager --------------------------------------------------------------
+
+    def __enter__(self) -> TrackedRun:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None:
+            self.abort(exc)
+        else:
+            self.end(RunStatus.FINISHED)
+
+    def __repr__(self) -> str:
+        state = self.status.value if self.status else "RUNNING"
+        return f"<TrackedRun {self.run_id} {state}, experiment {self.setup.experiment_name!r}>"
+
+
+def create_training_mlflow_run(
+    config: TrainingConfig | Mapping[str, Any] | None = None,
+    *,
+    run_name: str | None = None,
+    plan: LaunchPlan | None = None,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, object] | None = None,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    notebook_path: str | os.PathLike[str] | None = None,
+) -> TrackedRun:
+    """Open the MLflow run of a training job, before the job starts.
+
+    Configures MLflow itself (:func:`setup_mlflow`) when nobody has. The run
+    gets the flattened trainer config as params (secrets redacted) and
+    nbexec's tags. Use the returned object as a context manager, or end it with
+    :meth:`TrackedRun.end` / :func:`tracking_finalizer`.
+
+    Args:
+        config: the training config (default: ``plan.config``).
+        run_name: the MLflow run name (default: ``plan.run_name``).
+        plan: the launch plan (resolved nproc, command, hardware, run dir).
+        parent_run_id: nest the run under this one (``mlflow.parentRunId``).
+        tags: more tags (secret-named ones are redacted).
+        tracking_uri, experiment: as for :func:`setup_mlflow`.
+        notebook_path: the launching notebook (``mlflow.source.name``).
+
+    Returns:
+        The open :class:`TrackedRun`.
+
+    Raises:
+        TrackingError: the store cannot be reached or refuses the run.
+    """
+    from nbexec.config import TrainingConfig, load_config
+
+    if config is None and plan is not None:
+        cfg = plan.config
+    else:
+        cfg = config if isinstance(config, TrainingConfig) else load_config(config)
+    return _open_run(
+        cfg, params=training_params(cfg, plan), run_name=run_name, plan=plan, parent_run_id=parent_run_id,
+        tags=tags, tracking_uri=tracking_uri, experiment=experiment, notebook_path=notebook_path,
+    )
+
+
+def create_training_child_run(
+    parent_run_id: str,
+    *,
+    run_name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, object] | None = None,
+    config: TrainingConfig | None = None,
+    plan: LaunchPlan | None = None,
+    tracking_uri: str | None = None,
+) -> TrackedRun:
+    """Open a run nested under ``parent_run_id`` (an HPO trial, a workflow step).
+
+    It goes to the parent's experiment, tagged ``mlflow.parentRunId``. Give
+    ``params`` (e.g. the trial's hyperparameters; nested dicts are flattened,
+    secrets redacted) and/or the ``config`` that trial trains with. Launch a
+    job into it as into any :class:`TrackedRun`.
+
+    Returns:
+        The open :class:`TrackedRun` (``.run_id``; a context manager).
+
+    Raises:
+        TrackingError: the store cannot be reached or the parent run does not exist.
+    """
+    if config is None and plan is not None:
+        config = plan.config
+    all_params = training_params(config, plan) if config is not None else {}
+    all_params.update(flatten_params(params or {}))
+    return _open_run(
+        config, params=all_params, run_name=run_name, plan=plan, parent_run_id=parent_run_id,
+        tags=tags, tracking_uri=tracking_uri, experiment=None, notebook_path=None,
+    )
+
+
+def tracking_finalizer(tracked_run: TrackedRun) -> Finalizer:
+    """The runner finalizer that ends ``tracked_run`` from the job's result.
+
+    Pass it in ``TrainingRun(..., finalizers=[...])``: it logs the metrics
+    the child did not, uploads the run's files, sets FINISHED/FAILED/KILLED,
+    and returns the result with ``mlflow_run_id``. It never raises.
+    """
+    return tracked_run.finish
+
+
+def _open_run(
+    config: TrainingConfig | None,
+    *,
+    params: Mapping[str, str],
+    run_name: str | None,
+    plan: LaunchPlan | None,
+    parent_run_id: str | None,
+    tags: Mapping[str, object] | None,
+    tracking_uri: str | None,
+    experiment: str | None,
+    notebook_path: str | os.PathLike[str] | None,
+) -> TrackedRun:
+    from mlflow.entities import Param
+
+    setup = setup_mlflow(tracking_uri, experiment, config=config)
+    client = get_client(setup.tracking_uri)
+    env = {**os.environ, **(plan.env if plan is not None else {})}
+    scrubber = Scrubber.from_sources(config.to_dict() if config is not None else None, env)
+    notebook = str(notebook_path) if notebook_path else None
+    all_tags = build_training_tags(config=config, plan=plan, extra=tags, notebook_path=notebook, scrubber=scrubber)
+    all_tags["nbexec.status"] = RunStatus.RUNNING.value
+    experiment_id = setup.experiment_id
+    run_name = run_name or (plan.run_name if plan is not None else None)
+    try:
+        if parent_run_id:
+            experiment_id = client.get_run(parent_run_id).info.experiment_id
+            all_tags[TAG_PARENT_RUN] = parent_run_id
+        run = client.create_run(experiment_id, start_time=int(time.time() * 1000), tags=all_tags, run_name=run_name)
+    except Exception as err:  # noqa: BLE001 - MLflow, SQLAlchemy and HTTP errors alike
+        raise TrackingError(
+            f"could not create an MLflow run in {setup.tracking_uri} (experiment {setup.experiment_name!r}"
+            f"{', parent run ' + parent_run_id if parent_run_id else ''}): {_one_line(err)}; nothing was started"
+        ) from err
+    tracked = TrackedRun(
+        setup=setup, run_id=run.info.run_id, experiment_id=str(experiment_id), run_name=run_name,
+        config=config, plan=plan, scrubber=scrubber, notebook_path=notebook,
+    )
+    try:
+        log_batch_chunked(client, tracked.run_id, params=[Param(k, v) for k, v in params.items()])
+    except Exception as err:  # noqa: BLE001
+        tracked.end(RunStatus.FAILED, failure=f"params could not be logged: {_one_line(err)}")
+        raise TrackingError(
+            f"MLflow run {tracked.run_id} in {setup.tracking_uri}: params could not be logged: {_one_line(err)}"
+        ) from err
+    return tracked
+
+
+def _result_headline(result: TrainingResult) -> str:
+    if result.status is RunStatus.KILLED:
+        return "cancelled (cancel() or an interrupt stopped every process of the job)"
+    if result.root_cause is not None:
+        return result.root_cause.headline()
+    return f"the job failed (exit code {result.exit_code})"
+
+
+def _mlflow_status(status: RunStatus) -> str:
+    return status.value if status.is_terminal() else RunStatus.FAILED.value
+
+
+def _one_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"[:500]
