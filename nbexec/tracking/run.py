@@ -351,7 +351,9 @@ def _open_run(
     setup = setup_mlflow(tracking_uri, experiment, config=config)
     client = get_client(setup.tracking_uri)
     env = {**os.environ, **(plan.env if plan is not None else {})}
-    scrubber = Scrubber.from_sources(config.to_dict() if config is not None else None, env)
+    scrubber = Scrubber.from_sources(
+        config.to_dict() if config is not None else None, env, argv=plan.argv if plan is not None else ()
+    )
     notebook = str(notebook_path) if notebook_path else None
     all_tags = build_training_tags(config=config, plan=plan, extra=tags, notebook_path=notebook, scrubber=scrubber)
     all_tags["nbexec.status"] = RunStatus.RUNNING.value

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,10 @@ class Scrubber:
         cls,
         config: Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
+        argv: Iterable[str] = (),
     ) -> Scrubber:
-        """Secrets from a config dict (secret-named keys) and an env (secret-named variables).
+        """Secrets from a config dict (secret-named keys), an env (secret-named
+        variables) and an argv (values of secret-named options).
 
         ``env`` defaults to ``os.environ``: the job inherits it, so its secrets
         may turn up in the job's logs.
@@ -46,6 +48,7 @@ class Scrubber:
             values.extend(split_secrets(config)[1].values())
         env = os.environ if env is None else env
         values.extend(v for k, v in env.items() if is_secret_name(k))
+        values.extend(secret for _, secret in _scan_argv(argv) if secret is not None)
         return cls(values)
 
     def merged(self, other: Scrubber) -> Scrubber:
@@ -77,20 +80,27 @@ def redact_argv(argv: Iterable[str]) -> list[str]:
 
     Covers ``--hf-token VALUE``, ``--api_key=VALUE`` and ``HF_TOKEN=VALUE``.
     """
-    out: list[str] = []
-    hide_next = False
-    for arg in argv:
-        arg = str(arg)
-        if hide_next:
+    out = []
+    for arg, secret in _scan_argv(argv):
+        if secret is None:
+            out.append(arg)
+        elif arg == secret:  # the value after --hf-token
             out.append(REDACTED)
-            hide_next = False
-            continue
-        name, sep, _ = arg.partition("=")
-        if sep and is_secret_name(name.lstrip("-")):
-            out.append(f"{name}={REDACTED}")
-        elif arg.startswith("-") and not sep and is_secret_name(arg.lstrip("-")):
-            out.append(arg)
-            hide_next = True
-        else:
-            out.append(arg)
+        else:  # --hf-token=VALUE, HF_TOKEN=VALUE
+            out.append(f"{arg.partition('=')[0]}={REDACTED}")
     return out
+
+
+def _scan_argv(argv: Iterable[str]) -> Iterator[tuple[str, str | None]]:
+    """Each argument with the secret value it carries, if any."""
+    hide_next = False
+    for arg in map(str, argv):
+        name, sep, value = arg.partition("=")
+        if hide_next:
+            hide_next = False
+            yield arg, arg
+        elif sep and value and is_secret_name(name.lstrip("-")):
+            yield arg, value
+        else:
+            hide_next = arg.startswith("-") and not sep and is_secret_name(arg.lstrip("-"))
+            yield arg, None

@@ -116,9 +116,11 @@ def setup_mlflow(
         name = resolve_experiment(experiment, config=config)
         check_store_reachable(uri)
         cached = _setups.get((uri, name))
-        if cached is not None and _still_there(cached):
-            _current = cached
-            return cached
+        if cached is not None:
+            if _still_there(cached):
+                _current = cached
+                return cached
+            _forget_database(uri)
         setup = _create_setup(uri, name)
         _setups[(uri, name)] = setup
         _current = setup
@@ -278,6 +280,28 @@ def _still_there(setup: TrackingSetup) -> bool:
     """A cached local store whose file was deleted must be set up again."""
     path = sqlite_path(setup.tracking_uri)
     return path is None or path.exists()
+
+
+def _forget_database(uri: str) -> None:
+    """Make MLflow forget a SQLite file that was deleted, so a new one is created.
+
+    MLflow caches one store object and one engine per URI for the process; its
+    pooled connections still see the deleted file and the tables are never
+    created again. There is no public way to reset them: best effort, and if
+    it fails, creating the experiment fails with a TrackingError.
+    """
+    for key in [k for k, s in _setups.items() if s.tracking_uri == uri]:
+        del _setups[key]
+    try:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+        engine = SqlAlchemyStore._engine_map.pop(uri, None)
+        if engine is not None:
+            engine.dispose()
+        _tracking_store_registry._get_store_with_resolved_uri.cache_clear()
+    except (ImportError, AttributeError):
+        pass
 
 
 def get_client(tracking_uri: str) -> MlflowClient:
