@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from nbexec.result import TrainingResult
 
 QUEUE_BATCHES = 2048  # bounded: at most this many pending batches of lines/events
+QUEUE_LINES = 20_000  # and at most this many pending lines, whatever the batch sizes
 
 
 class Sink:
@@ -48,13 +49,21 @@ class Dispatcher:
         self.sinks = list(sinks)
         self._queue: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=QUEUE_BATCHES)
         self._dropped = 0
+        self._queued_lines = 0
+        self._count_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="nbexec-sinks", daemon=True)
         if self.sinks:
             self._thread.start()
 
     def put_lines(self, lines: list[LogLine]) -> None:
-        if self.sinks:
-            self._offer(("lines", lines), len(lines))
+        if not self.sinks:
+            return
+        with self._count_lock:
+            if self._queued_lines + len(lines) > QUEUE_LINES:
+                self._dropped += len(lines)
+                return
+            self._queued_lines += len(lines)
+        self._offer(("lines", lines), len(lines))
 
     def put_events(self, events: list[Event]) -> None:
         if self.sinks:
@@ -75,12 +84,17 @@ class Dispatcher:
         try:
             self._queue.put_nowait(item)
         except queue.Full:
-            self._dropped += n_lines
+            with self._count_lock:
+                self._dropped += n_lines
+                self._queued_lines -= n_lines
 
     def _loop(self) -> None:
         while True:
             kind, payload = self._queue.get()
-            dropped, self._dropped = self._dropped, 0
+            with self._count_lock:
+                dropped, self._dropped = self._dropped, 0
+                if kind == "lines":
+                    self._queued_lines -= len(payload)  # type: ignore[arg-type]
             for sink in self.sinks:
                 try:
                     if dropped:

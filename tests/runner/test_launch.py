@@ -134,3 +134,36 @@ def test_cancelled_result_raises_and_is_recorded(tmp_path, scripts):
     with pytest.raises(TrainingCancelled):
         run.result(timeout=30)
     assert json.loads((tmp_path / run.name / "result.json").read_text())["status"] == "KILLED"
+
+
+def test_flood_into_a_stuck_display_keeps_parent_memory_bounded(tmp_path, scripts):
+    import psutil
+
+    from nbexec.runner.sinks import Sink
+
+    class StuckDisplay(Sink):
+        def __init__(self):
+            self.release = threading.Event()
+
+        def on_lines(self, lines):
+            self.release.wait()
+
+    me = psutil.Process()
+    before = me.memory_info().rss
+    display = StuckDisplay()
+    n = 300_000  # per rank; ~70 MB of LogLines if nothing were dropped
+    run = nbexec.launch(entrypoint=scripts / "flood.py", script_args=[str(n)], output_dir=tmp_path,
+                        nproc=2, sinks=[display])
+    peak = before
+    while not run.done():
+        peak = max(peak, me.memory_info().rss)
+        try:
+            run.wait(0.2)
+        except TimeoutError:
+            pass
+    display.release.set()
+    run.result(timeout=60)
+    assert peak - before < 40 * 2**20, f"parent grew by {(peak - before) / 2**20:.0f} MiB"
+    for rank in (0, 1):  # the files still have everything
+        with open(tmp_path / run.name / f"logs/rank{rank}.log", "rb") as fh:
+            assert sum(1 for _ in fh) == n

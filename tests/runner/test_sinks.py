@@ -62,3 +62,17 @@ def test_terminal_sink_filters_ranks_and_prints_metrics():
                    LogLine(None, "stdout", "launcher", 0.0)])
     sink.on_events([{"kind": "metrics", "step": 5, "metrics": {"loss": 0.25}}])
     assert out.getvalue() == "[rank1!] shown\n[launcher] launcher\n[nbexec] step 5 loss=0.25\n"
+
+
+def test_pending_lines_are_bounded_by_count_not_only_by_batches():
+    from nbexec.runner.sinks import QUEUE_LINES
+
+    sink = BlockedSink()
+    dispatcher = Dispatcher([sink])
+    big = [LogLine(0, "stdout", "x", 0.0)] * 1000
+    for _ in range(QUEUE_LINES // 1000 * 3):  # 3x the bound, in few large batches
+        dispatcher.put_lines(list(big))
+    sink.release.set()
+    dispatcher.end("RESULT")
+    assert len(sink.lines) <= QUEUE_LINES + 1000
+    assert len(sink.lines) + sink.dropped == QUEUE_LINES // 1000 * 3 * 1000
