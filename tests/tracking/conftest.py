@@ -145,6 +145,26 @@ def finished_run_dir(
     )
 
 
+@pytest.fixture
+def log_batch_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, int]]:
+    """Record each real ``MlflowClient.log_batch`` call (sizes only); the call still goes through."""
+    from mlflow.tracking import MlflowClient
+
+    calls: list[dict[str, int]] = []
+    real = MlflowClient.log_batch
+
+    def counting(self, run_id, metrics=(), params=(), tags=(), *args, **kwargs):  # noqa: ANN001, ANN202
+        calls.append({"metrics": len(metrics or ()), "params": len(params or ()), "tags": len(tags or ())})
+        return real(self, run_id, metrics, params, tags, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", counting)
+    return calls
+
+
+def history(client, run_id: str, key: str) -> list[tuple[int, float]]:  # noqa: ANN001
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
 def stored_text(client, run_id: str) -> str:  # noqa: ANN001 - MlflowClient
     """Everything MLflow stored for a run, as one string: info, params, tags, metrics, artifact files."""
     from urllib.parse import urlparse

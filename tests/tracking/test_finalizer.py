@@ -21,27 +21,7 @@ from nbexec.tracking import (
     tracking_finalizer,
 )
 
-from .conftest import ENV_SECRET, SECRET, finished_run_dir, free_port
-
-
-@pytest.fixture
-def log_batch_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, int]]:
-    """Record each real ``MlflowClient.log_batch`` call (sizes only); the call still goes through."""
-    from mlflow.tracking import MlflowClient
-
-    calls: list[dict[str, int]] = []
-    real = MlflowClient.log_batch
-
-    def counting(self, run_id, metrics=(), params=(), tags=(), *args, **kwargs):  # noqa: ANN001, ANN202
-        calls.append({"metrics": len(metrics or ()), "params": len(params or ()), "tags": len(tags or ())})
-        return real(self, run_id, metrics, params, tags, *args, **kwargs)
-
-    monkeypatch.setattr(MlflowClient, "log_batch", counting)
-    return calls
-
-
-def history(client, run_id: str, key: str) -> list[tuple[int, float]]:  # noqa: ANN001
-    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+from .conftest import ENV_SECRET, SECRET, finished_run_dir, free_port, history
 
 
 def artifact_files(client, run_id: str) -> dict[str, str]:  # noqa: ANN001
