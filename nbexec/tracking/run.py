@@ -79,7 +79,7 @@ class TrackedRun:
 
     def where(self) -> str:
         """Where to open this run (its URL, or the ``mlflow ui`` command)."""
-        return self.setup.where(self.run_id)
+        return self.setup.where(self.run_id, self.experiment_id)
 
     def env(self, base_env: Mapping[str, str] | None = None) -> dict[str, str]:
         """The child environment variables for this run (see ``setup_mlflow_tracking_env``)."""

@@ -59,18 +59,18 @@ class TrackingSetup:
     def is_remote(self) -> bool:
         return self.tracking_uri.startswith(("http://", "https://"))
 
-    def run_url(self, run_id: str) -> str | None:
+    def run_url(self, run_id: str, experiment_id: str | None = None) -> str | None:
         """The run's page on a tracking server; None for a local store."""
         if not self.is_remote:
             return None
-        return f"{self.tracking_uri}/#/experiments/{self.experiment_id}/runs/{run_id}"
+        return f"{self.tracking_uri}/#/experiments/{experiment_id or self.experiment_id}/runs/{run_id}"
 
-    def where(self, run_id: str) -> str:
+    def where(self, run_id: str, experiment_id: str | None = None) -> str:
         """One line telling a person where to open a run."""
-        url = self.run_url(run_id)
+        url = self.run_url(run_id, experiment_id)
         if url:
             return url
-        return f"run {run_id} in experiment {self.experiment_name!r}; open with: {self.ui_hint}"
+        return f"run {run_id} (experiment id {experiment_id or self.experiment_id}); open with: {self.ui_hint}"
 
 
 _lock = threading.RLock()
