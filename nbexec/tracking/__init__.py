@@ -23,8 +23,8 @@ _EXPORTS: dict[str, str] = {
     "setup_mlflow": "nbexec.tracking.store",
     "current_setup": "nbexec.tracking.store",
     "TrackedRun": "nbexec.tracking.run",
-    "create_training_mlflow_run": "nbexec.tracking.run",
-    "create_training_child_run": "nbexec.tracking.run",
+    "create_training_mlflow_run": "nbexec.tracking.create",
+    "create_training_child_run": "nbexec.tracking.create",
     "tracking_finalizer": "nbexec.tracking.run",
     "setup_mlflow_tracking_env": "nbexec.tracking.env",
     "with_tracking_env": "nbexec.tracking.env",
@@ -54,11 +54,7 @@ if TYPE_CHECKING:
     from nbexec.tracking.child_logger import MetricsLogger
     from nbexec.tracking.env import setup_mlflow_tracking_env, with_tracking_env
     from nbexec.tracking.params import training_params
-    from nbexec.tracking.run import (
-        TrackedRun,
-        create_training_child_run,
-        create_training_mlflow_run,
-        tracking_finalizer,
-    )
+    from nbexec.tracking.create import create_training_child_run, create_training_mlflow_run
+    from nbexec.tracking.run import TrackedRun, tracking_finalizer
     from nbexec.tracking.store import TrackingSetup, TrackingWarning, current_setup, setup_mlflow
     from nbexec.tracking.tags import add_training_tags, build_training_tags

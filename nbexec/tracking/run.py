@@ -1,4 +1,4 @@
-"""One MLflow run per training job: opened by the parent before the job, closed with its true status.
+"""The open MLflow run of a training job, and how it ends: from the job's result or from an exception.
 
     tracked = create_training_mlflow_run(plan.config, plan=plan)   # before spawning
     plan = with_tracking_env(plan, tracked)                          # the child logs into it
@@ -13,9 +13,7 @@ or, around code that runs a job to the end::
 
 from __future__ import annotations
 
-import os
 import threading
-import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import replace
@@ -23,13 +21,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from nbexec.errors import TrackingError, TrainingCancelled, TrainingFailed
+from nbexec.errors import TrainingCancelled, TrainingFailed
 from nbexec.result import RunStatus, TrainingResult
 from nbexec.tracking.batching import MAX_TAG_VALUE, log_batch_chunked, truncate
-from nbexec.tracking.params import flatten_params, training_params
 from nbexec.tracking.scrub import Scrubber
-from nbexec.tracking.store import TrackingSetup, TrackingWarning, get_client, setup_mlflow, store_gone
-from nbexec.tracking.tags import TAG_FAILURE, TAG_NOTE, TAG_PARENT_RUN, build_training_tags
+from nbexec.tracking.store import TrackingSetup, TrackingWarning, get_client, store_gone
+from nbexec.tracking.tags import TAG_FAILURE, TAG_NOTE, build_training_tags
 
 if TYPE_CHECKING:
     from nbexec.config import TrainingConfig
@@ -130,12 +127,12 @@ class TrackedRun:
                 try:
                     step()
                 except Exception as err:  # noqa: BLE001 - the outcome must not be lost
-                    problems.append(f"{what}: {_one_line(err)}")
+                    problems.append(f"{what}: {one_line(err)}")
             try:
                 client.set_terminated(self.run_id, status=_mlflow_status(result.status),
                                       end_time=int(result.ended_at * 1000))
             except Exception as err:  # noqa: BLE001
-                problems.append(f"status: {_one_line(err)}")
+                problems.append(f"status: {one_line(err)}")
                 self._warn("; ".join(problems), result.run_dir)
                 return result
             self.status = result.status
@@ -170,7 +167,7 @@ class TrackedRun:
                 self._end_without_result(status, failure)
             except Exception as err:  # noqa: BLE001 - ending must not hide the caller's error
                 run_dir = self.plan.run_dir if self.plan is not None else None
-                self._warn(f"could not end the run {status.value}: {_one_line(err)}", run_dir)
+                self._warn(f"could not end the run {status.value}: {one_line(err)}", run_dir)
         return None
 
     def abort(self, error: BaseException) -> None:
@@ -246,84 +243,6 @@ class TrackedRun:
         return f"<TrackedRun {self.run_id} {state}, experiment {self.setup.experiment_name!r}>"
 
 
-def create_training_mlflow_run(
-    config: TrainingConfig | Mapping[str, Any] | None = None,
-    *,
-    run_name: str | None = None,
-    plan: LaunchPlan | None = None,
-    parent_run_id: str | None = None,
-    tags: Mapping[str, object] | None = None,
-    tracking_uri: str | None = None,
-    experiment: str | None = None,
-    notebook_path: str | os.PathLike[str] | None = None,
-) -> TrackedRun:
-    """Open the MLflow run of a training job, before the job starts.
-
-    Configures MLflow itself (:func:`setup_mlflow`) when nobody has. The run
-    gets the flattened trainer config as params (secrets redacted) and
-    nbexec's tags. Use the returned object as a context manager, or end it with
-    :meth:`TrackedRun.end` / :func:`tracking_finalizer`.
-
-    Args:
-        config: the training config (default: ``plan.config``).
-        run_name: the MLflow run name (default: ``plan.run_name``).
-        plan: the launch plan (resolved nproc, command, hardware, run dir).
-        parent_run_id: nest the run under this one (``mlflow.parentRunId``).
-        tags: more tags (secret-named ones are redacted).
-        tracking_uri, experiment: as for :func:`setup_mlflow`.
-        notebook_path: the launching notebook (``mlflow.source.name``).
-
-    Returns:
-        The open :class:`TrackedRun`.
-
-    Raises:
-        TrackingError: the store cannot be reached or refuses the run.
-    """
-    from nbexec.config import TrainingConfig, load_config
-
-    if config is None and plan is not None:
-        cfg = plan.config
-    else:
-        cfg = config if isinstance(config, TrainingConfig) else load_config(config)
-    return _open_run(
-        cfg, params=training_params(cfg, plan), run_name=run_name, plan=plan, parent_run_id=parent_run_id,
-        tags=tags, tracking_uri=tracking_uri, experiment=experiment, notebook_path=notebook_path,
-    )
-
-
-def create_training_child_run(
-    parent_run_id: str,
-    *,
-    run_name: str | None = None,
-    params: Mapping[str, Any] | None = None,
-    tags: Mapping[str, object] | None = None,
-    config: TrainingConfig | None = None,
-    plan: LaunchPlan | None = None,
-    tracking_uri: str | None = None,
-) -> TrackedRun:
-    """Open a run nested under ``parent_run_id`` (an HPO trial, a workflow step).
-
-    It goes to the parent's experiment, tagged ``mlflow.parentRunId``. Give
-    ``params`` (e.g. the trial's hyperparameters; nested dicts are flattened,
-    secrets redacted) and/or the ``config`` that trial trains with. Launch a
-    job into it as into any :class:`TrackedRun`.
-
-    Returns:
-        The open :class:`TrackedRun` (``.run_id``; a context manager).
-
-    Raises:
-        TrackingError: the store cannot be reached or the parent run does not exist.
-    """
-    if config is None and plan is not None:
-        config = plan.config
-    all_params = training_params(config, plan) if config is not None else {}
-    all_params.update(flatten_params(params or {}))
-    return _open_run(
-        config, params=all_params, run_name=run_name, plan=plan, parent_run_id=parent_run_id,
-        tags=tags, tracking_uri=tracking_uri, experiment=None, notebook_path=None,
-    )
-
-
 def tracking_finalizer(tracked_run: TrackedRun) -> Finalizer:
     """The runner finalizer that ends ``tracked_run`` from the job's result.
 
@@ -332,55 +251,6 @@ def tracking_finalizer(tracked_run: TrackedRun) -> Finalizer:
     and returns the result with ``mlflow_run_id``. It never raises.
     """
     return tracked_run.finish
-
-
-def _open_run(
-    config: TrainingConfig | None,
-    *,
-    params: Mapping[str, str],
-    run_name: str | None,
-    plan: LaunchPlan | None,
-    parent_run_id: str | None,
-    tags: Mapping[str, object] | None,
-    tracking_uri: str | None,
-    experiment: str | None,
-    notebook_path: str | os.PathLike[str] | None,
-) -> TrackedRun:
-    from mlflow.entities import Param
-
-    setup = setup_mlflow(tracking_uri, experiment, config=config)
-    client = get_client(setup.tracking_uri)
-    env = {**os.environ, **(plan.env if plan is not None else {})}
-    scrubber = Scrubber.from_sources(
-        config.to_dict() if config is not None else None, env, argv=plan.argv if plan is not None else ()
-    )
-    notebook = str(notebook_path) if notebook_path else None
-    all_tags = build_training_tags(config=config, plan=plan, extra=tags, notebook_path=notebook, scrubber=scrubber)
-    all_tags["nbexec.status"] = RunStatus.RUNNING.value
-    experiment_id = setup.experiment_id
-    run_name = run_name or (plan.run_name if plan is not None else None)
-    try:
-        if parent_run_id:
-            experiment_id = client.get_run(parent_run_id).info.experiment_id
-            all_tags[TAG_PARENT_RUN] = parent_run_id
-        run = client.create_run(experiment_id, start_time=int(time.time() * 1000), tags=all_tags, run_name=run_name)
-    except Exception as err:  # noqa: BLE001 - MLflow, SQLAlchemy and HTTP errors alike
-        raise TrackingError(
-            f"could not create an MLflow run in {setup.tracking_uri} (experiment {setup.experiment_name!r}"
-            f"{', parent run ' + parent_run_id if parent_run_id else ''}): {_one_line(err)}; nothing was started"
-        ) from err
-    tracked = TrackedRun(
-        setup=setup, run_id=run.info.run_id, experiment_id=str(experiment_id), run_name=run_name,
-        config=config, plan=plan, scrubber=scrubber, notebook_path=notebook,
-    )
-    try:
-        log_batch_chunked(client, tracked.run_id, params=[Param(k, v) for k, v in params.items()])
-    except Exception as err:  # noqa: BLE001
-        tracked.end(RunStatus.FAILED, failure=f"params could not be logged: {_one_line(err)}")
-        raise TrackingError(
-            f"MLflow run {tracked.run_id} in {setup.tracking_uri}: params could not be logged: {_one_line(err)}"
-        ) from err
-    return tracked
 
 
 def _result_headline(result: TrainingResult) -> str:
@@ -395,6 +265,7 @@ def _mlflow_status(status: RunStatus) -> str:
     return status.value if status.is_terminal() else RunStatus.FAILED.value
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
+    """``Type: first line of the message``, for warnings and tags."""
     lines = str(err).strip().splitlines()
     return f"{type(err).__name__}: {lines[0] if lines else ''}"[:500]

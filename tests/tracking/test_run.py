@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nbexec.config import TrainingConfig, load_config
-from nbexec.errors import TrackingError, TrainingFailed, RootCause
+from nbexec.errors import RootCause, TrackingError, TrainingFailed
 from nbexec.plan import LaunchPlan
 from nbexec.redact import REDACTED
 from nbexec.tracking import create_training_mlflow_run, current_setup, setup_mlflow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -31,6 +32,8 @@ def git(repo: Path, *args: str) -> str:
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A git repository with one commit of train.py."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
     repo = tmp_path / "repo"
     repo.mkdir()
     git(repo, "init", "-q")
