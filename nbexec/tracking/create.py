@@ -141,7 +141,7 @@ def _open_run(
         ) from err
     tracked = TrackedRun(
         setup=setup, run_id=run.info.run_id, experiment_id=str(experiment_id), run_name=run_name,
-        config=config, plan=plan, scrubber=scrubber, notebook_path=notebook,
+        config=config, plan=plan, scrubber=scrubber,
     )
     try:
         log_batch_chunked(client, tracked.run_id, params=[Param(k, v) for k, v in params.items()])

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from nbexec.errors import TrainingCancelled, TrainingFailed
 from nbexec.result import RunStatus, TrainingResult
-from nbexec.tracking.batching import MAX_TAG_VALUE, log_batch_chunked, truncate
+from nbexec.tracking.batching import MAX_TAG_VALUE, log_batch_chunked, mlflow_key, truncate
 from nbexec.tracking.scrub import Scrubber
 from nbexec.tracking.store import TrackingSetup, TrackingWarning, get_client, store_gone
-from nbexec.tracking.tags import TAG_FAILURE, TAG_NOTE, build_training_tags
+from nbexec.tracking.tags import TAG_FAILURE, TAG_NOTE, result_tags
 
 if TYPE_CHECKING:
     from nbexec.config import TrainingConfig
@@ -53,7 +53,6 @@ class TrackedRun:
         config: TrainingConfig | None = None,
         plan: LaunchPlan | None = None,
         scrubber: Scrubber | None = None,
-        notebook_path: str | None = None,
     ) -> None:
         self.setup = setup
         self.run_id = run_id
@@ -61,7 +60,6 @@ class TrackedRun:
         self.run_name = run_name
         self.config = config
         self.plan = plan
-        self.notebook_path = notebook_path
         self.status: RunStatus | None = None
         self._scrubber = scrubber or Scrubber.from_sources(config.to_dict() if config is not None else None)
         self._lock = threading.Lock()
@@ -108,7 +106,7 @@ class TrackedRun:
 
             client = get_client(self.tracking_uri)
             problems: list[str] = []
-            extra = {}
+            extra: dict[str, object] = {}
             if result.status is not RunStatus.FINISHED:
                 headline = _result_headline(result)
                 rc = result.root_cause
@@ -120,7 +118,8 @@ class TrackedRun:
                 )
             steps = (
                 ("metrics", lambda: log_metric_history(client, self.run_id, result)),
-                ("tags", lambda: self._log_tags(client, result=result, extra=extra)),
+                # only how it ended: the launch-time tags (git commit...) describe what ran
+                ("tags", lambda: self._log_tags(client, {**result_tags(result), **extra})),
                 ("artifacts", lambda: upload_artifacts(client, self.run_id, result.run_dir, self._scrubber, result)),
             )
             for what, step in steps:
@@ -194,7 +193,7 @@ class TrackedRun:
             headline = failure or ("cancelled" if status is RunStatus.KILLED else "failed")
             extra[TAG_FAILURE] = headline
             extra[TAG_NOTE] = failure_note(status.value, headline, self._scrubber, run_dir=run_dir)
-        self._log_tags(client, extra=extra, full=False)
+        self._log_tags(client, extra)
         if run_dir is not None and run_dir.is_dir():
             from nbexec.tracking.finish import upload_artifacts
 
@@ -202,16 +201,14 @@ class TrackedRun:
         client.set_terminated(self.run_id, status=_mlflow_status(status))
         self.status = status
 
-    def _log_tags(self, client: Any, *, result: TrainingResult | None = None,
-                  extra: Mapping[str, object] | None = None, full: bool = True) -> None:
+    def _log_tags(self, client: Any, tags: Mapping[str, object]) -> None:
+        """Send tags, secrets scrubbed and values cut to MLflow's limit."""
         from mlflow.entities import RunTag
 
-        if full:
-            tags = build_training_tags(config=self.config, plan=self.plan, result=result, extra=extra,
-                                       notebook_path=self.notebook_path, scrubber=self._scrubber)
-        else:
-            tags = {k: truncate(self._scrubber.text(str(v)), MAX_TAG_VALUE) for k, v in (extra or {}).items()}
-        log_batch_chunked(client, self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        clean = {
+            mlflow_key(k): truncate(self._scrubber.text(str(v)), MAX_TAG_VALUE) for k, v in tags.items() if v is not None
+        }
+        log_batch_chunked(client, self.run_id, tags=[RunTag(k, v) for k, v in clean.items()])
 
     def _warn(self, what: str, run_dir: Path | None) -> None:
         where = f"; the run's files are in {run_dir} (metrics in events.jsonl)" if run_dir else ""
