@@ -15,8 +15,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from collections.abc import Mapping
+from typing import Any
+
+from nbexec.config import TrainingConfig, load_config
 from nbexec.errors import EnvironmentCheckError
-from nbexec.plan import LaunchPlan
+from nbexec.plan import LaunchPlan, plan_training
 
 MIN_TORCH = (2, 2)
 
@@ -42,8 +46,16 @@ def check_environment(plan: LaunchPlan, *, cwd: str | Path | None = None) -> lis
     ]
 
 
-def verify_training_environment(plan: LaunchPlan, *, cwd: str | Path | None = None) -> list[Check]:
+def verify_training_environment(
+    plan: LaunchPlan | TrainingConfig | Mapping[str, Any] | str | Path | None,
+    *,
+    cwd: str | Path | None = None,
+) -> list[Check]:
     """Raise if anything would make the launch fail; nothing is spawned or written.
+
+    Args:
+        plan: a launch plan, or a config (anything :func:`load_config` takes),
+            which is planned first.
 
     Returns:
         The (all passing) checks.
@@ -51,6 +63,8 @@ def verify_training_environment(plan: LaunchPlan, *, cwd: str | Path | None = No
     Raises:
         EnvironmentCheckError: listing every problem found, each with its fix.
     """
+    if not isinstance(plan, LaunchPlan):
+        plan = plan_training(load_config(plan))
     checks = check_environment(plan, cwd=cwd)
     problems = [c.detail for c in checks if not c.ok]
     if problems:

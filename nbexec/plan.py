@@ -140,8 +140,8 @@ def make_run_name(config: TrainingConfig, now: float | None = None) -> str:
 def build_training_command(
     config: TrainingConfig,
     *,
-    nproc: int,
-    run_name: str,
+    nproc: int | None = None,
+    run_name: str | None = None,
     python: str | None = None,
 ) -> list[str]:
     """The full torchrun argv for one node.
@@ -153,6 +153,8 @@ def build_training_command(
     module exactly as ``python`` would; script args pass through untouched.
     """
     launch = config.launch
+    nproc = nproc if nproc is not None else resolve_nproc(config)
+    run_name = run_name or make_run_name(config)
     if launch.entrypoint is not None:
         target = [launch.entrypoint]
     else:
