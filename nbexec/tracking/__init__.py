@@ -5,7 +5,8 @@
   :func:`tracking_finalizer` ends it from the job's result.
 - :func:`setup_mlflow_tracking_env` / :func:`with_tracking_env` — the child's
   environment for logging into that run.
-- :class:`MetricsLogger` — the child's batched, asynchronous metric logger.
+- :class:`MetricsLogger` — the child's batched, asynchronous metric logger;
+  :class:`MlflowMetricsSink` — the same fed in the parent from the job's events.
 - :func:`create_training_child_run` — nested runs (HPO trials).
 - :func:`add_training_tags` — every tag nbexec sets.
 
@@ -32,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "build_training_tags": "nbexec.tracking.tags",
     "training_params": "nbexec.tracking.params",
     "MetricsLogger": "nbexec.tracking.child_logger",
+    "MlflowMetricsSink": "nbexec.tracking.sink",
 }
 
 __all__ = list(_EXPORTS)
@@ -56,5 +58,6 @@ if TYPE_CHECKING:
     from nbexec.tracking.params import training_params
     from nbexec.tracking.create import create_training_child_run, create_training_mlflow_run
     from nbexec.tracking.run import TrackedRun, tracking_finalizer
+    from nbexec.tracking.sink import MlflowMetricsSink
     from nbexec.tracking.store import TrackingSetup, TrackingWarning, current_setup, setup_mlflow
     from nbexec.tracking.tags import add_training_tags, build_training_tags

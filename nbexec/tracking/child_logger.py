@@ -30,6 +30,8 @@ FLUSH_INTERVAL_S = 1.0
 BATCH_SIZE = 500
 MAX_QUEUE = 10_000  # log() calls waiting; past that new values are dropped (events.jsonl keeps them)
 CLOSE_TIMEOUT_S = 30.0
+# "0": the parent logs the metrics from events (MlflowMetricsSink); the child must not too.
+ENV_CHILD_METRICS = "NBEXEC_MLFLOW_CHILD_METRICS"
 
 _Item = tuple[dict[str, float], dict[str, int], int]  # values, steps, timestamp (ms)
 
@@ -77,9 +79,12 @@ class MetricsLogger:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> MetricsLogger | None:
-        """A logger for this process if it should log: global rank 0 and ``MLFLOW_RUN_ID`` set."""
+        """A logger for this process if it should log: global rank 0, ``MLFLOW_RUN_ID`` set,
+        and the parent did not take metric logging on itself (``NBEXEC_MLFLOW_CHILD_METRICS=0``)."""
         env = os.environ if env is None else env
         if not env.get("MLFLOW_RUN_ID") or env.get("RANK", "0") != "0":
+            return None
+        if env.get(ENV_CHILD_METRICS) == "0":
             return None
         return cls(env["MLFLOW_RUN_ID"], tracking_uri=env.get("MLFLOW_TRACKING_URI"), **options)
 
@@ -87,11 +92,12 @@ class MetricsLogger:
     def enabled(self) -> bool:
         return self._thread is not None and not self._stop.is_set()
 
-    def log(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+    def log(self, metrics: Mapping[str, float], step: int | None = None, timestamp: float | None = None) -> None:
         """Queue metric values; returns at once (drops them if the queue is full).
 
         Without ``step``, each metric counts its own steps 0, 1, 2, ... (as the
-        parent does when it reads events without steps).
+        parent does when it reads events without steps). ``timestamp`` is in
+        seconds (default: now).
         """
         if not self.enabled:
             return
@@ -109,7 +115,8 @@ class MetricsLogger:
         if not values:
             return
         try:
-            self._queue.put_nowait((values, steps, int(time.time() * 1000)))
+            stamp = time.time() if timestamp is None else timestamp
+            self._queue.put_nowait((values, steps, int(stamp * 1000)))
         except queue.Full:
             self.dropped += len(values)
             self._warn_once("full", "MLflow logging falls behind; some values were not sent "

@@ -74,15 +74,22 @@ def setup_mlflow_tracking_env(
     return env
 
 
-def with_tracking_env(plan: LaunchPlan, run: TrackedRun) -> LaunchPlan:
+def with_tracking_env(plan: LaunchPlan, run: TrackedRun, *, child_metrics: bool = True) -> LaunchPlan:
     """A copy of ``plan`` whose child environment logs into ``run``.
 
     The run's variables join ``plan.env`` and ``plan.env_set`` (so command.txt
     shows ``MLFLOW_RUN_ID``); credentials join ``plan.env`` only, and
     ``LaunchPlan.recorded_env`` redacts secret-named ones.
+
+    Args:
+        child_metrics: False when the parent logs the metrics itself
+            (:meth:`TrackedRun.metrics_sink`): rank 0's MetricsLogger then stays off.
     """
     from dataclasses import replace
 
+    from nbexec.tracking.child_logger import ENV_CHILD_METRICS
+
     added = setup_mlflow_tracking_env(run, base_env=plan.env)
+    added[ENV_CHILD_METRICS] = "1" if child_metrics else "0"
     shown = {k: v for k, v in added.items() if k not in CREDENTIAL_VARS}
     return replace(plan, env={**plan.env, **added}, env_set={**plan.env_set, **shown})

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from nbexec.config import TrainingConfig
     from nbexec.plan import LaunchPlan
     from nbexec.runner.handle import Finalizer
+    from nbexec.tracking.sink import MlflowMetricsSink
 
 
 class TrackedRun:
@@ -63,6 +64,7 @@ class TrackedRun:
         self.status: RunStatus | None = None
         self._scrubber = scrubber or Scrubber.from_sources(config.to_dict() if config is not None else None)
         self._lock = threading.Lock()
+        self._sinks: list[MlflowMetricsSink] = []
 
     @property
     def tracking_uri(self) -> str:
@@ -75,6 +77,19 @@ class TrackedRun:
     def where(self) -> str:
         """Where to open this run (its URL, or the ``mlflow ui`` command)."""
         return self.setup.where(self.run_id, self.experiment_id)
+
+    def metrics_sink(self, **options: Any) -> MlflowMetricsSink:
+        """A runner sink that logs rank 0's metric events into this run from the parent.
+
+        :meth:`finish` closes it before logging what is missing. Launch with
+        ``with_tracking_env(plan, run, child_metrics=False)`` so rank 0 does
+        not log the same values.
+        """
+        from nbexec.tracking.sink import MlflowMetricsSink
+
+        sink = MlflowMetricsSink(self.run_id, tracking_uri=self.tracking_uri, **options)
+        self._sinks.append(sink)
+        return sink
 
     def env(self, base_env: Mapping[str, str] | None = None) -> dict[str, str]:
         """The child environment variables for this run (see ``setup_mlflow_tracking_env``)."""
@@ -99,6 +114,8 @@ class TrackedRun:
             if self.ended:
                 return replace(result, mlflow_run_id=self.run_id)
             gone = store_gone(self.tracking_uri)
+            for sink in self._sinks:  # what it still holds is sent now; the rest comes from events.jsonl
+                sink.close(timeout=1.0 if gone else 30.0)
             if gone:
                 self._warn(f"the store is gone ({gone})", result.run_dir)
                 return result

@@ -20,22 +20,31 @@ SCRIPT = Path(__file__).resolve().parent / "scripts" / "log_metrics.py"
 STEPS = 40
 
 
-def run_job(store_uri: str, tmp_path: Path, machine: Callable[..., object], *args: str):  # noqa: ANN202
+def run_job(store_uri: str, tmp_path: Path, machine: Callable[..., object], *args: str,  # noqa: ANN202
+            parent_logs_metrics: bool = False):
+    """Launch the script as the executor will: run opened first, its env in the plan, the finalizer."""
     config = load_config({
         "launch": {"entrypoint": str(SCRIPT), "nproc": 2, "backend": "gloo", "args": [str(STEPS), *args]},
         "tracking": {"experiment": "jobs"},
     })
     plan = plan_training(config, output_dir=tmp_path / "outputs", run_name="job", hardware=machine(cpus=2))
     tracked = create_training_mlflow_run(plan=plan, tracking_uri=store_uri)
-    handle = launch(plan=with_tracking_env(plan, tracked), finalizers=[tracking_finalizer(tracked)])
+    sinks = [tracked.metrics_sink()] if parent_logs_metrics else []
+    handle = launch(
+        plan=with_tracking_env(plan, tracked, child_metrics=not parent_logs_metrics),
+        sinks=sinks,
+        finalizers=[tracking_finalizer(tracked)],
+    )
     handle.wait(timeout=240)
     return tracked, handle
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("parent_logs_metrics", [False, True], ids=["rank0-logs", "parent-logs"])
 def test_finished_job_is_one_run_with_rank0_metrics(store_uri: str, client, tmp_path: Path,  # noqa: ANN001
-                                                    machine: Callable[..., object]) -> None:
-    tracked, handle = run_job(store_uri, tmp_path, machine)
+                                                    machine: Callable[..., object],
+                                                    parent_logs_metrics: bool) -> None:
+    tracked, handle = run_job(store_uri, tmp_path, machine, parent_logs_metrics=parent_logs_metrics)
     result = handle.result()
     assert result.mlflow_run_id == tracked.run_id
     assert TrainingResult.load(result.run_dir).mlflow_run_id == tracked.run_id
@@ -46,6 +55,8 @@ def test_finished_job_is_one_run_with_rank0_metrics(store_uri: str, client, tmp_
     assert run.data.tags["nbexec.child_logged"] == "true"
     assert run.data.tags["nbexec.world_size"] == "2"
     assert history(client, tracked.run_id, "loss") == [(s, 1.0 / (s + 1)) for s in range(STEPS)]  # no duplicates
+    rank0_log = (result.run_dir / "logs" / "rank0.log").read_text()
+    assert f"mlflow child logging {'off' if parent_logs_metrics else 'on'}" in rank0_log
     artifacts = {a.path for a in client.list_artifacts(tracked.run_id)}
     assert {"config.yaml", "command.txt", "events.jsonl", "result.json", "logs"} <= artifacts
     logs = {a.path for a in client.list_artifacts(tracked.run_id, "logs")}

@@ -14,6 +14,8 @@ steps = int(sys.argv[1])
 fail_rank = int(sys.argv[2]) if len(sys.argv) > 2 else -1
 ctx = create_run_context()
 logger = MetricsLogger.from_env() if ctx.is_main else None
+if ctx.is_main:
+    print(f"mlflow child logging {'on' if logger is not None else 'off'}")
 for step in range(steps):
     metrics = {"loss": 1.0 / (step + 1), "acc": step / steps}
     ctx.log_metrics(metrics, step=step)
