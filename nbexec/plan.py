@@ -19,7 +19,7 @@ from pathlib import Path
 from nbexec import contract
 from nbexec.config import BUILTIN_TRAINER_MODULE, TrainingConfig, load_config
 from nbexec.hardware import HardwareInfo, detect_hardware
-from nbexec.redact import redact_env, split_secrets
+from nbexec.redact import redact_argv, redact_env, split_secrets
 
 BOOTSTRAP_MODULE = "nbexec.child.bootstrap"
 # Inherited variables that would confuse a nested launch (nbexec started from
@@ -85,7 +85,7 @@ class LaunchPlan:
             f"processes:  {self.nproc} ({self.backend})\n"
             f"hardware:   {self.hardware.summary()}\n"
             f"config:     {self.config.config_hash}\n"
-            f"command:\n  {shlex.join(self.argv)}\n"
+            f"command:\n  {shlex.join(redact_argv(self.argv))}\n"
             f"environment:\n{env_lines}"
         )
 

@@ -273,7 +273,7 @@ def write_run_inputs(plan: LaunchPlan) -> None:
     """
     import yaml
 
-    from nbexec.redact import split_secrets
+    from nbexec.redact import redact_argv, split_secrets
 
     run_dir = plan.run_dir
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -282,9 +282,10 @@ def write_run_inputs(plan: LaunchPlan) -> None:
     clean, _ = split_secrets(plan.config.to_dict())
     (run_dir / contract.CONFIG_FILE).write_text(yaml.safe_dump(clean, sort_keys=False))
     env_lines = "\n".join(f"{k}={v}" for k, v in plan.recorded_env().items())
+    argv = redact_argv(plan.argv)  # e.g. "--hf-token VALUE" in the script args
     (run_dir / contract.COMMAND_FILE).write_text(
-        f"# argv, exactly (JSON list; no shell is involved)\n{json.dumps(list(plan.argv))}\n"
-        f"# the same, shell-quoted for copying into a terminal\n{shlex.join(plan.argv)}\n"
+        f"# argv, exactly but for secrets (JSON list; no shell is involved)\n{json.dumps(argv)}\n"
+        f"# the same, shell-quoted for copying into a terminal\n{shlex.join(argv)}\n"
         f"# environment nbexec set, and relevant inherited variables (secrets redacted)\n{env_lines}\n"
     )
 

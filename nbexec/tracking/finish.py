@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
     from nbexec.result import TrainingResult
-    from nbexec.tracking.scrub import Scrubber
+    from nbexec.redact import Scrubber
 
 # The run-dir files uploaded as artifacts (result.json is written from the result itself).
 INPUT_FILES = (contract.CONFIG_FILE, contract.COMMAND_FILE, contract.EVENTS_FILE)

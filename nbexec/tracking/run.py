@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from nbexec.errors import TrainingCancelled, TrainingFailed
 from nbexec.result import RunStatus, TrainingResult
 from nbexec.tracking.batching import MAX_TAG_VALUE, log_batch_chunked, mlflow_key, truncate
-from nbexec.tracking.scrub import Scrubber
+from nbexec.redact import Scrubber
 from nbexec.tracking.store import TrackingSetup, TrackingWarning, get_client, store_gone
 from nbexec.tracking.tags import TAG_FAILURE, TAG_NOTE, result_tags
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from nbexec.redact import REDACTED, is_secret_name
 from nbexec.tracking.batching import MAX_TAG_VALUE, log_batch_chunked, mlflow_key, truncate
-from nbexec.tracking.scrub import Scrubber, redact_argv
+from nbexec.redact import Scrubber, redact_argv
 
 if TYPE_CHECKING:
     from nbexec.config import TrainingConfig
