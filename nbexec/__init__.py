@@ -44,6 +44,12 @@ _EXPORTS: dict[str, str] = {
     "TrainingResult": "nbexec.result",
     "launch": "nbexec.executor",
     "execute_training_subprocess": "nbexec.executor",
+    # tracking (MLflow)
+    "setup_mlflow": "nbexec.tracking",
+    "create_training_mlflow_run": "nbexec.tracking",
+    "create_training_child_run": "nbexec.tracking",
+    "setup_mlflow_tracking_env": "nbexec.tracking",
+    "add_training_tags": "nbexec.tracking",
     # child side (also importable from nbexec.child)
     "RunContext": "nbexec.child",
     "create_run_context": "nbexec.child",

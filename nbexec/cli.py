@@ -4,16 +4,23 @@
     nbexec doctor [CONFIG]
 
 Exit codes: 0 success, 1 training failed, 2 bad config or usage,
-3 environment not ready, 130 interrupted (the job is cancelled first).
+3 environment or tracking store not ready, 130 interrupted (the job is cancelled first).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
-from nbexec.errors import ConfigError, EnvironmentCheckError, TrainingCancelled, TrainingFailed
+from nbexec.errors import (
+    ConfigError,
+    EnvironmentCheckError,
+    TrackingError,
+    TrainingCancelled,
+    TrainingFailed,
+)
 
 EXIT_FAILED, EXIT_USAGE, EXIT_ENV, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -43,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--rank", dest="ranks", type=int, action="append",
                        help="show only these ranks' lines (repeatable; default: all)")
     train.add_argument("--quiet", action="store_true", help="do not stream the job's lines")
+    train.add_argument("--no-tracking", action="store_true", help="do not open an MLflow run")
+    train.add_argument("--experiment", help="MLflow experiment name (tracking.experiment)")
     train.add_argument("--dry-run", action="store_true", help="print the plan (command, env, run dir) and exit")
 
     doctor = sub.add_parser("doctor", help="show hardware and check the environment for a launch")
@@ -65,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"nbexec: config error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except EnvironmentCheckError as err:
+    except (EnvironmentCheckError, TrackingError) as err:
         print(f"nbexec: {err}", file=sys.stderr)
         return EXIT_ENV
 
@@ -74,9 +83,14 @@ def _train(args: argparse.Namespace, script_args: list[str] | None) -> int:
     from nbexec.executor import launch, prepare
     from nbexec.runner.sinks import TerminalSink
 
+    overrides = list(args.overrides)
+    if args.no_tracking:
+        overrides.append("tracking.enabled=false")
+    if args.experiment:
+        overrides.append(f"tracking.experiment={json.dumps(args.experiment)}")
     plan = prepare(
         args.config,
-        overrides=args.overrides,
+        overrides=overrides,
         output_dir=args.output,
         data_path=args.data,
         nproc=args.nproc,
@@ -112,6 +126,8 @@ def _train(args: argparse.Namespace, script_args: list[str] | None) -> int:
         f"  checkpoint: {result.checkpoint or 'none'}\n"
         f"  run dir:    {result.run_dir}"
     )
+    if result.mlflow_run_id and run.tracking is not None:
+        print(f"  mlflow:     {result.mlflow_run_id} ({run.tracking.where()})")
     return 0
 
 

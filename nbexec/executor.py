@@ -100,16 +100,36 @@ def launch(
         plan: an already prepared plan (from :func:`prepare`); skips preparing.
         **options: as for :func:`prepare` (overrides, output_dir, nproc, ...).
 
+    Unless ``tracking.enabled`` is false, an MLflow run is opened first (the
+    embedded SQLite store ``./mlflow.db`` by default) and closed with the
+    job's outcome; ``run.tracking`` holds it.
+
     Returns:
         The :class:`TrainingRun` handle (status RUNNING).
 
     Raises:
-        ConfigError, EnvironmentCheckError: before anything is spawned.
+        ConfigError, EnvironmentCheckError, TrackingError: before anything is spawned.
     """
     plan = plan or prepare(config, **options)
-    write_run_inputs(plan)
-    run = TrainingRun(plan, sinks=sinks, finalizers=finalizers)
-    run._start()
+    tracked = None
+    if plan.config.tracking.enabled:
+        from nbexec.tracking import create_training_mlflow_run, tracking_finalizer, with_tracking_env
+
+        tracked = create_training_mlflow_run(plan=plan)  # TrackingError here: nothing spawned
+        # The parent logs rank 0's metric events to MLflow; the ranks only write
+        # events.jsonl, so tracking never slows the training loop.
+        plan = with_tracking_env(plan, tracked, child_metrics=False)
+        sinks = [*sinks, tracked.metrics_sink()]
+        finalizers = [tracking_finalizer(tracked), *finalizers]  # first: later ones see the run id
+    try:
+        write_run_inputs(plan)
+        run = TrainingRun(plan, sinks=sinks, finalizers=finalizers)
+        run._start()
+    except BaseException as err:
+        if tracked is not None:
+            tracked.abort(err)
+        raise
+    run.tracking = tracked
     return run
 
 

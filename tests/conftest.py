@@ -29,3 +29,19 @@ def _machine(cpus: int = 2, gpus: int = 0, cuda_visible_devices: str | None = No
 def machine() -> Callable[..., HardwareInfo]:
     """Factory: ``machine(cpus=2, gpus=0)`` returns a simulated HardwareInfo."""
     return _machine
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_tracking_store(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """Jobs launched by tests track into one real SQLite store in a temp dir, not ./mlflow.db."""
+    import os
+
+    if "MLFLOW_TRACKING_URI" in os.environ:
+        yield os.environ["MLFLOW_TRACKING_URI"]
+        return
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        yield uri
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,18 @@ def test_train_two_ranks_then_resume_from_the_checkpoint(tmp_path):
     assert 0.0 <= result["metrics"]["val_f1"] <= 1.0
 
     # the checkpoint is real: it loads into a fresh model of the same shape
+    # tracked in MLflow: one run, FINISHED, with the trainer's metrics and the artifacts
+    from mlflow import MlflowClient
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    mlrun = client.get_run(result["mlflow_run_id"])
+    assert mlrun.info.status == "FINISHED" and mlrun.info.run_name == "first"
+    assert mlrun.data.metrics["val_f1"] == pytest.approx(result["metrics"]["val_f1"])
+    assert mlrun.data.params["training.learning_rate"] == "0.01"
+    assert len(client.get_metric_history(mlrun.info.run_id, "loss")) >= 2
+    assert {a.path for a in client.list_artifacts(mlrun.info.run_id)} >= {"config.yaml", "logs", "result.json"}
+    assert f"mlflow:     {result['mlflow_run_id']}" in first.stdout
+
     state = json.loads((run_dir / "checkpoint/trainer_state.json").read_text())
     model = build_model(state["config"]["model"], vocab_size=len(state["dataset"]["vocab"]),
                         num_labels=len(state["dataset"]["labels"]), max_len=16)

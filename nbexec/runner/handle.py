@@ -58,6 +58,7 @@ class TrainingRun:
         self._pump: LogPump | None = None
         self._thread: threading.Thread | None = None
         self.started_at = 0.0
+        self.tracking: Any = None  # the TrackedRun (MLflow) when tracking is on
 
     # --- starting ---------------------------------------------------------------
 
