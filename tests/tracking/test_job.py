@@ -22,10 +22,13 @@ STEPS = 40
 
 def run_job(store_uri: str, tmp_path: Path, machine: Callable[..., object], *args: str,  # noqa: ANN202
             parent_logs_metrics: bool = False):
-    """Launch the script as the executor will: run opened first, its env in the plan, the finalizer."""
+    """Wire tracking by hand, as launch() does, to choose who logs the metrics.
+
+    ``tracking.enabled: false`` keeps launch() from opening a second run.
+    """
     config = load_config({
         "launch": {"entrypoint": str(SCRIPT), "nproc": 2, "backend": "gloo", "args": [str(STEPS), *args]},
-        "tracking": {"experiment": "jobs"},
+        "tracking": {"experiment": "jobs", "enabled": False},
     })
     plan = plan_training(config, output_dir=tmp_path / "outputs", run_name="job", hardware=machine(cpus=2))
     tracked = create_training_mlflow_run(plan=plan, tracking_uri=store_uri)
