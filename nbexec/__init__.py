@@ -44,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "TrainingResult": "nbexec.result",
     "launch": "nbexec.executor",
     "execute_training_subprocess": "nbexec.executor",
+    "build_training_run_name_with_fallback": "nbexec.naming",
     # tracking (MLflow)
     "setup_mlflow": "nbexec.tracking",
     "create_training_mlflow_run": "nbexec.tracking",

@@ -34,7 +34,7 @@ BACKENDS = ("auto", "gloo", "nccl")
 MAX_NPROC = 1024
 # Names that become directory names and MLflow names: no separators, no shell
 # or glob characters, nothing that starts with a dot or a dash.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
@@ -408,7 +408,7 @@ def _name(path: str, value: Any) -> str | None:
         return None
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         value = str(value)  # "--set tracking.experiment=2024" reads as a number
-    if not isinstance(value, str) or not _NAME_RE.match(value):
+    if not isinstance(value, str) or not NAME_RE.match(value):
         raise _fail(
             path,
             value,

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shlex
 import sys
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,23 +116,13 @@ def should_use_ddp(config: TrainingConfig | Mapping | None, hardware: HardwareIn
     return resolve_nproc(cfg, hardware) > 1
 
 
-def make_run_name(config: TrainingConfig, now: float | None = None) -> str:
-    """``output.run_name`` or ``<what>-<YYYYmmdd-HHMMSS>-<6 hex>``; unique per launch."""
-    if config.output.run_name:
-        return config.output.run_name
-    launch = config.launch
-    if launch.entrypoint:
-        what = Path(launch.entrypoint).stem
-    elif launch.module:
-        what = launch.module.rsplit(".", 1)[-1]
-    else:
-        from nbexec.trainers.token_classification.schema import DEFAULTS
+def make_run_name(
+    config: TrainingConfig, now: float | None = None, taken: Callable[[str], bool] | None = None
+) -> str:
+    """``output.run_name``, or a name from the project's naming policy (see :mod:`nbexec.naming`)."""
+    from nbexec.naming import build_training_run_name_with_fallback
 
-        what = str(config.model.get("backbone") or DEFAULTS["model"]["backbone"])
-    what = "".join(c if (c.isascii() and c.isalnum()) or c in "._-" else "-" for c in what)
-    what = what.strip(".-_") or "train"
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-    return f"{what[:64]}-{stamp}-{secrets.token_hex(3)}"
+    return build_training_run_name_with_fallback(config, now=now, taken=taken)
 
 
 def build_training_command(
@@ -233,8 +221,9 @@ def plan_training(
     backend = resolve_backend(config, hardware)
     if run_name is not None:
         config = load_config(config, overrides=[f"output.run_name={json.dumps(run_name)}"])
-    name = make_run_name(config)
-    run_dir = Path(output_dir if output_dir is not None else config.output.dir).absolute() / name
+    root = Path(output_dir if output_dir is not None else config.output.dir).absolute()
+    name = make_run_name(config, taken=lambda candidate: (root / candidate).exists())
+    run_dir = root / name
     resume = Path(resume_from).absolute() if resume_from is not None else None
     base = dict(os.environ if base_env is None else base_env)
     env = setup_training_environment(

@@ -423,7 +423,7 @@ def test_plan_env_set_is_what_nbexec_added(secret_plan) -> None:
     [
         ({}, "tiny-encoder-"),
         ({"entrypoint": "scripts/my train.py"}, "my-train-"),
-        ({"entrypoint": "../../-x;$(id).py"}, "x---id-"),
+        ({"entrypoint": "../../-x;$(id).py"}, "x-id-"),
         ({"module": "mypkg.fine_tune"}, "fine_tune-"),
     ],
 )
