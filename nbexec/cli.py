@@ -10,7 +10,6 @@ Exit codes: 0 success, 1 training failed, 2 bad config or usage,
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +20,7 @@ from nbexec.errors import (
     TrainingCancelled,
     TrainingFailed,
 )
+from nbexec.options import add_train_arguments, prepare_from_args, split_script_args
 
 EXIT_FAILED, EXIT_USAGE, EXIT_ENV, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -36,23 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a training job",
         description="Run a training job. Arguments after `--` go to the training script untouched.",
     )
-    train.add_argument("config", nargs="?", help="YAML/JSON config file (default: embedded demo config)")
-    train.add_argument("--nproc", help="processes on this machine: a number or 'auto'")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value, e.g. --set training.learning_rate=3e-5 (repeatable)")
-    train.add_argument("--output", help="directory that holds run directories (output.dir)")
-    train.add_argument("--run-name", help="name of the run directory (default: generated)")
-    train.add_argument("--data", help="dataset directory for the trainer (data.path)")
-    target = train.add_mutually_exclusive_group()
-    target.add_argument("--entrypoint", help="training script to run instead of the built-in trainer")
-    target.add_argument("-m", "--module", help="module to run (like python -m) instead of the built-in trainer")
-    train.add_argument("--resume", metavar="CHECKPOINT_DIR", help="resume from an earlier run's checkpoint")
-    train.add_argument("--rank", dest="ranks", type=int, action="append",
-                       help="show only these ranks' lines (repeatable; default: all)")
-    train.add_argument("--quiet", action="store_true", help="do not stream the job's lines")
-    train.add_argument("--no-tracking", action="store_true", help="do not open an MLflow run")
-    train.add_argument("--experiment", help="MLflow experiment name (tracking.experiment)")
-    train.add_argument("--dry-run", action="store_true", help="print the plan (command, env, run dir) and exit")
+    add_train_arguments(train)
 
     doctor = sub.add_parser("doctor", help="show hardware and check the environment for a launch")
     doctor.add_argument("config", nargs="?", help="config to check (default: embedded demo config)")
@@ -61,11 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    script_args: list[str] | None = None
-    if "--" in args_list:
-        cut = args_list.index("--")
-        args_list, script_args = args_list[:cut], args_list[cut + 1 :]
+    args_list, script_args = split_script_args(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(args_list)
     try:
         if args.command == "train":
@@ -80,26 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train(args: argparse.Namespace, script_args: list[str] | None) -> int:
-    from nbexec.executor import launch, prepare
+    from nbexec.executor import launch
     from nbexec.runner.sinks import TerminalSink
 
-    overrides = list(args.overrides)
-    if args.no_tracking:
-        overrides.append("tracking.enabled=false")
-    if args.experiment:
-        overrides.append(f"tracking.experiment={json.dumps(args.experiment)}")
-    plan = prepare(
-        args.config,
-        overrides=overrides,
-        output_dir=args.output,
-        data_path=args.data,
-        nproc=args.nproc,
-        run_name=args.run_name,
-        entrypoint=args.entrypoint,
-        module=args.module,
-        script_args=script_args,
-        resume_from=args.resume,
-    )
+    plan = prepare_from_args(args, script_args)
     if args.dry_run:
         print(plan.describe())
         return 0

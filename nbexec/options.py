@@ -1,0 +1,117 @@
+"""The launch options shared by ``nbexec train`` and the ``%train`` magic.
+
+One argument list and one mapping from parsed options to :func:`nbexec.executor.prepare`,
+so the command line and the notebook cannot drift apart. Works with any
+``argparse.ArgumentParser`` (IPython's ``MagicArgumentParser`` is one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nbexec.plan import LaunchPlan
+
+SCRIPT_ARGS_SEPARATOR = "--"
+
+
+def add_train_arguments(parser: argparse.ArgumentParser, *, ranks_default: str = "all") -> None:
+    """Add the ``train`` options (config, launch, output, tracking, display) to ``parser``.
+
+    Args:
+        parser: the parser to extend.
+        ranks_default: which ranks' lines show without ``--rank``, for the help text.
+    """
+    parser.add_argument("config", nargs="?", help="YAML/JSON config file (default: embedded demo config)")
+    parser.add_argument("--nproc", help="processes on this machine: a number or 'auto'")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set training.learning_rate=3e-5 (repeatable)")
+    parser.add_argument("--output", help="directory that holds run directories (output.dir)")
+    parser.add_argument("--run-name", help="name of the run directory (default: generated)")
+    parser.add_argument("--data", help="dataset directory for the trainer (data.path)")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--entrypoint", help="training script to run instead of the built-in trainer")
+    target.add_argument("-m", "--module", help="module to run (like python -m) instead of the built-in trainer")
+    parser.add_argument("--resume", metavar="CHECKPOINT_DIR", help="resume from an earlier run's checkpoint")
+    parser.add_argument("--rank", dest="ranks", type=int, action="append",
+                        help=f"show only these ranks' lines (repeatable; default: {ranks_default})")
+    parser.add_argument("--quiet", action="store_true", help="do not stream the job's lines")
+    parser.add_argument("--no-tracking", action="store_true", help="do not open an MLflow run")
+    parser.add_argument("--experiment", help="MLflow experiment name (tracking.experiment)")
+    parser.add_argument("--backup", metavar="drive|PATH|off",
+                        help="back the checkpoint up after a successful run (backup.target; 'off' disables)")
+    parser.add_argument("--dry-run", action="store_true", help="show the plan (command, env, run dir) and stop")
+
+
+def split_script_args(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """Split ``[options] -- [script args]`` at the first ``--``.
+
+    Returns:
+        ``(options, script_args)``; ``script_args`` is None when there is no ``--``.
+    """
+    argv = list(argv)
+    if SCRIPT_ARGS_SEPARATOR not in argv:
+        return argv, None
+    cut = argv.index(SCRIPT_ARGS_SEPARATOR)
+    return argv[:cut], argv[cut + 1 :]
+
+
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """The config overrides the options stand for (``--set`` ones first)."""
+    overrides = list(args.overrides or [])
+    if getattr(args, "no_tracking", False):
+        overrides.append("tracking.enabled=false")
+    if getattr(args, "experiment", None):
+        overrides.append(f"tracking.experiment={json.dumps(args.experiment)}")
+    backup = getattr(args, "backup", None)
+    if backup is not None:
+        if backup.strip().lower() == "off":
+            overrides.append("backup.enabled=false")
+        else:
+            overrides += ["backup.enabled=true", f"backup.target={json.dumps(backup)}"]
+    return overrides
+
+
+def prepare_kwargs(args: argparse.Namespace, script_args: Sequence[str] | None = None) -> dict[str, Any]:
+    """Keyword arguments for :func:`nbexec.executor.prepare` (all but the config)."""
+    return {
+        "overrides": config_overrides(args),
+        "output_dir": args.output,
+        "data_path": args.data,
+        "nproc": args.nproc,
+        "run_name": args.run_name,
+        "entrypoint": args.entrypoint,
+        "module": args.module,
+        "script_args": list(script_args) if script_args is not None else None,
+        "resume_from": args.resume,
+    }
+
+
+def prepare_from_args(
+    args: argparse.Namespace, script_args: Sequence[str] | None = None, *, config: Any = None
+) -> LaunchPlan:
+    """Resolve and check the launch the options describe (nothing is started).
+
+    Args:
+        args: parsed options (from a parser built with :func:`add_train_arguments`).
+        script_args: what followed ``--``.
+        config: the config source; None takes ``args.config`` (a path, or the defaults).
+
+    Raises:
+        ConfigError, EnvironmentCheckError: as :func:`nbexec.executor.prepare`.
+    """
+    from nbexec.executor import prepare
+
+    return prepare(config if config is not None else args.config, **prepare_kwargs(args, script_args))
+
+
+__all__ = [
+    "add_train_arguments",
+    "split_script_args",
+    "config_overrides",
+    "prepare_kwargs",
+    "prepare_from_args",
+]
