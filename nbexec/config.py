@@ -74,9 +74,15 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
+    """MLflow tracking. ``metrics_from``: who sends metrics to MLflow — the
+    ``parent`` (from rank 0's events; costs the training loop nothing) or
+    ``rank0`` itself (batched in a background thread; also works when the
+    parent is gone, e.g. a job that outlives a notebook session)."""
+
     enabled: bool = True
     uri: str | None = None
     experiment: str = "nbexec"
+    metrics_from: str = "parent"
 
 
 @dataclass(frozen=True)
@@ -494,7 +500,12 @@ _CHECKS: dict[str, dict[str, Any]] = {
         "env": _env,
     },
     "output": {"dir": _path_str, "run_name": _name},
-    "tracking": {"enabled": _bool, "uri": _opt_str, "experiment": _experiment},
+    "tracking": {
+        "enabled": _bool,
+        "uri": _opt_str,
+        "experiment": _experiment,
+        "metrics_from": _choice(("parent", "rank0")),
+    },
     "backup": {"enabled": _bool, "target": _opt_str},
 }
 

@@ -116,10 +116,12 @@ def launch(
         from nbexec.tracking import create_training_mlflow_run, tracking_finalizer, with_tracking_env
 
         tracked = create_training_mlflow_run(plan=plan)  # TrackingError here: nothing spawned
-        # The parent logs rank 0's metric events to MLflow; the ranks only write
-        # events.jsonl, so tracking never slows the training loop.
-        plan = with_tracking_env(plan, tracked, child_metrics=False)
-        sinks = [*sinks, tracked.metrics_sink()]
+        # By default the parent logs rank 0's metric events to MLflow; the ranks
+        # only write events.jsonl, so tracking never slows the training loop.
+        from_parent = plan.config.tracking.metrics_from == "parent"
+        plan = with_tracking_env(plan, tracked, child_metrics=not from_parent)
+        if from_parent:
+            sinks = [*sinks, tracked.metrics_sink()]
         finalizers = [tracking_finalizer(tracked), *finalizers]  # first: later ones see the run id
     try:
         write_run_inputs(plan)

@@ -58,6 +58,7 @@ class RunContext:
     resume_from: Path | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
     _events: EventWriter | None = field(default=None, repr=False)
+    _mlflow: Any = field(default=None, repr=False)  # MetricsLogger when rank 0 logs to MLflow
 
     @property
     def is_main(self) -> bool:
@@ -73,8 +74,23 @@ class RunContext:
         self._emit("progress", step=step, total=total, **fields)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Report metric values; shown live and kept in ``events.jsonl``."""
-        self._emit("metrics", step=step, metrics={k: float(v) for k, v in metrics.items()})
+        """Report metric values; shown live, kept in ``events.jsonl``, sent to MLflow.
+
+        MLflow gets them from the parent by default; with
+        ``tracking.metrics_from: rank0`` this rank sends them itself, batched in
+        a background thread (this call never waits for MLflow).
+        """
+        values = {k: float(v) for k, v in metrics.items()}
+        self._emit("metrics", step=step, metrics=values)
+        if self._mlflow is not None:
+            self._mlflow.log(values, step=step)
+
+    def close(self) -> None:
+        """Flush pending MLflow metrics and close the events file (also done at exit)."""
+        if self._mlflow is not None:
+            self._mlflow.close()
+        if self._events is not None:
+            self._events.close()
 
     def report_checkpoint(self, path: str | os.PathLike[str], **fields: Any) -> None:
         """Tell the parent a checkpoint was written at ``path``."""
@@ -118,6 +134,11 @@ def create_run_context(distributed_config: Mapping[str, Any] | None = None) -> R
     events_path = env.get(contract.ENV_EVENTS)
     if events_path and (rank == 0 or env.get(contract.ENV_EVENTS_ALL_RANKS) == "1"):
         events = EventWriter(events_path, rank=rank)
+    mlflow_logger = None
+    if rank == 0 and env.get("MLFLOW_RUN_ID"):
+        from nbexec.tracking.child_logger import MetricsLogger
+
+        mlflow_logger = MetricsLogger.from_env()  # None unless the parent asked rank 0 to log
     return RunContext(
         rank=rank,
         local_rank=local_rank,
@@ -130,6 +151,7 @@ def create_run_context(distributed_config: Mapping[str, Any] | None = None) -> R
         resume_from=Path(resume) if resume else None,
         config=load_run_config(),
         _events=events,
+        _mlflow=mlflow_logger,
     )
 
 

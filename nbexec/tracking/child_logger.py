@@ -144,7 +144,19 @@ class MetricsLogger:
 
     # --- the background thread -----------------------------------------------------
 
+    def _connect(self) -> None:
+        """Import mlflow and open the client now, in this thread, not at the first flush:
+        a short script may end before then, and at interpreter shutdown mlflow can no
+        longer start its own threads ("can't register atexit after shutdown")."""
+        try:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        except Exception:  # noqa: BLE001 - _send retries and warns
+            self._client = None
+
     def _run(self) -> None:
+        self._connect()
         pending: list[tuple[str, float, int, int]] = []
         last_flush = time.monotonic()
         while True:

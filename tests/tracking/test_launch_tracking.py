@@ -41,3 +41,27 @@ def test_cancelled_launch_ends_its_run_killed(store_uri, client, tmp_path):
     run.cancel(grace=1)
     assert client.get_run(run_id).info.status == "KILLED"
     assert nbexec.TrainingResult.load(tmp_path / run.name).mlflow_run_id == run_id
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("metrics_from", ["parent", "rank0"])
+def test_trainer_metrics_reach_mlflow_once_whoever_sends_them(store_uri, client, tmp_path, metrics_from):
+    config = {
+        "model": {"d_model": 32, "layers": 1, "heads": 2, "ff_dim": 64},
+        "training": {"learning_rate": 1e-2, "batch_size": 16, "epochs": 1, "log_every": 2},
+        "data": {"path": str(tmp_path / "data"), "num_train": 320, "num_val": 64, "seq_len": 16},
+        "tracking": {"uri": store_uri, "experiment": f"from-{metrics_from}", "metrics_from": metrics_from},
+    }
+    run = nbexec.launch(config, output_dir=tmp_path, nproc=2)
+    result = run.result(timeout=180)
+    logged = [ev for ev in run.events if ev["kind"] == "metrics" and "loss" in ev["metrics"]]
+    history = client.get_metric_history(result.mlflow_run_id, "loss")
+    # every value rank 0 reported, once, with its step
+    assert sorted((m.step, m.value) for m in history) == sorted(
+        (ev["step"], pytest.approx(ev["metrics"]["loss"])) for ev in logged
+    )
+    assert len(history) == 5  # 320 samples / 2 ranks / batch 16 = 10 steps, logged every 2
+    tags = client.get_run(result.mlflow_run_id).data.tags
+    assert tags["nbexec.child_logged"] == "true"  # streamed live, by the parent or by rank 0
+    rank0_env = (tmp_path / run.name / "command.txt").read_text()
+    assert f"NBEXEC_MLFLOW_CHILD_METRICS={'1' if metrics_from == 'rank0' else '0'}" in rank0_env
