@@ -26,9 +26,11 @@ TINY = {
 
 
 def nbexec_train(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``nbexec train`` on the embedded defaults: no MLFLOW_TRACKING_URI, so ./mlflow.db."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     return subprocess.run(
         [sys.executable, "-m", "nbexec", "train", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=300,
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
     )
 
 
@@ -47,7 +49,9 @@ def test_train_two_ranks_then_resume_from_the_checkpoint(tmp_path):
     # tracked in MLflow: one run, FINISHED, with the trainer's metrics and the artifacts
     from mlflow import MlflowClient
 
-    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    assert (tmp_path / "mlflow.db").is_file()  # the embedded default store, in the project dir
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert len(client.search_runs([client.get_experiment_by_name("nbexec").experiment_id])) == 1
     mlrun = client.get_run(result["mlflow_run_id"])
     assert mlrun.info.status == "FINISHED" and mlrun.info.run_name == "first"
     assert mlrun.data.metrics["val_f1"] == pytest.approx(result["metrics"]["val_f1"])
