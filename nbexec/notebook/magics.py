@@ -1,0 +1,207 @@
+"""``%train`` and ``%%train``: launch a training job from a cell and watch it there.
+
+    %load_ext nbexec
+    result = %train config.yaml --nproc 2 --set training.epochs=1
+    run = %train config.yaml --background        # the handle, at once
+
+    %%train --nproc auto --experiment ner
+    model: {backbone: tiny-encoder}
+    training: {learning_rate: 2.0e-5, batch_size: 16, epochs: 2}
+
+The magic renders and forwards: the options are the command line's
+(:mod:`nbexec.options`), the job goes through :func:`nbexec.launch`, and the
+run is shown by a :class:`~nbexec.notebook.live.LiveRunView` sink. An
+interrupt (the kernel's stop button) cancels the job: every process of it is
+stopped and the run ends KILLED before the ``KeyboardInterrupt`` goes on.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+from IPython.core import magic_arguments
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.utils.process import arg_split
+
+from nbexec.options import add_train_arguments, split_script_args
+
+if TYPE_CHECKING:
+    import argparse
+
+    from nbexec.plan import LaunchPlan
+    from nbexec.result import TrainingResult
+    from nbexec.runner.handle import TrainingRun
+
+
+class _train_options(magic_arguments.ArgDecorator):
+    """The options of ``nbexec train``, from the one place that defines them."""
+
+    def add_to_parser(self, parser: argparse.ArgumentParser, group: object) -> None:
+        add_train_arguments(parser, ranks_default="0; --all-ranks for every rank")
+
+
+@magics_class
+class TrainMagics(Magics):
+    """The ``%train`` / ``%%train`` magics (registered by ``%load_ext nbexec``)."""
+
+    @magic_arguments.magic_arguments()
+    @_train_options()
+    @magic_arguments.argument("--background", action="store_true",
+                              help="return the run handle at once; the view keeps updating in this cell")
+    @magic_arguments.argument("--all-ranks", action="store_true",
+                              help="show every rank's lines (and torchrun's own)")
+    @magic_arguments.argument("--tail", type=int, default=None, metavar="N",
+                              help="lines the view keeps (default 40); every line is in the log files")
+    @line_cell_magic
+    def train(self, line: str, cell: str | None = None) -> Any:
+        """Run a training job (torchrun DDP) and show it live in this cell.
+
+        ``%train [CONFIG] [options] [-- script args]``, or ``%%train [options]``
+        with the YAML config as the cell body. Returns the TrainingResult
+        (``--background``: the TrainingRun handle at once; ``--dry-run``: None).
+        A failed run raises TrainingFailed naming the rank and its exception.
+        """
+        try:
+            argv = arg_split(line, posix=not sys.platform.startswith("win"))
+        except ValueError as err:  # unbalanced quotes
+            raise UsageError(f"cannot read the options {line!r}: {err}") from None
+        options, script_args = split_script_args(argv)
+        try:
+            args = self.train.parser.parse_args(options)
+        except UsageError as err:
+            raise UsageError(f"{err}; see %train? for the options") from None
+        config = _config_source(args, cell)
+        ranks = _ranks(args)
+        if args.tail is not None and args.tail < 1:
+            raise UsageError(f"--tail must be at least 1, not {args.tail}")
+
+        from nbexec.errors import ConfigError, EnvironmentCheckError
+        from nbexec.notebook.errors import shown_briefly
+        from nbexec.options import prepare_from_args
+
+        try:
+            plan = prepare_from_args(args, script_args, config=config)
+        except (ConfigError, EnvironmentCheckError) as err:
+            raise shown_briefly(err) from None
+        if args.dry_run:
+            print(plan.describe())
+            return None
+        if getattr(self.shell, "kernel", None) is None:  # a terminal IPython: no display outputs
+            return _run_in_terminal(plan, args, ranks)
+        return _run_in_cell(plan, args, ranks)
+
+
+def _config_source(args: argparse.Namespace, cell: str | None) -> str | None:
+    if cell is None or not cell.strip():
+        return None  # args.config (a path) or the defaults
+    if args.config:
+        raise UsageError(
+            f"give the config either as the cell body or as CONFIG ({args.config!r}), not both; "
+            "use --set KEY=VALUE to change a file's values"
+        )
+    return cell
+
+
+def _ranks(args: argparse.Namespace) -> tuple[int, ...] | None:
+    if args.all_ranks and args.ranks:
+        raise UsageError("--all-ranks and --rank exclude each other: drop one")
+    if args.all_ranks:
+        return None
+    if args.ranks:
+        bad = [r for r in args.ranks if r < 0]
+        if bad:
+            raise UsageError(f"--rank takes ranks 0, 1, ...; not {bad[0]}")
+        return tuple(args.ranks)
+    return (0,)
+
+
+def _run_in_cell(plan: LaunchPlan, args: argparse.Namespace, ranks: tuple[int, ...] | None) -> Any:
+    import nbexec
+    from nbexec.executor import launch
+    from nbexec.notebook.errors import shown_briefly
+    from nbexec.notebook.live import LiveRunView
+    from nbexec.notebook.summary import code_version
+    from nbexec.notebook.tail import DEFAULT_TAIL
+    from nbexec.tracking.tags import git_tags
+
+    view = LiveRunView(
+        plan,
+        ranks=ranks,
+        tail=args.tail or DEFAULT_TAIL,
+        quiet=args.quiet,
+        show_traceback=args.background,  # in the foreground the cell's error output shows it
+        code_version=code_version(git_tags(), nbexec.__version__),
+    )
+    view.show()
+    try:
+        run = launch(plan=plan, sinks=[view])
+    except BaseException as err:
+        view.fail_to_start(err)
+        if isinstance(err, Exception):
+            raise shown_briefly(err) from None
+        raise
+    view.attach(run)
+    if args.background:
+        return run
+    return _wait_in_cell(run)
+
+
+def _wait_in_cell(run: TrainingRun) -> TrainingResult:
+    """Wait for a foreground job; an interrupt cancels it (nothing is left running)."""
+    from nbexec.errors import TrainingCancelled, TrainingFailed
+    from nbexec.notebook.errors import failure_lines, shown_briefly
+
+    try:
+        run.wait()
+    except KeyboardInterrupt as interrupt:
+        _cancel(run)
+        raise shown_briefly(
+            interrupt,
+            [f"KeyboardInterrupt: run {run.name} cancelled ({run.status.value}); logs in {run.plan.log_dir}"],
+        ) from None
+    try:
+        return run.result()
+    except TrainingFailed as err:
+        raise shown_briefly(err, failure_lines(err)) from None
+    except TrainingCancelled as err:
+        raise shown_briefly(err) from None
+
+
+def _cancel(run: TrainingRun) -> None:
+    try:
+        run.cancel()
+    except KeyboardInterrupt:  # interrupted again while stopping: stop now, without the grace period
+        run.cancel(grace=0.0)
+
+
+def _run_in_terminal(plan: LaunchPlan, args: argparse.Namespace, ranks: tuple[int, ...] | None) -> Any:
+    """Terminal IPython: lines printed as the CLI prints them, the summary as text at the end."""
+    from nbexec.errors import TrainingFailed
+    from nbexec.executor import launch
+    from nbexec.notebook.errors import failure_lines, shown_briefly
+    from nbexec.notebook.summary import RunSummary, render_summary_text
+    from nbexec.runner.sinks import TerminalSink
+
+    sinks = [] if args.quiet else [TerminalSink(ranks=ranks)]
+    print(f"nbexec: starting {plan.run_name}: {plan.nproc} x {plan.backend}, logs in {plan.log_dir}", flush=True)
+    run = launch(plan=plan, sinks=sinks)
+    if args.background:
+        return run
+    try:
+        run.wait()
+    except KeyboardInterrupt:
+        _cancel(run)
+        raise
+    try:
+        result = run.result()
+    except TrainingFailed as err:
+        raise shown_briefly(err, failure_lines(err)) from None
+    print(render_summary_text(RunSummary.from_result(result, tracking=run.tracking)))
+    return result
+
+
+def register(ipython: Any) -> None:
+    """Register the magics with an IPython shell (``%load_ext nbexec`` calls this)."""
+    ipython.register_magics(TrainMagics(ipython))

@@ -1,0 +1,147 @@
+"""The live run view as data (:class:`LiveSnapshot`) and its HTML and text renderings.
+
+While a job runs the view shows its name and status, elapsed time, the resolved
+command (collapsed), a progress bar fed by the trainer's progress events, the
+latest metrics and the tail of the chosen ranks' lines (stderr marked). Once it
+is over, the same place shows the summary with the last lines collapsed below it.
+Nothing here touches a kernel: these are pure functions of a snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbexec.notebook import formats, markup
+from nbexec.notebook.summary import RunSummary, render_summary_html, render_summary_text
+from nbexec.result import RunStatus
+from nbexec.runner.lines import LogLine
+
+TAIL_HEIGHT_EM = 22  # the log pane scrolls past this
+
+
+@dataclass(frozen=True)
+class LiveSnapshot:
+    """Everything one rendering of the view shows.
+
+    Attributes:
+        lines: the bounded tail of the chosen ranks' lines, oldest first.
+        ranks_label: which ranks those are, in words (``rank 0``).
+        hidden: earlier lines of those ranks no longer in the tail.
+        dropped: lines skipped because output came faster than it could be shown.
+        log_paths: ``(name, path)`` of the log files that hold every line.
+        summary: set once the run is over.
+        error: set when the run could not start (nothing ran).
+    """
+
+    run_name: str
+    status: RunStatus
+    elapsed_s: float
+    nproc: int
+    backend: str
+    command: str
+    run_dir: str
+    lines: tuple[LogLine, ...] = ()
+    ranks_label: str = "rank 0"
+    hidden: int = 0
+    dropped: int = 0
+    quiet: bool = False
+    progress: Mapping[str, Any] | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    log_paths: tuple[tuple[str, str], ...] = ()
+    summary: RunSummary | None = None
+    error: str | None = None
+
+
+def render_html(snap: LiveSnapshot) -> str:
+    """The view as HTML: live while running, the summary once over."""
+    if snap.summary is not None:
+        inner = render_summary_html(snap.summary)
+        if not snap.quiet and snap.lines:
+            inner += markup.details(f"last lines of {snap.ranks_label}", _tail_html(snap))
+        return markup.box(markup.status_colour(snap.summary.status), inner)
+    status = snap.status
+    head = (
+        f"<div><b>{markup.esc(snap.run_name)}</b> {markup.badge(status)} "
+        f'<span style="{markup.MUTED}">{markup.esc(formats.duration(snap.elapsed_s))} · '
+        f"{snap.nproc} × {markup.esc(snap.backend)}</span></div>"
+    )
+    parts = [head, markup.details("command", markup.pre(snap.command))]
+    if snap.error is not None:
+        colour = markup.status_colour(RunStatus.FAILED)
+        parts.append(f'<div style="color:{colour};margin:4px 0">{markup.esc(snap.error)}</div>')
+        return markup.box(colour, "".join(parts))
+    fraction = formats.progress_fraction(snap.progress)
+    parts.append(markup.progress_bar(fraction, status, formats.progress_label(snap.progress)))
+    if snap.metrics:
+        parts.append(f'<div style="{markup.MONO}">{markup.esc(formats.metrics_line(snap.metrics))}</div>')
+    if not snap.quiet:
+        parts.append(_tail_html(snap))
+    return markup.box(markup.status_colour(status), "".join(parts))
+
+
+def _tail_html(snap: LiveSnapshot) -> str:
+    rows = []
+    for ln in snap.lines:
+        mark = "!" if ln.stream == "stderr" else ""
+        text = f"[{ln.source}{mark}] {ln.text}"
+        style = f' style="color:{markup.STDERR_COLOUR}"' if ln.stream == "stderr" else ""
+        rows.append(f"<span{style}>{markup.esc(text)}</span>")
+    if not rows:
+        rows.append(f'<span style="{markup.MUTED}">(no output from {markup.esc(snap.ranks_label)} yet)</span>')
+    pane = (
+        f'<pre style="{markup.MONO};white-space:pre-wrap;margin:4px 0;max-height:{TAIL_HEIGHT_EM}em;'
+        f'overflow:auto;background:rgba(127,127,127,0.07);padding:4px">' + "\n".join(rows) + "</pre>"
+    )
+    return pane + f'<div style="{markup.MUTED};font-size:12px">{markup.esc(_tail_note(snap))}</div>'
+
+
+def _tail_note(snap: LiveSnapshot) -> str:
+    note = f"{snap.ranks_label}"
+    if snap.hidden:
+        note += f", last {len(snap.lines)} lines ({snap.hidden:,} earlier not shown)"
+    if snap.dropped:
+        note += f"; {snap.dropped:,} lines skipped (output too fast to show)"
+    logs = ", ".join(path for _, path in snap.log_paths) or f"{snap.run_dir}/logs"
+    return f"{note}; every line is in {logs}"
+
+
+def render_text(snap: LiveSnapshot) -> str:
+    """The view as plain text (what a terminal, a text-only frontend or nbval sees)."""
+    if snap.summary is not None:
+        return render_summary_text(snap.summary)
+    lines = [
+        f"nbexec: {snap.run_name} {snap.status.value}, {formats.duration(snap.elapsed_s)}, "
+        f"{snap.nproc} x {snap.backend}",
+        f"  command:  {snap.command}",
+    ]
+    if snap.error is not None:
+        lines.append(f"  error:    {snap.error}")
+        return "\n".join(lines)
+    fraction = formats.progress_fraction(snap.progress)
+    lines.append(f"  progress: {formats.text_bar(fraction)} {formats.progress_label(snap.progress)}")
+    if snap.metrics:
+        lines.append(f"  metrics:  {formats.metrics_line(snap.metrics)}")
+    if not snap.quiet:
+        lines += [ln.format() for ln in snap.lines]
+        lines.append(f"  ({_tail_note(snap)})")
+    return "\n".join(lines)
+
+
+class Rendered:
+    """An object IPython's ``display`` shows as HTML, with a text/plain fallback."""
+
+    def __init__(self, html: str, text: str) -> None:
+        self.html = html
+        self.text = text
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def rendered(snap: LiveSnapshot) -> Rendered:
+    return Rendered(render_html(snap), render_text(snap))

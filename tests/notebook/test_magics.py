@@ -1,0 +1,250 @@
+"""``%train`` / ``%%train`` through a real Jupyter kernel: live view, result, failure, interrupt, background.
+
+One kernel serves the whole module (tests run in file order and each leaves it
+idle); the interrupt test checks that the kernel is still usable afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from conftest import FIXTURE_SCRIPTS, NOTEBOOK_SCRIPTS, TINY_CONFIG
+
+from kernel_driver import Cell, Kernel
+
+pytestmark = pytest.mark.slow
+
+
+def text(msg: dict[str, Any]) -> str:
+    return msg["content"].get("data", {}).get("text/plain", "")
+
+
+def html(msg: dict[str, Any]) -> str:
+    return msg["content"].get("data", {}).get("text/html", "")
+
+
+def display_id(msg: dict[str, Any]) -> str | None:
+    return msg["content"].get("transient", {}).get("display_id")
+
+
+def the_view(cell: Cell) -> tuple[str, list[dict[str, Any]]]:
+    """The cell's run view: its display id and every rendering of it, in order."""
+    displays = cell.displays()
+    assert displays, f"no display output in {cell.messages!r}"
+    first = displays[0]
+    assert first["msg_type"] == "display_data"
+    did = display_id(first)
+    assert did, "the view must be a display with a display_id (so it can be updated in place)"
+    return did, [m for m in displays if display_id(m) == did]
+
+
+def run_dir_of(out: Path, name: str) -> Path:
+    return out / name
+
+
+def mlflow_status(tracking_uri: str, run_dir: Path) -> str:
+    from mlflow import MlflowClient
+
+    run_id = json.loads((run_dir / "result.json").read_text())["mlflow_run_id"]
+    assert run_id, f"{run_dir}/result.json has no MLflow run id"
+    return MlflowClient(tracking_uri).get_run(run_id).info.status
+
+
+def test_cell_magic_streams_while_running_and_returns_the_result(kernel: Kernel, tmp_path: Path) -> None:
+    cell = kernel.run(f"%%train --output {tmp_path} --run-name tiny-cell\n{TINY_CONFIG}", timeout=120)
+    assert cell.ok, cell.error
+    did, renders = the_view(cell)
+
+    # Lines of rank 0 were shown by renderings made while the job was RUNNING,
+    # received before the cell's reply: the view streams, it does not wait for the end.
+    live = [m for m in renders if "RUNNING" in text(m).splitlines()[0] and "[rank0]" in text(m)]
+    assert live, [text(m) for m in renders]
+    assert live[0]["received"] < cell.reply_received
+    assert any("step 5/10" in text(m) for m in live), "the trainer's lines show as they come"
+    assert any("progress: [" in text(m) and "step " in text(m) for m in live), "progress bar from events"
+    assert all(m["received"] <= cell.reply_received for m in renders)
+    # rate limited: at most 4 renderings a second (plus the first and the last)
+    span = renders[-1]["received"] - renders[0]["received"]
+    assert len(renders) <= 4 * span + 3
+
+    # The last rendering is the summary, in place of the live view.
+    final = renders[-1]
+    assert final["msg_type"] == "update_display_data"
+    summary = text(final)
+    assert summary.startswith("nbexec: tiny-cell FINISHED in ")
+    for field in ("metrics:    ", "val_f1=", "mlflow:     ", "open:       mlflow ui", "checkpoint: ", "lineage:    config hash: "):
+        assert field in summary, (field, summary)
+    assert str(tmp_path / "tiny-cell" / "checkpoint") in summary
+    assert "#16a34a" in html(final), "FINISHED is green"
+    assert "<details" in html(final) and "lineage" in html(final)
+
+    # The result object comes back as the cell's value.
+    assert cell.result_text is not None and cell.result_text.startswith("TrainingResult('tiny-cell', FINISHED")
+    after = kernel.run("r = _\nprint(type(r).__name__, r.status.value, r.ok, bool(r.mlflow_run_id), sorted(r.metrics)[:2])")
+    assert after.ok, after.error
+    assert after.stdout.strip() == "TrainingResult FINISHED True True ['epoch', 'learning_rate']"
+
+
+def test_line_magic_failure_on_rank_1_names_the_rank_and_the_exception(kernel: Kernel, tmp_path: Path) -> None:
+    script = FIXTURE_SCRIPTS / "fail_rank1.py"
+    cell = kernel.run(
+        f"result = %train --entrypoint {script} --nproc 2 --output {tmp_path} --run-name boom --no-tracking",
+        timeout=120,
+    )
+    assert not cell.ok
+    error = cell.error
+    assert error is not None and error["ename"] == "TrainingFailed"
+    shown = "\n".join(error["traceback"])
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", shown)
+    assert "rank 1 failed (exit code 1): ValueError: rank one exploded on batch 17" in plain
+    assert 'raise ValueError("rank one exploded on batch 17")' in plain, "the rank's own traceback"
+    assert str(tmp_path / "boom" / "logs" / "rank1.log") in plain, "where the logs are"
+    # short and clear: no torchelastic report, none of the magic's own frames
+    assert "ChildFailedError" not in plain and "torch.distributed.elastic" not in plain
+    assert "magics.py" not in plain and len(plain.splitlines()) < 30, plain
+
+    # The view ends as the FAILED summary (red); the traceback is not repeated there.
+    _, renders = the_view(cell)
+    final = renders[-1]
+    assert text(final).startswith("nbexec: boom FAILED in ")
+    assert "failure:    rank 1 failed (exit code 1): ValueError: rank one exploded on batch 17" in text(final)
+    assert "Traceback" not in text(final)
+    assert "#dc2626" in html(final), "FAILED is red"
+    assert "mlflow:     not tracked" in text(final)
+
+
+def test_interrupt_cancels_the_job_and_the_kernel_trains_again(
+    kernel: Kernel, tmp_path: Path, session_tracking_store: str
+) -> None:
+    before = {p.pid for p in psutil.Process(kernel.pid).children(recursive=True)}
+    job: list[psutil.Process] = []
+    interrupted_at: list[float] = []
+
+    def both_ranks_ready(messages: list[dict[str, Any]]) -> bool:
+        rendered = [text(m) for m in messages if m["msg_type"] in ("display_data", "update_display_data")]
+        if not rendered or not ("ready rank 0" in rendered[-1] and "ready rank 1" in rendered[-1]):
+            return False
+        # the whole job as it stands: guard, torchrun, workers, their grandchildren
+        job.extend(p for p in psutil.Process(kernel.pid).children(recursive=True) if p.pid not in before)
+        for pid in re.findall(r"grandchild (\d+)", rendered[-1]):
+            job.append(psutil.Process(int(pid)))
+        interrupted_at.append(time.monotonic())
+        return True
+
+    script = FIXTURE_SCRIPTS / "hang.py"
+    cell = kernel.run(
+        f"%train --entrypoint {script} --nproc 2 --output {tmp_path} --run-name hung --all-ranks",
+        timeout=120,
+        interrupt_after=both_ranks_ready,
+    )
+    assert interrupted_at, "the job never said it was ready"
+    assert len(job) >= 6, job  # guard, torchrun, 2 workers, 2 grandchildren
+
+    assert not cell.ok
+    assert cell.error is not None and cell.error["ename"] == "KeyboardInterrupt"
+    assert "run hung cancelled (KILLED)" in "\n".join(cell.error["traceback"])
+    gone, alive = psutil.wait_procs(job, timeout=max(0.0, interrupted_at[0] + 10 - time.monotonic()))
+    alive = [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"still running 10 s after the interrupt: {alive}"
+
+    _, renders = the_view(cell)
+    assert text(renders[-1]).startswith("nbexec: hung KILLED in ")
+    assert "#d97706" in html(renders[-1])
+    assert mlflow_status(session_tracking_store, tmp_path / "hung") == "KILLED"
+
+    # the same kernel runs the next job to the end
+    again = kernel.run(
+        f"r2 = %train --entrypoint {FIXTURE_SCRIPTS / 'ok.py'} --nproc 2 --output {tmp_path} --run-name again\n"
+        "print(r2.status.value)",
+        timeout=120,
+    )
+    assert again.ok, again.error
+    assert again.stdout.strip().endswith("FINISHED")
+    assert mlflow_status(session_tracking_store, tmp_path / "again") == "FINISHED"
+
+
+def test_background_returns_the_handle_at_once_and_keeps_streaming(kernel: Kernel, tmp_path: Path) -> None:
+    stop = tmp_path / "stop"
+    script = NOTEBOOK_SCRIPTS / "until_file.py"
+    launched = kernel.run(
+        f"h = %train --background --entrypoint {script} --nproc 2 --output {tmp_path} --run-name bg -- {stop}\n"
+        "print(type(h).__name__, h.done())",
+        timeout=60,
+    )
+    assert launched.ok, launched.error
+    # The cell is over while the job runs: it cannot end before the test creates `stop`.
+    assert launched.stdout.strip() == "TrainingRun False"
+    did, _ = the_view(launched)
+
+    # Another cell runs while the job streams into the first cell's view.
+    other = kernel.run(
+        "import time\n"
+        "deadline = time.monotonic() + 60\n"
+        "while len(h.lines(0)) < 40 and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)\n"
+        "print('other cell', h.status.value, len(h.lines(0)) >= 40)",
+        timeout=90,
+    )
+    assert other.ok, other.error
+    assert other.stdout.strip() == "other cell RUNNING True"
+    during = [m for m in other.messages + kernel.stray() if m["msg_type"] == "update_display_data"]
+    ours = [m for m in during if display_id(m) == did]
+    assert ours, "the view kept updating while another cell ran"
+    assert [m for m in ours if "tick " in text(m) and "RUNNING" in text(m)]
+    assert not other.displays() or all(display_id(m) == did for m in other.displays()), (
+        "nothing of the job lands in the other cell's own outputs"
+    )
+    assert other.of_type("stream") and "tick" not in other.stdout
+
+    stop.touch()
+    waited = kernel.run("r = h.result(timeout=60)\nprint(r.status.value, h.done())", timeout=90)
+    assert waited.ok, waited.error
+    assert waited.stdout.strip() == "FINISHED True"
+    final = [m for m in waited.messages + kernel.stray() if display_id(m) == did]
+    assert final and text(final[-1]).startswith("nbexec: bg FINISHED in "), "the summary replaces the view"
+
+
+def test_usage_and_config_mistakes_are_short_errors(kernel: Kernel) -> None:
+    # IPython shows a UsageError as one line on stderr, without a traceback
+    bad_option = kernel.run("%train --nproc 2 --bogus")
+    assert bad_option.reply["content"]["status"] == "error"
+    assert bad_option.reply["content"]["ename"] == "UsageError"
+    assert "UsageError: unrecognized arguments: --bogus; see %train? for the options" in bad_option.stderr
+
+    both = kernel.run("%%train some.yaml\ntraining: {epochs: 1}")
+    assert both.reply["content"]["ename"] == "UsageError"
+    assert "not both" in both.stderr
+
+    bad_value = kernel.run("%%train --dry-run\ntraining: {epochs: -1}")
+    assert bad_value.error is not None and bad_value.error["ename"] == "ConfigError"
+    assert len(bad_value.error["traceback"]) <= 3, bad_value.error["traceback"]
+    assert "training.epochs" in "\n".join(bad_value.error["traceback"])
+
+    dry = kernel.run("%%train --dry-run --nproc 2\ntraining: {epochs: 1}")
+    assert dry.ok, dry.error
+    assert "processes:  2 (gloo)" in dry.stdout and "torch.distributed.run" in dry.stdout
+
+
+def test_the_kernel_never_imports_torch(kernel: Kernel) -> None:
+    """Jobs ran in this kernel (module order): torch stayed in the workers, CUDA untouched."""
+    cell = kernel.run("import sys\nprint('torch' in sys.modules)")
+    assert cell.ok, cell.error
+    assert cell.stdout.strip() == "False"
+
+
+def test_load_ext_imports_neither_torch_nor_mlflow(fresh_kernel: Kernel) -> None:
+    cell = fresh_kernel.run(
+        "%load_ext nbexec\n"
+        "import sys, json\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'mlflow', 'ipywidgets'))\n"
+        "cuda = sys.modules['torch'].cuda.is_initialized() if 'torch' in sys.modules else False\n"
+        "print(json.dumps({'heavy': heavy, 'cuda': cuda, 'train': 'train' in get_ipython().magics_manager.magics['cell']}))"
+    )
+    assert cell.ok, cell.error
+    assert json.loads(cell.stdout) == {"heavy": [], "cuda": False, "train": True}
