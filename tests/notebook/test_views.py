@@ -1,0 +1,293 @@
+"""The run views as data: HTML escaping, the bounded tail, the summary, rate-limited updates — no kernel."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nbexec.config import load_config
+from nbexec.errors import RootCause, TrainingFailed
+from nbexec.hardware import HardwareInfo
+from nbexec.notebook import formats, markup
+from nbexec.notebook.errors import failure_lines, shown_briefly
+from nbexec.notebook.live import LiveRunView
+from nbexec.notebook.summary import RunSummary, code_version, render_summary_html, render_summary_text
+from nbexec.notebook.tail import LineTail
+from nbexec.notebook.throttle import Throttle
+from nbexec.notebook.view import LiveSnapshot, render_html, render_text, rendered
+from nbexec.plan import LaunchPlan, plan_training
+from nbexec.result import RunStatus, TrainingResult
+from nbexec.runner.lines import LogLine
+
+EVIL = '<script>alert("x")</script> & <b>bold</b> \'quoted\''
+
+
+def line(rank: int | None, text: str, stream: str = "stdout") -> LogLine:
+    return LogLine(rank, stream, text, 0.0)
+
+
+def no_raw_markup_from(text: str, html: str) -> None:
+    """``text`` appears only escaped in ``html``."""
+    assert "<script>" not in html and "<b>bold</b>" not in html
+    assert markup.esc(text) in html
+
+
+def snapshot(**changes: Any) -> LiveSnapshot:
+    base: dict[str, Any] = dict(
+        run_name="run-1", status=RunStatus.RUNNING, elapsed_s=12.5, nproc=2, backend="gloo",
+        command="python -m torch.distributed.run --nproc-per-node 2 -m trainer", run_dir="/runs/run-1",
+        log_paths=(("rank0", "/runs/run-1/logs/rank0.log"),),
+    )
+    base.update(changes)
+    return LiveSnapshot(**base)
+
+
+def result(status: RunStatus = RunStatus.FINISHED, **changes: Any) -> TrainingResult:
+    base: dict[str, Any] = dict(
+        run_name="run-1", run_dir=Path("/runs/run-1"), status=status, exit_code=0 if status is RunStatus.FINISHED else 1,
+        started_at=100.0, ended_at=172.5, nproc=2, backend="gloo", config_hash="0123456789abcdef",
+        command=("python", "-m", "torch.distributed.run"), metrics={"loss": 0.123456, "val_f1": 0.5},
+        checkpoint=Path("/runs/run-1/checkpoint"),
+        log_paths={"rank0": Path("/runs/run-1/logs/rank0.log"), "rank1": Path("/runs/run-1/logs/rank1.log")},
+    )
+    base.update(changes)
+    return TrainingResult(**base)
+
+
+# --- escaping -------------------------------------------------------------------------
+
+
+def test_log_text_is_escaped_in_the_live_view() -> None:
+    snap = snapshot(lines=(line(0, EVIL), line(0, "err " + EVIL, "stderr")))
+    html = render_html(snap)
+    no_raw_markup_from("[rank0] " + EVIL, html)
+    no_raw_markup_from("[rank0!] err " + EVIL, html)
+    # stderr is marked twice: "!" after the rank and the stderr colour
+    assert f'<span style="color:{markup.STDERR_COLOUR}">{markup.esc("[rank0!] err " + EVIL)}</span>' in html
+    text = render_text(snap)
+    assert "[rank0] " + EVIL in text and "[rank0!] err " + EVIL in text
+
+
+def test_every_other_value_is_escaped_too() -> None:
+    snap = snapshot(
+        run_name=EVIL, command=f"python {EVIL}", run_dir=f"/runs/{EVIL}",
+        metrics={EVIL: 1.0}, progress={"step": EVIL, "total": None}, log_paths=((EVIL, f"/logs/{EVIL}"),),
+    )
+    html = render_html(snap)
+    assert "<script>" not in html and "<b>bold</b>" not in html
+    rc = RootCause(rank=1, exit_code=1, exc_type="ValueError", message=EVIL, traceback=f"Traceback\n  {EVIL}")
+    s = RunSummary.from_result(result(RunStatus.FAILED, run_name=EVIL, metrics={EVIL: 2.0}, root_cause=rc),
+                               data=EVIL, code_version=EVIL)
+    html = render_summary_html(s)
+    assert "<script>" not in html and "<b>bold</b>" not in html
+    assert markup.esc(rc.headline()) in html
+
+
+def test_only_http_urls_become_links() -> None:
+    assert markup.link_or_code("http://127.0.0.1:5000/#/x").startswith('<a href="http://127.0.0.1:5000/#/x"')
+    assert "<a" not in markup.link_or_code("javascript:alert(1)")
+    assert markup.link_or_code('mlflow ui --backend-store-uri "x"').startswith("<code")
+
+
+# --- the bounded tail -------------------------------------------------------------------
+
+
+def test_tail_keeps_the_last_lines_of_the_chosen_ranks_only() -> None:
+    tail = LineTail((0,), maxlen=5)
+    tail.add([line(0, f"zero {i}") for i in range(100_000)])
+    tail.add([line(1, "one"), line(None, "torchrun says a lot"), line(None, "nbexec: a finalizer failed", "stderr")])
+    lines, hidden, dropped = tail.snapshot()
+    assert [ln.text for ln in lines] == ["zero 99996", "zero 99997", "zero 99998", "zero 99999", "nbexec: a finalizer failed"]
+    assert hidden == 100_001 - 5
+    assert dropped == 0
+    assert tail.label == "rank 0"
+
+
+def test_all_ranks_include_the_launcher_and_long_lines_are_cut() -> None:
+    tail = LineTail(None, maxlen=3, max_chars=100)
+    tail.add([line(1, "x" * 1_000_000), line(None, "torchrun"), line(0, "short")])
+    lines, _, _ = tail.snapshot()
+    assert [ln.rank for ln in lines] == [1, None, 0]
+    assert len(lines[0].text) < 200 and "999,900 more characters in the log file" in lines[0].text
+    assert tail.label == "all ranks"
+    assert LineTail((2, 0)).label == "ranks 0, 2"
+    with pytest.raises(ValueError):
+        LineTail(maxlen=0)
+
+
+def test_the_view_says_what_it_does_not_show() -> None:
+    snap = snapshot(lines=(line(0, "last"),), hidden=12_345, dropped=678)
+    for out in (render_html(snap), render_text(snap)):
+        assert "12,345 earlier not shown" in out
+        assert "678 lines skipped" in out
+        assert "/runs/run-1/logs/rank0.log" in out
+
+
+# --- live view and summary content -----------------------------------------------------------
+
+
+def test_live_view_shows_command_progress_metrics_and_elapsed_time() -> None:
+    snap = snapshot(progress={"step": 50, "total": 200, "epoch": 1}, metrics={"loss": 0.812345})
+    html, text = render_html(snap), render_text(snap)
+    assert "<details><summary>command</summary>" in html, "the command is collapsed"
+    assert "torch.distributed.run" in html
+    assert "width:25.0%" in html and "step 50/200 (25%) · epoch 1" in html
+    assert "loss=0.8123" in html and "12.5 s" in html
+    assert markup.status_colour(RunStatus.RUNNING) in html
+    assert "progress: [######..................] step 50/200 (25%) · epoch 1" in text
+    assert text.startswith("nbexec: run-1 RUNNING, 12.5 s, 2 x gloo")
+    assert "waiting for the first step" in render_text(snapshot())
+    quiet = render_text(snapshot(quiet=True, lines=(line(0, "hidden line"),)))
+    assert "hidden line" not in quiet
+
+
+def test_summary_of_a_finished_run() -> None:
+    class Tracked:  # what the summary reads of a TrackedRun
+        run_id = "abc123"
+
+        class setup:  # noqa: N801
+            experiment_name = "ner"
+            ui_hint = "mlflow ui --backend-store-uri sqlite:///x/mlflow.db"
+
+        @staticmethod
+        def where() -> str:
+            return "run abc123 (experiment id 1); open with: mlflow ui --backend-store-uri sqlite:///x/mlflow.db"
+
+    s = RunSummary.from_result(result(mlflow_run_id="abc123"), tracking=Tracked(), data="data/ner",
+                               code_version=code_version({"nbexec.git_commit": "f" * 40, "nbexec.git_dirty": "true"}, "0.1.0"))
+    text, html = render_summary_text(s), render_summary_html(s)
+    assert text.splitlines()[0] == "nbexec: run-1 FINISHED in 1 min 12 s (2 x gloo)"
+    assert "metrics:    loss=0.1235 val_f1=0.5" in text
+    assert "mlflow:     abc123 (experiment ner)" in text
+    assert "open:       mlflow ui --backend-store-uri sqlite:///x/mlflow.db" in text
+    assert "checkpoint: /runs/run-1/checkpoint" in text
+    assert ("lineage:    config hash: 0123456789abcdef | data: data/ner | code: git ffffffffffff (uncommitted changes)"
+            " · nbexec 0.1.0 | run: run-1 (MLflow run abc123) | checkpoint: /runs/run-1/checkpoint") in text
+    assert markup.status_colour(RunStatus.FINISHED) in html
+    assert "<th" in html and "val_f1" in html and "0.1235" in html
+    assert "<code" in html and "mlflow ui --backend-store-uri" in html
+
+
+def test_summary_with_a_tracking_server_links_the_run() -> None:
+    class Tracked:
+        run_id = "r1"
+        setup = None
+
+        @staticmethod
+        def where() -> str:
+            return "http://127.0.0.1:5000/#/experiments/1/runs/r1"
+
+    s = RunSummary.from_result(result(mlflow_run_id="r1"), tracking=Tracked())
+    assert '<a href="http://127.0.0.1:5000/#/experiments/1/runs/r1"' in render_summary_html(s)
+
+
+def test_summary_of_a_failed_run_and_the_error_lines() -> None:
+    rc = RootCause(rank=1, exit_code=1, exc_type="ValueError", message="boom on batch 17",
+                   traceback='Traceback (most recent call last):\n  File "t.py", line 3\nValueError: boom on batch 17\n')
+    res = result(RunStatus.FAILED, root_cause=rc, checkpoint=None, metrics={})
+    shown = RunSummary.from_result(res, show_traceback=True)
+    hidden = RunSummary.from_result(res, show_traceback=False)
+    assert "failure:    rank 1 failed (exit code 1): ValueError: boom on batch 17" in render_summary_text(shown)
+    assert 'File "t.py", line 3' in render_summary_text(shown)
+    assert 'File "t.py"' not in render_summary_text(hidden) and 't.py' not in render_summary_html(hidden)
+    assert "<details><summary>traceback from rank 1</summary>" in render_summary_html(shown)
+    assert markup.status_colour(RunStatus.FAILED) in render_summary_html(shown)
+    assert "checkpoint: none written" in render_summary_text(shown)
+    assert "mlflow:     not tracked" in render_summary_text(shown)
+
+    err = TrainingFailed(run_name="run-1", root_cause=rc, log_paths=dict(res.log_paths))
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln) for ln in failure_lines(err)]
+    assert lines[0] == "TrainingFailed: rank 1 failed (exit code 1): ValueError: boom on batch 17 (run run-1)"
+    assert lines[1] == "traceback from rank 1:"
+    assert lines[-1] == "logs: rank0: /runs/run-1/logs/rank0.log, rank1: /runs/run-1/logs/rank1.log"
+    assert shown_briefly(err, lines)._render_traceback_() == lines  # type: ignore[attr-defined]
+
+
+def test_rendered_bundle_has_html_and_a_text_fallback() -> None:
+    obj = rendered(snapshot())
+    assert obj._repr_html_().startswith('<div class="nbexec-run"')
+    assert repr(obj).startswith("nbexec: run-1 RUNNING")
+
+
+def test_formats() -> None:
+    assert formats.duration(4.24) == "4.2 s"
+    assert formats.duration(125) == "2 min 05 s"
+    assert formats.duration(3720) == "1 h 02 min"
+    assert formats.metric_value(float("nan")) == "nan" and formats.metric_value(3) == "3"
+    assert formats.progress_label({"step": 7}) == "step 7"
+    assert formats.progress_fraction({"step": 7, "total": 0}) is None
+    assert formats.text_bar(0.5, 4) == "[##..]"
+
+
+# --- rate limiting -------------------------------------------------------------------------
+
+
+def test_throttle_allows_one_update_per_interval() -> None:
+    now = [100.0]
+    throttle = Throttle(0.25, clock=lambda: now[0])
+    assert throttle.delay() == 0.0
+    throttle.mark()
+    assert throttle.delay() == pytest.approx(0.25)
+    now[0] += 0.1
+    assert throttle.delay() == pytest.approx(0.15)
+    now[0] += 0.2
+    assert throttle.delay() == 0.0
+
+
+class FakeRun:
+    """The parts of a TrainingRun the view reads."""
+
+    def __init__(self) -> None:
+        self.status = RunStatus.RUNNING
+        self.started_at = time.time()
+        self.progress: dict[str, Any] | None = None
+        self.metrics: dict[str, float] = {}
+        self.tracking = None
+
+
+@pytest.fixture
+def plan(machine: Callable[..., HardwareInfo], tmp_path: Path) -> LaunchPlan:
+    cfg = load_config({"launch": {"nproc": 2}, "tracking": {"enabled": False}, "data": {"path": "data/ner"}})
+    return plan_training(cfg, output_dir=tmp_path, run_name="flood", hardware=machine())
+
+
+def test_a_flood_is_shown_at_most_4_times_a_second_and_the_end_is_always_shown(plan: LaunchPlan) -> None:
+    published: list[tuple[float, Mapping[str, str]]] = []
+    lock = threading.Lock()
+
+    def publish(bundle: Mapping[str, str]) -> None:
+        with lock:
+            published.append((time.monotonic(), bundle))
+
+    view = LiveRunView(plan, publish=publish, tail=10)
+    view.show()
+    run = FakeRun()
+    view.on_start(run)
+    start = time.monotonic()
+    n = 0
+    while time.monotonic() - start < 1.5:  # this thread plays the runner's dispatcher
+        view.on_lines([line(0, f"line {n + i} <x>") for i in range(500)])
+        n += 500
+    flood_end = time.monotonic()
+    view.on_end(result(run_name="flood", run_dir=plan.run_dir, metrics={}))
+
+    times = [t for t, _ in published]
+    during = [t for t in times[1:-1]]  # between the first display and the summary
+    assert len(during) >= 3, "the view updated while the flood went on"
+    assert len(during) <= 4 * (flood_end - start) + 2
+    gaps = [b - a for a, b in zip(during, during[1:])]
+    assert min(gaps) >= 0.2, gaps
+    # bounded: every rendering holds at most the tail, whatever was printed
+    for _, bundle in published[1:-1]:
+        assert bundle["text/plain"].count("[rank0] line ") <= 10
+        assert "&lt;x&gt;" in bundle["text/html"] or "[rank0]" not in bundle["text/plain"]
+    assert n >= 10_000
+    last = published[-1][1]["text/plain"]
+    assert last.startswith("nbexec: flood FINISHED in ")
+    assert view.tail.snapshot()[1] == n - 10
