@@ -1,0 +1,255 @@
+"""Write the example notebooks from their source below and execute them in place.
+
+    python notebooks/build.py            # write + execute every notebook (outputs committed)
+    python notebooks/build.py --no-run   # write only
+
+The notebooks are tested with nbval (``pytest --nbval-lax notebooks``): every
+cell must run, and cells marked ``# NBVAL_CHECK_OUTPUT`` must print what the
+committed notebook shows. Those cells print only what is stable across
+machines; run names, ids, times and paths are masked by ``sanitize.cfg``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+HERE = Path(__file__).resolve().parent
+TINY = (HERE / "tiny.yaml").read_text()
+TINY_BODY = "\n".join(ln for ln in TINY.splitlines() if ln and not ln.startswith("#"))
+
+
+def md(text: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_markdown_cell(text.strip())
+
+
+def code(text: str, *, tags: tuple[str, ...] = ()) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_code_cell(text.strip())
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+QUICKSTART = [
+    md("""
+# nbexec quick start: train from a cell
+
+`%train` and `%%train` launch a real PyTorch DDP job (`torchrun`, one process per GPU,
+or 2 CPU processes with gloo) from the notebook and show it **in the cell**: the resolved
+command, the log lines of rank 0 as they are printed, a progress bar fed by the trainer,
+the latest metrics, and at the end a summary with the MLflow run and the lineage of the model.
+
+The kernel itself stays light: training runs in subprocesses, so loading the extension
+imports neither PyTorch nor MLflow, and never touches CUDA.
+"""),
+    code("%load_ext nbexec"),
+    code("""
+# NBVAL_CHECK_OUTPUT
+import sys
+
+print("torch" in sys.modules, "mlflow" in sys.modules)
+"""),
+    md("""
+## `%%train`: the config is the cell
+
+The cell body is the YAML config (the same format as `nbexec train config.yaml` on the
+command line). Options are the command line's: `--nproc`, `--set key=value`, `--output`,
+`--experiment`, `--run-name`, `--entrypoint` / `-m`, `--no-tracking`, `--backup`,
+`--dry-run`, and `-- args for the script`. `%train?` lists them all.
+
+This is the built-in reference trainer (token classification on synthetic data) at a tiny size.
+"""),
+    code("%%train --nproc 2 --experiment quickstart\n" + TINY_BODY),
+    md("""
+The cell's value is the `TrainingResult` (also in `_`): status, metrics, checkpoint,
+MLflow run id, run directory. Every rank's full log is in `<run dir>/logs/rank<N>.log`.
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+result = _
+print(result.status, result.ok)
+print(sorted(result.metrics))
+print(result.checkpoint.name, result.mlflow_run_id is not None)
+"""),
+    md("""
+## `%train`: a config file, and jobs in the background
+
+`%train CONFIG [options]` takes a config file. With `--background` the handle comes back
+at once and the view keeps updating in *this* cell while you work in others.
+`--rank 1` (repeatable) or `--all-ranks` picks whose lines are shown.
+"""),
+    code("run = %train tiny.yaml --background --set training.epochs=2"),
+    code("""
+print(run)  # the handle: status, step; run.cancel() stops every process of the job
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+result = run.result()  # waits; raises TrainingFailed if a rank failed
+print(result.status, result.nproc, result.backend)
+"""),
+    md("""
+## When a rank fails
+
+The error names the rank, its exception and traceback, and where the logs are,
+instead of a page of `torchrun` output. Any script runs unchanged (`--entrypoint`),
+with arguments after `--`.
+"""),
+    code(
+        "%train --entrypoint scripts/broken_train.py --nproc 2 --no-tracking",
+        tags=("raises-exception",),
+    ),
+    md("""
+## Interrupting
+
+The kernel's stop button (or `run.cancel()` for a background job) stops every process
+of the job, including what the training script started itself; the run ends `KILLED`
+in MLflow, and the next `%train` works as usual.
+
+## Where things are
+
+- `outputs/<run name>/`: `config.yaml`, `command.txt`, `logs/`, `events.jsonl`,
+  `checkpoint/`, `result.json`.
+- MLflow: `./mlflow.db` unless `MLFLOW_TRACKING_URI` says otherwise; the summary
+  shows the run id and how to open it (`mlflow ui --backend-store-uri ...`).
+"""),
+]
+
+
+API = [
+    md("""
+# nbexec from Python: the seed's functions
+
+The same path as the magics, as functions: check and plan a launch, run it to the end
+(`execute_training_subprocess`), or start it and keep a handle (`launch`).
+Nothing here needs a notebook; it works the same in a script.
+"""),
+    code("""
+import nbexec
+
+hardware = nbexec.detect_hardware()  # NVML / nvidia-smi; never initialises CUDA
+print(hardware.summary())
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+CONFIG = {
+    "model": {"backbone": "tiny-encoder", "d_model": 32, "layers": 1, "heads": 2, "ff_dim": 64},
+    "training": {"learning_rate": 1.0e-2, "batch_size": 16, "epochs": 1, "seed": 3, "log_every": 5},
+    "data": {"num_train": 320, "num_val": 64, "seq_len": 16},
+    "launch": {"nproc": 2},
+}
+config = nbexec.load_config(CONFIG)  # validated; a mistake raises ConfigError naming the field
+print(nbexec.should_use_ddp(config))
+checks = nbexec.verify_training_environment(config)  # raises EnvironmentCheckError listing every problem
+print(all(check.ok for check in checks))
+"""),
+    code("""
+import shlex
+
+print(shlex.join(nbexec.build_training_command(config)))  # an argv list, never a shell string
+"""),
+    md("""
+## Run to the end
+
+`execute_training_subprocess` streams rank-prefixed lines (`[rank1!]` marks stderr) and
+returns the `TrainingResult`; a failing rank raises `TrainingFailed`.
+"""),
+    code("""
+result = nbexec.execute_training_subprocess(config=CONFIG, output_dir="outputs")
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+print(result.status, result.ok, result.nproc, result.backend)
+print(sorted(result.metrics))
+print(nbexec.TrainingResult.load(result.run_dir).status)  # result.json in the run directory
+"""),
+    md("""
+## Start, look inside, wait
+
+`launch` returns a handle at once: `status`, `progress`, `metrics`, `lines(rank, n)`,
+`wait(timeout)`, `result()`, `cancel()`.
+"""),
+    code("""
+run = nbexec.launch(CONFIG, overrides=["training.epochs=2"], output_dir="outputs")
+print(run)
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+status = run.wait(timeout=300)
+print(status, run.progress["step"], run.progress["total"])
+last = run.lines(rank=0, n=1)[0]  # the most recent line of rank 0 (LogLine: rank, stream, text, time)
+print(last.source, last.stream)
+"""),
+    md("""
+## Failures are data
+
+`TrainingFailed` carries the failing rank, its exit code, the exception type, message and
+traceback from that rank, and the log paths.
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+try:
+    nbexec.execute_training_subprocess(
+        entrypoint="scripts/broken_train.py", output_dir="outputs", nproc=2,
+        overrides=["tracking.enabled=false"], stream=False,
+    )
+except nbexec.TrainingFailed as err:
+    cause = err.root_cause
+    print(err.rank, cause.exit_code, cause.exc_type)
+    print(cause.message)
+    print(sorted(err.log_paths))
+"""),
+    md("""
+## MLflow
+
+Each run is an MLflow run (opened by this process, closed with the job's outcome).
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+import mlflow
+
+tracked = mlflow.get_run(result.mlflow_run_id)
+print(tracked.info.status, tracked.data.tags["nbexec.run_name"] == result.run_name)
+print(sorted(k for k in tracked.data.metrics if k.startswith("val_")))
+"""),
+]
+
+NOTEBOOKS = {"01_quickstart_magics.ipynb": QUICKSTART, "02_python_api.ipynb": API}
+
+
+def write(name: str, cells: list[nbformat.NotebookNode]) -> Path:
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    path = HERE / name
+    nbformat.write(nb, path)
+    return path
+
+
+def execute(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
+    nb.metadata["language_info"] = {"name": "python"}  # no interpreter version churn in diffs
+    nbformat.write(nb, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-run", action="store_true", help="write the notebooks without executing them")
+    parser.add_argument("names", nargs="*", help="only these notebooks")
+    args = parser.parse_args(argv)
+    for name, cells in NOTEBOOKS.items():
+        if args.names and name not in args.names:
+            continue
+        path = write(name, cells)
+        if not args.no_run:
+            execute(path)
+        print(f"wrote {path.relative_to(HERE.parent)}" + ("" if args.no_run else " (executed)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
