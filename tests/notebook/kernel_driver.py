@@ -1,7 +1,9 @@
 """A real IPython kernel for tests: run a cell, get every iopub message it caused, in order.
 
-Each message keeps the time this process received it, so a test can tell
-what arrived while the cell was still running from what came at the end.
+Each message keeps ``sent``, when the kernel made it (its header's date, as a
+``time.time()`` value), and the reply keeps ``reply_sent``: the kernel sends
+outputs and the reply on different sockets, so only the kernel's own clock
+tells what was published while the cell was still running.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from jupyter_client.manager import KernelManager
 
 @dataclass
 class Cell:
-    """One executed cell: the reply and its iopub messages, each with ``received`` (monotonic)."""
+    """One executed cell: the reply and its iopub messages, each with ``sent`` (the kernel's time.time())."""
 
     code: str
     reply: dict[str, Any]
     messages: list[dict[str, Any]] = field(default_factory=list)
-    reply_received: float = 0.0
+    reply_sent: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -92,12 +94,12 @@ class Kernel:
                     pass
                 else:
                     if reply["parent_header"].get("msg_id") == msg_id:
-                        cell.reply, cell.reply_received = reply, time.monotonic()
+                        cell.reply, cell.reply_sent = reply, _sent(reply)
             try:
                 msg = self.kc.get_iopub_msg(timeout=0.05)
             except queue.Empty:
                 continue
-            msg["received"] = time.monotonic()
+            msg["sent"] = _sent(msg)
             if msg["parent_header"].get("msg_id") != msg_id:
                 self._stray.append(msg)
                 continue
@@ -118,6 +120,11 @@ class Kernel:
     def close(self) -> None:
         self.kc.stop_channels()
         self.km.shutdown_kernel(now=True)
+
+
+def _sent(msg: dict[str, Any]) -> float:
+    date = msg["header"]["date"]
+    return date.timestamp() if hasattr(date, "timestamp") else float("nan")
 
 
 def kernel_env(tracking_uri: str) -> dict[str, str]:
