@@ -29,10 +29,12 @@ from nbexec.options import add_train_arguments, split_script_args
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Sequence
 
     from nbexec.plan import LaunchPlan
     from nbexec.result import TrainingResult
     from nbexec.runner.handle import TrainingRun
+    from nbexec.runner.lines import LogLine
 
 
 class _train_options(magic_arguments.ArgDecorator):
@@ -182,9 +184,14 @@ def _run_in_terminal(plan: LaunchPlan, args: argparse.Namespace, ranks: tuple[in
     from nbexec.executor import launch
     from nbexec.notebook.errors import failure_lines, shown_briefly
     from nbexec.notebook.summary import RunSummary, render_summary_text
+    from nbexec.notebook.tail import is_shown
     from nbexec.runner.sinks import TerminalSink
 
-    sinks = [] if args.quiet else [TerminalSink(ranks=ranks)]
+    class RankLines(TerminalSink):
+        def on_lines(self, lines: Sequence[LogLine]) -> None:
+            super().on_lines([ln for ln in lines if is_shown(ln, ranks)])
+
+    sinks = [] if args.quiet else [RankLines()]
     print(f"nbexec: starting {plan.run_name}: {plan.nproc} x {plan.backend}, logs in {plan.log_dir}", flush=True)
     run = launch(plan=plan, sinks=sinks)
     if args.background:

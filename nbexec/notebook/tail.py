@@ -18,6 +18,17 @@ MAX_LINE_CHARS = 2000
 NBEXEC_PREFIX = "nbexec:"  # the runner's own messages (e.g. a finalizer that failed) always show
 
 
+def is_shown(line: LogLine, ranks: Collection[int] | None) -> bool:
+    """Whether a view of ``ranks`` (None: all) shows ``line``.
+
+    torchrun's own output repeats the failing rank's traceback at length, so it
+    shows only with every rank selected; nbexec's own notes always show.
+    """
+    if line.rank is None:
+        return ranks is None or line.text.startswith(NBEXEC_PREFIX)
+    return ranks is None or line.rank in ranks
+
+
 class LineTail:
     """Keeps the last ``maxlen`` lines of the selected ranks; thread-safe.
 
@@ -52,11 +63,7 @@ class LineTail:
         return ("rank " if len(ordered) == 1 else "ranks ") + ", ".join(map(str, ordered))
 
     def wants(self, line: LogLine) -> bool:
-        if line.rank is None:
-            # torchrun's own output repeats the failing rank's traceback at length:
-            # only with every rank selected. nbexec's notes always.
-            return self.ranks is None or line.text.startswith(NBEXEC_PREFIX)
-        return self.ranks is None or line.rank in self.ranks
+        return is_shown(line, self.ranks)
 
     def add(self, lines: Iterable[LogLine]) -> int:
         """Keep the wanted ones; returns how many were."""
