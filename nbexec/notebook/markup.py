@@ -53,14 +53,22 @@ def pre(text: str, *, max_height_em: int | None = None) -> str:
     return f'<pre style="{MONO};white-space:pre-wrap;margin:4px 0{limit}">{esc(text)}</pre>'
 
 
-def table(rows: Iterable[tuple[str, str]], *, header: tuple[str, str] | None = None) -> str:
-    """A two-column table; cells are HTML (escape text with :func:`esc` first)."""
+def table(rows: Iterable[tuple[str, str]]) -> str:
+    """A two-column table of ``(name, value)``; cells are HTML (escape text with :func:`esc` first)."""
     cell = "padding:1px 10px 1px 0;text-align:left;vertical-align:top"
-    head = ""
-    if header:
-        head = f'<tr><th style="{cell}">{esc(header[0])}</th><th style="{cell}">{esc(header[1])}</th></tr>'
     body = "".join(f'<tr><td style="{cell};{MUTED}">{k}</td><td style="{cell}">{v}</td></tr>' for k, v in rows)
-    return f'<table style="border-collapse:collapse;margin:4px 0">{head}{body}</table>'
+    return f'<table style="border-collapse:collapse;margin:4px 0">{body}</table>'
+
+
+def row_table(values: Mapping[str, str]) -> str:
+    """A compact two-row table: names on top, values below (scrolls sideways when wide)."""
+    cell = "padding:1px 12px 1px 0;text-align:left"
+    names = "".join(f'<th style="{cell};font-weight:normal;{MUTED}">{esc(k)}</th>' for k in values)
+    cells = "".join(f'<td style="{cell};{MONO}">{esc(v)}</td>' for v in values.values())
+    return (
+        '<div style="overflow-x:auto;margin:4px 0"><table style="border-collapse:collapse">'
+        f"<tr>{names}</tr><tr>{cells}</tr></table></div>"
+    )
 
 
 def progress_bar(fraction: float | None, status: RunStatus | str, label: str) -> str:

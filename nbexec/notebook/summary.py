@@ -144,8 +144,7 @@ def render_summary_html(s: RunSummary) -> str:
     if s.root_cause is not None:
         parts.append(_failure_html(s))
     if s.metrics:
-        rows = [(markup.esc(k), markup.esc(formats.metric_value(v))) for k, v in s.metrics.items()]
-        parts.append(markup.table(rows, header=("metric", "value")))
+        parts.append(markup.row_table({k: formats.metric_value(v) for k, v in s.metrics.items()}))
     rows = []
     if s.mlflow_run_id:
         exp = f" in experiment <b>{markup.esc(s.mlflow_experiment)}</b>" if s.mlflow_experiment else ""

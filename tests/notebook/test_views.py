@@ -170,7 +170,7 @@ def test_summary_of_a_finished_run() -> None:
     assert ("lineage:    config hash: 0123456789abcdef | data: data/ner | code: git ffffffffffff (uncommitted changes)"
             " · nbexec 0.1.0 | run: run-1 (MLflow run abc123) | checkpoint: /runs/run-1/checkpoint") in text
     assert markup.status_colour(RunStatus.FINISHED) in html
-    assert "<th" in html and "val_f1" in html and "0.1235" in html
+    assert "<th" in html and ">val_f1</th>" in html and ">0.1235</td>" in html
     assert "<code" in html and "mlflow ui --backend-store-uri" in html
 
 
