@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from nbexec.runner.handle import TrainingRun
     from nbexec.runner.lines import LogLine
 
-MAX_RATE = 4.0  # display updates per second, at most
+MAX_RATE = 5.0  # display updates per second, at most: a line waits <= 200 ms for its redraw
 CLOCK_TICK_S = 1.0  # re-render this often for the elapsed time, even when nothing else changed
 
 # Receives one MIME bundle (``{"text/html": ..., "text/plain": ...}``) per rendering.

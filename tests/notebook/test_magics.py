@@ -17,6 +17,7 @@ import pytest
 from conftest import FIXTURE_SCRIPTS, NOTEBOOK_SCRIPTS, TINY_CONFIG
 
 from kernel_driver import Cell, Kernel
+from nbexec.notebook.live import MAX_RATE
 
 pytestmark = pytest.mark.slow
 
@@ -70,9 +71,9 @@ def test_cell_magic_streams_while_running_and_returns_the_result(kernel: Kernel,
     assert live[0]["sent"] < ended_at, "shown before the job was over"
     assert any("step 5/10" in text(m) for m in live), "the trainer's lines show as they come"
     assert any("progress: [" in text(m) and "step " in text(m) for m in live), "progress bar from events"
-    # rate limited: at most 4 renderings a second (plus the first and the last)
+    # rate limited: at most MAX_RATE renderings a second (plus the first and the last)
     span = renders[-1]["sent"] - renders[0]["sent"]
-    assert len(renders) <= 4 * span + 3
+    assert len(renders) <= MAX_RATE * span + 3
 
     # The last rendering is the summary, in place of the live view.
     final = renders[-1]
