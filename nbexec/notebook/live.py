@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from nbexec.contract import rank_log_path
 from nbexec.notebook.summary import RunSummary
 from nbexec.notebook.tail import DEFAULT_TAIL, LineTail
 from nbexec.notebook.throttle import Throttle
@@ -132,7 +133,7 @@ class LiveRunView(Sink):
 
     def fail_to_start(self, error: BaseException) -> None:
         """The job could not start (nothing ran): show why, in place of the view."""
-        self._error = f"not started: {error}"
+        self._error = f"not started: {error or type(error).__name__}"
         self._stop.set()
         self._publish()
 
@@ -181,9 +182,7 @@ class LiveRunView(Sink):
         else:
             status, started, progress, metrics = RunStatus.PENDING, self._created, None, {}
         ranks = self.tail.ranks
-        log_paths = tuple(
-            (f"rank{r}", str(self.plan.run_dir / "logs" / f"rank{r}.log")) for r in sorted(ranks or ())
-        )
+        log_paths = tuple((f"rank{r}", str(rank_log_path(self.plan.run_dir, r))) for r in sorted(ranks or ()))
         return LiveSnapshot(
             run_name=self.plan.run_name,
             status=status,
@@ -192,6 +191,7 @@ class LiveRunView(Sink):
             backend=self.plan.backend,
             command=self._command,
             run_dir=str(self.plan.run_dir),
+            log_dir=str(self.plan.log_dir),
             lines=lines,
             ranks_label=self.tail.label,
             hidden=hidden,

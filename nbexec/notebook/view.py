@@ -42,6 +42,7 @@ class LiveSnapshot:
     backend: str
     command: str
     run_dir: str
+    log_dir: str = ""
     lines: tuple[LogLine, ...] = ()
     ranks_label: str = "rank 0"
     hidden: int = 0
@@ -103,7 +104,7 @@ def _tail_note(snap: LiveSnapshot) -> str:
         note += f", last {len(snap.lines)} lines ({snap.hidden:,} earlier not shown)"
     if snap.dropped:
         note += f"; {snap.dropped:,} lines skipped (output too fast to show)"
-    logs = ", ".join(path for _, path in snap.log_paths) or f"{snap.run_dir}/logs"
+    logs = ", ".join(path for _, path in snap.log_paths) or snap.log_dir or snap.run_dir
     return f"{note}; every line is in {logs}"
 
 

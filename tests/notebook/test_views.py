@@ -281,7 +281,7 @@ def test_a_flood_is_shown_at_most_max_rate_times_a_second_and_the_end_is_always_
     during = [t for t in times[1:-1]]  # between the first display and the summary
     assert len(during) >= 3, "the view updated while the flood went on"
     assert len(during) <= MAX_RATE * (flood_end - start) + 2
-    gaps = [b - a for a, b in zip(during, during[1:])]
+    gaps = [b - a for a, b in zip(during, during[1:], strict=False)]
     assert min(gaps) >= 1 / MAX_RATE - 0.005, gaps
     # bounded: every rendering holds at most the tail, whatever was printed
     for _, bundle in published[1:-1]:
