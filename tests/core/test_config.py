@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
         "env": {},
     },
     "output": {"dir": "outputs", "run_name": None},
-    "tracking": {"enabled": True, "uri": None, "experiment": "nbexec"},
+    "tracking": {"enabled": True, "uri": None, "experiment": "nbexec", "metrics_from": "parent"},
     "backup": {"enabled": False, "target": None},
 }
 
