@@ -19,6 +19,7 @@ Only the standard library is imported here: a rank must start fast.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import runpy
@@ -30,6 +31,7 @@ import traceback
 from pathlib import Path
 
 ENV_LOG_SOCKET = "NBEXEC_LOG_SOCKET"
+FLUSH_INTERVAL_S = 0.05  # how stale buffered stdout may get before it is sent
 ENV_RUN_DIR = "NBEXEC_RUN_DIR"
 PR_SET_PDEATHSIG = 1
 
@@ -41,7 +43,8 @@ def main(argv: list[str]) -> None:
         raise SystemExit(2)
     rank = int(os.environ.get("RANK", "0"))
     _die_with_parent()
-    _connect_streams(rank)
+    if _connect_streams(rank):
+        _buffer_stdout()
     try:
         _run_target(argv)
     except SystemExit as exc:
@@ -83,10 +86,12 @@ def _die_with_parent() -> None:
         pass  # not fatal: the parent also kills the job's process tree on cancel
 
 
-def _connect_streams(rank: int) -> None:
+def _connect_streams(rank: int) -> bool:
+    """Point fds 1 and 2 at the parent's socket; True when stdout was connected."""
     path = os.environ.get(ENV_LOG_SOCKET)
     if not path:
-        return  # not launched by nbexec: keep the inherited stdout/stderr
+        return False  # not launched by nbexec: keep the inherited stdout/stderr
+    connected = False
     for fd, name in ((1, "stdout"), (2, "stderr")):
         try:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -100,6 +105,53 @@ def _connect_streams(rank: int) -> None:
         sys.stdout.flush() if fd == 1 else sys.stderr.flush()
         os.dup2(sock.fileno(), fd)  # C-level writes (NCCL, gloo, warnings) follow too
         sock.close()
+        connected = connected or fd == 1
+    return connected
+
+
+def _buffer_stdout() -> None:
+    """Send stdout in blocks, flushed every 50 ms, instead of one syscall per line.
+
+    PYTHONUNBUFFERED (kept for the rank's own child processes) makes every
+    print a separate send: a flood then costs the rank ~6x more than writing
+    to a file. Buffering with a timed flush keeps lines live (<= 50 ms late)
+    at a file's cost. Order is kept: text and ``sys.stdout.buffer`` writes go
+    through one buffer, and anything written to stderr (which stays
+    unbuffered, so errors show at once) first flushes stdout.
+    """
+    import io
+    import threading
+
+    old_out, old_err = sys.stdout, sys.stderr
+    out_buffer = io.BufferedWriter(io.FileIO(1, "w", closefd=False), buffer_size=1 << 16)
+    sys.stdout = io.TextIOWrapper(
+        out_buffer, encoding=old_out.encoding, errors=old_out.errors, write_through=True
+    )
+    sys.stderr = _StderrAfterStdout(
+        io.FileIO(2, "w", closefd=False), encoding=old_err.encoding, errors=old_err.errors,
+        write_through=True,
+    )
+
+    def flush_forever() -> None:
+        while True:
+            time.sleep(FLUSH_INTERVAL_S)
+            try:
+                sys.stdout.flush()
+            except Exception:  # noqa: BLE001 - closed or replaced stdout: keep going
+                pass
+
+    threading.Thread(target=flush_forever, name="nbexec-stdout-flush", daemon=True).start()
+
+
+class _StderrAfterStdout(io.TextIOWrapper):
+    """stderr that flushes stdout first, so lines keep the order they were printed in."""
+
+    def write(self, text: str) -> int:
+        try:
+            sys.stdout.flush()
+        except Exception:  # noqa: BLE001
+            pass
+        return super().write(text)
 
 
 def _exit_code(exc: SystemExit) -> int:
@@ -121,6 +173,10 @@ def _user_frames(tb: object) -> object:
 
 def _record_failure(rank: int, exc: BaseException, exit_code: int) -> None:
     """Write the error record; never let bookkeeping hide the real exception."""
+    try:
+        sys.stdout.flush()  # what the rank printed comes before its failure
+    except Exception:  # noqa: BLE001
+        pass
     try:
         if isinstance(exc, SystemExit):
             tb_text = ""

@@ -24,7 +24,13 @@ QUEUE_LINES = 20_000  # and at most this many pending lines, whatever the batch 
 
 
 class Sink:
-    """Base class: override what you need. Called from the dispatcher thread."""
+    """Base class: override what you need. Called from the dispatcher thread.
+
+    A sink that only wants events sets ``wants_lines = False``: lines are then
+    not even decoded for it.
+    """
+
+    wants_lines = True
 
     def on_start(self, run: object) -> None:
         """The job's processes are up (``run`` is the TrainingRun handle)."""
@@ -47,6 +53,7 @@ class Dispatcher:
 
     def __init__(self, sinks: Iterable[Sink]) -> None:
         self.sinks = list(sinks)
+        self.wants_lines = any(getattr(s, "wants_lines", True) for s in self.sinks)
         self._queue: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=QUEUE_BATCHES)
         self._dropped = 0
         self._queued_lines = 0
@@ -100,7 +107,8 @@ class Dispatcher:
                     if dropped:
                         sink.on_dropped(dropped)
                     if kind == "lines":
-                        sink.on_lines(payload)  # type: ignore[arg-type]
+                        if getattr(sink, "wants_lines", True):
+                            sink.on_lines(payload)  # type: ignore[arg-type]
                     elif kind == "events":
                         sink.on_events(payload)  # type: ignore[arg-type]
                     elif kind == "start":

@@ -71,7 +71,8 @@ class LogPump:
         self._dispatcher = dispatcher
         self._on_events = on_events
         self._tail_lines = tail_lines
-        self._tails: dict[int | None, deque[LogLine]] = {}
+        # raw (stream, bytes, time): decoded only when someone reads the tail
+        self._tails: dict[int | None, deque[tuple[str, bytes, float]]] = {}
         self._tails_lock = threading.Lock()
         self._files: dict[int | None, IO[bytes]] = {}
         self._events = EventTail(run_dir / contract.EVENTS_FILE)
@@ -98,7 +99,8 @@ class LogPump:
 
     def lines(self, rank: int | None) -> list[LogLine]:
         with self._tails_lock:
-            return list(self._tails.get(rank, ()))
+            raw = list(self._tails.get(rank, ()))
+        return [LogLine(rank, stream, display_text(data), t) for stream, data, t in raw]
 
     def log_paths(self) -> dict[str, Path]:
         out = {f"rank{r}": contract.rank_log_path(self.run_dir, r) for r in sorted(self.ranks_seen)}
@@ -114,10 +116,10 @@ class LogPump:
                 for key, _ in self._selector.select(timeout=POLL_S):
                     self._handle(key)
                 now = time.monotonic()
-                if now >= next_poll:
+                if now >= next_poll:  # files are readable live, at most POLL_S behind
                     next_poll = now + POLL_S
                     self._poll_events()
-                self._flush_files()
+                    self._flush_files()
                 if self._open_pipes == 0 and launcher_exited():
                     if self._open_conns == 0:
                         break
@@ -192,13 +194,16 @@ class LogPump:
             return
         source.file.write(b"\n".join(raw_lines) + b"\n")
         now = time.time()
-        lines = [LogLine(source.rank, source.stream, display_text(r), now) for r in raw_lines]
         with self._tails_lock:
             tail = self._tails.get(source.rank)
             if tail is None:
                 tail = self._tails[source.rank] = deque(maxlen=self._tail_lines)
-            tail.extend(lines)
-        self._dispatcher.put_lines(lines)
+            stream = source.stream
+            tail.extend((stream, r, now) for r in raw_lines[-self._tail_lines :])
+        if self._dispatcher.wants_lines:
+            self._dispatcher.put_lines(
+                [LogLine(source.rank, source.stream, display_text(r), now) for r in raw_lines]
+            )
 
     def _poll_events(self) -> None:
         events = self._events.read_new()
@@ -231,7 +236,7 @@ class LogPump:
                 if rank is None
                 else contract.rank_log_path(self.run_dir, rank)
             )
-            f = self._files[rank] = open(path, "ab")  # noqa: SIM115 - closed in _close
+            f = self._files[rank] = open(path, "ab", buffering=1 << 20)  # noqa: SIM115 - closed in _close
         return f
 
     def _flush_files(self) -> None:

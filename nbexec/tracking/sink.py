@@ -29,6 +29,8 @@ class MlflowMetricsSink(Sink):
         **options: as for :class:`MetricsLogger` (flush interval, batch size).
     """
 
+    wants_lines = False  # metrics come from events; lines need not even be decoded
+
     def __init__(self, run_id: str, *, tracking_uri: str, **options: Any) -> None:
         self.logger = MetricsLogger(run_id, tracking_uri=tracking_uri, **options)
 
