@@ -100,9 +100,12 @@ def launch(
         plan: an already prepared plan (from :func:`prepare`); skips preparing.
         **options: as for :func:`prepare` (overrides, output_dir, nproc, ...).
 
-    Unless ``tracking.enabled`` is false, an MLflow run is opened first (the
-    embedded SQLite store ``./mlflow.db`` by default) and closed with the
-    job's outcome; ``run.tracking`` holds it.
+    Unless ``tracking.enabled`` is false, the job gets an MLflow run (the
+    embedded SQLite store ``./mlflow.db`` by default), closed with the job's
+    outcome; ``run.tracking`` holds it. The store is checked before anything
+    is spawned; the run itself is opened while torchrun starts, unless rank 0
+    logs metrics itself (``tracking.metrics_from: rank0``), which needs the
+    run id in its environment.
 
     Returns:
         The :class:`TrainingRun` handle (status RUNNING).
@@ -111,18 +114,23 @@ def launch(
         ConfigError, EnvironmentCheckError, TrackingError: before anything is spawned.
     """
     plan = plan or prepare(config, **options)
-    tracked = None
+    tracked: Any = None
     if plan.config.tracking.enabled:
         from nbexec.tracking import create_training_mlflow_run, tracking_finalizer, with_tracking_env
+        from nbexec.tracking.deferred import DeferredTrackedRun
 
-        tracked = create_training_mlflow_run(plan=plan)  # TrackingError here: nothing spawned
-        # By default the parent logs rank 0's metric events to MLflow; the ranks
-        # only write events.jsonl, so tracking never slows the training loop.
-        from_parent = plan.config.tracking.metrics_from == "parent"
-        plan = with_tracking_env(plan, tracked, child_metrics=not from_parent)
-        if from_parent:
+        if plan.config.tracking.metrics_from == "parent":
+            # The parent logs rank 0's metric events, so the ranks need no run
+            # id: check the store now (TrackingError: nothing spawned), open the
+            # run while torchrun starts. The training loop never waits for MLflow.
+            tracked = DeferredTrackedRun(plan)
             sinks = [*sinks, tracked.metrics_sink()]
-        finalizers = [tracking_finalizer(tracked), *finalizers]  # first: later ones see the run id
+            finalizers = [tracked.finalize, *finalizers]  # first: later ones see the run id
+        else:
+            # rank 0 logs itself: the run must exist before the job starts
+            tracked = create_training_mlflow_run(plan=plan)
+            plan = with_tracking_env(plan, tracked, child_metrics=True)
+            finalizers = [tracking_finalizer(tracked), *finalizers]
     try:
         write_run_inputs(plan)
         run = TrainingRun(plan, sinks=sinks, finalizers=finalizers)
