@@ -16,7 +16,6 @@ untouched except for their type (each must be a mapping).
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import json
 import re
@@ -26,18 +25,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from nbexec.config_fields import BACKENDS, CHECKS, MAX_NPROC, NAME_RE, did_you_mean  # noqa: F401 - re-exported
 from nbexec.errors import ConfigError
 
 TRAINER_SECTIONS = ("model", "training", "data")
 BUILTIN_TRAINER_MODULE = "nbexec.trainers.token_classification"
-BACKENDS = ("auto", "gloo", "nccl")
-MAX_NPROC = 1024
-# Names that become directory names and MLflow names: no separators, no shell
-# or glob characters, nothing that starts with a dot or a dash.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-
 
 @dataclass(frozen=True)
 class LaunchConfig:
@@ -308,16 +300,11 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     node[parts[-1]] = value
 
 
-def _did_you_mean(name: str, allowed: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(allowed), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _validate(raw: dict[str, Any]) -> TrainingConfig:
     for name in raw:
         if name not in ALL_SECTIONS:
             raise ConfigError(
-                f"unknown config section {name!r}{_did_you_mean(str(name), ALL_SECTIONS)}; "
+                f"unknown config section {name!r}{did_you_mean(str(name), ALL_SECTIONS)}; "
                 f"allowed sections: {', '.join(ALL_SECTIONS)}",
                 field=str(name),
                 value=raw[name],
@@ -358,156 +345,13 @@ def _build_section(name: str, value: Any) -> Any:
     for key, item in value.items():
         if key not in allowed:
             raise ConfigError(
-                f"unknown key {name}.{key}{_did_you_mean(str(key), allowed)}; "
+                f"unknown key {name}.{key}{did_you_mean(str(key), allowed)}; "
                 f"allowed in {name}: {', '.join(allowed)}",
                 field=f"{name}.{key}",
                 value=item,
             )
-        kwargs[key] = _CHECKS[name][key](f"{name}.{key}", item)
+        kwargs[key] = CHECKS[name][key](f"{name}.{key}", item)
     return cls(**kwargs)
-
-
-# --- field checks: each returns the normalised value or raises ConfigError ---
-
-
-def _fail(path: str, value: Any, allowed: str) -> ConfigError:
-    return ConfigError(f"{path} = {value!r} is not allowed; {allowed}", field=path, value=value)
-
-
-def _bool(path: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(path, value, "use true or false")
-    return value
-
-
-def _int(path: str, value: Any, *, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(path, value, f"use an integer >= {low}")
-    if value < low or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise _fail(path, value, f"use an integer {bounds}")
-    return value
-
-
-def _nproc(path: str, value: Any) -> int | str:
-    if value == "auto":
-        return "auto"
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(path, value, f'use "auto" or an integer between 1 and {MAX_NPROC}')
-    return _int(path, value, low=1, high=MAX_NPROC)
-
-
-def _choice(options: tuple[str, ...]):  # noqa: ANN202 - small check factory
-    def check(path: str, value: Any) -> str:
-        if value not in options:
-            hint = _did_you_mean(str(value), options)
-            raise _fail(path, value, f"allowed: {', '.join(options)}{hint}")
-        return str(value)
-
-    return check
-
-
-def _name(path: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        value = str(value)  # "--set tracking.experiment=2024" reads as a number
-    if not isinstance(value, str) or not NAME_RE.match(value):
-        raise _fail(
-            path,
-            value,
-            "use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit "
-            "(it becomes a directory name)",
-        )
-    return value
-
-
-def _experiment(path: str, value: Any) -> str:
-    checked = _name(path, value)
-    if checked is None:
-        raise _fail(path, value, "give an experiment name such as ner")
-    return checked
-
-
-def _opt_str(path: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip() or "\x00" in value:
-        raise _fail(path, value, "use a non-empty string or null")
-    return value
-
-
-def _path_str(path: str, value: Any) -> str:
-    if isinstance(value, Path):
-        value = str(value)
-    if not isinstance(value, str) or not value.strip() or "\x00" in value:
-        raise _fail(path, value, "use a directory path")
-    return value
-
-
-def _module(path: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not _MODULE_RE.match(value):
-        raise _fail(path, value, "use a dotted module name such as mypkg.train")
-    return value
-
-
-def _args(path: str, value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        raise _fail(
-            path, value, "use a list of arguments, one item each (no shell string): [--lr, '3e-5']"
-        )
-    if not isinstance(value, (list, tuple)):
-        raise _fail(path, value, "use a list of strings")
-    out = []
-    for i, item in enumerate(value):
-        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
-            raise _fail(f"{path}[{i}]", item, "each argument must be a string or number")
-        out.append(str(item))
-    return tuple(out)
-
-
-def _env(path: str, value: Any) -> Mapping[str, str]:
-    if value is None:
-        return MappingProxyType({})
-    if not isinstance(value, dict):
-        raise _fail(path, value, "use a mapping of NAME: value")
-    out = {}
-    for key, item in value.items():
-        if not isinstance(key, str) or not _ENV_NAME_RE.match(key):
-            raise _fail(f"{path}.{key}", key, "environment variable names are [A-Za-z_][A-Za-z0-9_]*")
-        if isinstance(item, (dict, list)) or item is None:
-            raise _fail(f"{path}.{key}", item, "use a string or number")
-        out[key] = str(item).lower() if isinstance(item, bool) else str(item)
-    return MappingProxyType(out)
-
-
-_CHECKS: dict[str, dict[str, Any]] = {
-    "launch": {
-        "nproc": _nproc,
-        "backend": _choice(BACKENDS),
-        "entrypoint": _opt_str,
-        "module": _module,
-        "args": _args,
-        "max_restarts": lambda p, v: _int(p, v, low=0, high=100),
-        "omp_num_threads": lambda p, v: None if v is None else _int(p, v, low=1, high=1024),
-        "oversubscribe": _bool,
-        "env": _env,
-    },
-    "output": {"dir": _path_str, "run_name": _name},
-    "tracking": {
-        "enabled": _bool,
-        "uri": _opt_str,
-        "experiment": _experiment,
-        "metrics_from": _choice(("parent", "rank0")),
-    },
-    "backup": {"enabled": _bool, "target": _opt_str},
-}
 
 
 def _check_cross_fields(config: TrainingConfig) -> None:
