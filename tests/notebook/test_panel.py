@@ -1,0 +1,158 @@
+"""TrainingPanel as widget models, driven from Python: fill the form, click, wait, read the widgets.
+
+Real torchrun (gloo) jobs and the session's real MLflow store; no browser.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from nbexec.notebook.panel import INVALID_CLASS, TrainingPanel
+from nbexec.result import RunStatus
+
+FIXTURE_SCRIPTS = Path(__file__).resolve().parents[1] / "fixtures" / "scripts"
+
+
+def tiny_config(tmp_path: Path) -> dict[str, Any]:
+    """The reference trainer at its smallest (a 2-rank job takes a few seconds on 2 CPU cores)."""
+    return {
+        "model": {"d_model": 32, "layers": 1, "heads": 2, "ff_dim": 64},
+        "training": {"learning_rate": 1.0e-2, "batch_size": 16, "epochs": 1, "seed": 3, "log_every": 5},
+        "data": {"path": str(tmp_path / "data"), "num_train": 320, "num_val": 64, "seq_len": 16},
+        "launch": {"nproc": 2},
+        "output": {"dir": str(tmp_path / "out")},
+    }
+
+
+def poll(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Wait until ``condition()`` is truthy (returned) or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_invalid_learning_rate_disables_train_and_fixing_it_enables_it(tmp_path: Path) -> None:
+    panel = TrainingPanel.from_config(tiny_config(tmp_path))
+    lr = panel.fields["learning_rate"]
+    assert not panel.train_button.disabled
+    assert panel.error.value == ""
+
+    lr.value = -1.0
+
+    assert panel.train_button.disabled
+    assert "training.learning_rate = -1.0 is not allowed; use a number &gt; 0.0 and &lt;= 1.0" in panel.error.value
+    assert INVALID_CLASS in lr._dom_classes
+    assert lr.description.startswith("⚠")
+    assert all(INVALID_CLASS not in w._dom_classes for name, w in panel.fields.items() if name != "learning_rate")
+    assert panel.train() is None and panel.run is None  # Train does nothing while the form is invalid
+
+    lr.value = 3e-3
+
+    assert not panel.train_button.disabled
+    assert panel.error.value == ""
+    assert INVALID_CLASS not in lr._dom_classes
+    assert lr.description == "learning rate"
+    assert panel.config().training["learning_rate"] == 3e-3
+
+
+def test_form_builds_the_config_through_load_config(tmp_path: Path) -> None:
+    panel = TrainingPanel.from_config(tiny_config(tmp_path))
+    panel.fields["batch_size"].value = 8
+    panel.fields["epochs"].value = 3
+    panel.fields["nproc"].value = "auto"
+    panel.fields["experiment"].value = "panel-exp"
+    panel.fields["run_name"].value = "my-run"
+    panel.fields["overrides"].value = "# a comment\ntraining.max_steps=7\n\nmodel.dropout=0.0\n"
+
+    cfg = panel.config()
+
+    assert cfg.training["batch_size"] == 8 and cfg.training["epochs"] == 3
+    assert cfg.training["max_steps"] == 7 and cfg.model["dropout"] == 0.0
+    assert cfg.model["backbone"] == "tiny-encoder"
+    assert cfg.launch.nproc == "auto"
+    assert cfg.tracking.experiment == "panel-exp"
+    assert cfg.output.run_name == "my-run"
+
+    panel.fields["overrides"].value = "training.epochs=0"  # the overrides area is marked for its own errors
+    assert panel.train_button.disabled
+    assert "training.epochs = 0" in panel.error.value
+    assert INVALID_CLASS in panel.fields["overrides"]._dom_classes
+
+    panel.fields["overrides"].value = ""
+    panel.fields["nproc"].value = "many"
+    assert panel.train_button.disabled
+    assert "launch.nproc" in panel.error.value
+    assert INVALID_CLASS in panel.fields["nproc"]._dom_classes
+
+
+def test_train_runs_the_job_and_shows_the_summary_in_the_panel(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import mlflow
+
+    panel = TrainingPanel.from_config(tiny_config(tmp_path))
+    panel.fields["epochs"].value = 1
+    panel.fields["experiment"].value = "panel-tests"
+    panel.fields["run_name"].value = "panel-ok"
+
+    panel.train_button.click()
+
+    run = panel.run
+    assert run is not None
+    assert panel.train_button.disabled and not panel.stop_button.disabled  # torchrun alone takes seconds to start
+    assert panel.status.value == "panel-ok: RUNNING"
+    assert run.wait(timeout=180) is RunStatus.FINISHED
+    result = run.result()
+
+    saved = json.loads((run.run_dir / "result.json").read_text())
+    assert run.run_dir == tmp_path / "out" / "panel-ok" and saved["status"] == "FINISHED"
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    tracked = client.get_run(result.mlflow_run_id)
+    assert tracked.info.status == "FINISHED"
+    assert tracked.info.run_name == "panel-ok"
+    assert client.get_experiment(tracked.info.experiment_id).name == "panel-tests"
+
+    assert panel.status.value == "panel-ok: FINISHED"
+    assert not panel.train_button.disabled and panel.stop_button.disabled
+    shown = panel.output.value
+    assert result.metrics and all(name in shown for name in result.metrics)
+    assert result.mlflow_run_id in shown and "lineage" in shown and "FINISHED" in shown
+    out, err = capfd.readouterr()  # the job's output went to the panel, none printed
+    assert "rank" not in out and "rank" not in err
+
+
+def test_stop_kills_every_process_and_the_run_ends_killed(tmp_path: Path) -> None:
+    panel = TrainingPanel.from_config(tiny_config(tmp_path), entrypoint=FIXTURE_SCRIPTS / "hang.py")
+    panel.train_button.click()
+    run = panel.run
+    assert run is not None and run.pid is not None
+    assert panel.train_button.disabled and not panel.stop_button.disabled
+
+    # every rank has started its grandchild: the whole tree is there to collect
+    poll(lambda: all(any("ready rank" in ln.text for ln in run.lines(r)) for r in (0, 1)), 60, "both ranks ready")
+    poll(lambda: "ready rank 0" in panel.output.value, 10, "the live view to show rank 0's line in the panel")
+    launcher = psutil.Process(run.pid)
+    job = [launcher, *launcher.children(recursive=True)]
+    assert len(job) >= 5  # torchrun, 2 ranks, 2 grandchildren
+
+    panel.stop_button.click()
+
+    assert run.wait(timeout=60) is RunStatus.KILLED
+    _, alive = psutil.wait_procs(job, timeout=15)
+    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+    poll(lambda: panel.status.value.endswith("KILLED"), 10, "status KILLED")
+    assert not panel.train_button.disabled and panel.stop_button.disabled
+    assert json.loads((run.run_dir / "result.json").read_text())["status"] == "KILLED"
