@@ -15,6 +15,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+# The flood script the tests use: each rank prints N numbered lines (N = argv[1]).
+FLOOD = (Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "scripts" / "flood.py").read_text()
 
 
 class CommandFailed(RuntimeError):

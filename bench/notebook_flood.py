@@ -25,17 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from _common import FLOOD
 from notebook_kernel import BenchKernel
 
 TARGET_MB = 50.0
-FLOOD = '''\
-import os, sys
-rank, n = int(os.environ["RANK"]), int(sys.argv[1])
-out = sys.stdout
-for i in range(n):
-    out.write(f"rank {rank} line {i:07d} the quick brown fox jumps over the lazy dog\\n")
-out.flush()
-'''
 NOOP = "import os\nprint('rank', os.environ['RANK'], 'ready', flush=True)\n"
 
 

@@ -35,6 +35,7 @@ import sys
 import tempfile
 
 from _common import (
+    FLOOD,
     CommandFailed,
     bench_env,
     count_lines,
@@ -49,17 +50,6 @@ from _common import (
 TARGET = 0.8
 BASELINE, NBEXEC, NBEXEC_NT = "baseline", "nbexec", "nbexec --no-tracking"
 
-FLOOD = '''\
-"""Each rank prints N numbered lines as fast as it can (N = argv[1])."""
-import os
-import sys
-
-rank, n = int(os.environ["RANK"]), int(sys.argv[1])
-out = sys.stdout
-for i in range(n):
-    out.write(f"rank {rank} line {i:07d} the quick brown fox jumps over the lazy dog\\n")
-out.flush()
-'''
 
 
 class Bench:
