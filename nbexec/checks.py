@@ -182,7 +182,7 @@ def _check_devices(plan: LaunchPlan) -> Check:
         if not sys.platform.startswith("linux"):
             return Check("devices", False, "the nccl backend needs Linux; use launch.backend: gloo")
         if hw.gpu_count == 0:
-            why = f" ({hw.gpu_error})" if getattr(hw, "gpu_error", None) else ""
+            why = f" ({hw.gpu_error})" if hw.gpu_error else ""
             return Check(
                 "devices", False,
                 f"launch.backend is nccl but no NVIDIA GPU is visible{why}; "
