@@ -208,7 +208,8 @@ def test_background_returns_the_handle_at_once_and_keeps_streaming(kernel: Kerne
     waited = kernel.run("r = h.result(timeout=60)\nprint(r.status.value, h.done())", timeout=90)
     assert waited.ok, waited.error
     assert waited.stdout.strip() == "FINISHED True"
-    final = [m for m in waited.messages + kernel.stray() if display_id(m) == did]
+    # Late messages of earlier cells (stray) are older than the waiting cell's own: order by send time.
+    final = sorted((m for m in waited.messages + kernel.stray() if display_id(m) == did), key=lambda m: m["sent"])
     assert final and text(final[-1]).startswith("nbexec: bg FINISHED in "), "the summary replaces the view"
 
 
