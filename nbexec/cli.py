@@ -65,7 +65,9 @@ def _train(args: argparse.Namespace, script_args: list[str] | None) -> int:
 
     plan = prepare_from_args(args, script_args)
     if args.dry_run:
-        print(plan.describe())
+        from nbexec.schedulers import dry_run
+
+        print(dry_run(plan))  # the plan, plus other nodes' commands / sbatch script / job YAML
         return 0
     print(f"nbexec: starting {plan.run_name}: {plan.nproc} x {plan.backend}, logs in {plan.log_dir}", flush=True)
     sinks = [] if args.quiet else [TerminalSink(ranks=args.ranks)]

@@ -67,6 +67,10 @@ def prepare(
         if script_args is not None:
             raw["launch"]["args"] = list(script_args)
         cfg = load_config(raw)
+    if hardware is None and cfg.launch.scheduler != "local":
+        from nbexec.schedulers import scheduler_hardware
+
+        hardware = scheduler_hardware(cfg)  # the node the scheduler gives, not this machine
     plan = plan_training(cfg, hardware=hardware, base_env=base_env, resume_from=resume_from)
     problems = []
     if plan.resume_from is not None and not plan.resume_from.is_dir():
@@ -114,8 +118,13 @@ def launch(
         ConfigError, EnvironmentCheckError, TrackingError: before anything is spawned.
     """
     plan = plan or prepare(config, **options)
+    if plan.config.launch.scheduler != "local":  # slurm, azureml: nbexec.schedulers
+        from nbexec.schedulers import submit
+
+        return submit(plan, sinks=sinks, finalizers=finalizers)
     tracked: Any = None
-    if plan.config.tracking.enabled:
+    # Multi-node: node 0's launcher owns the MLflow run; the other nodes open none.
+    if plan.config.tracking.enabled and plan.config.launch.node_rank == 0:
         from nbexec.tracking import create_training_mlflow_run, tracking_finalizer, with_tracking_env
         from nbexec.tracking.deferred import DeferredTrackedRun
 

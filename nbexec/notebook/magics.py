@@ -88,7 +88,9 @@ class TrainMagics(Magics):
         except (ConfigError, EnvironmentCheckError) as err:
             raise shown_briefly(err) from None
         if args.dry_run:
-            print(plan.describe())
+            from nbexec.schedulers import dry_run
+
+            print(dry_run(plan))
             return None
         if getattr(self.shell, "kernel", None) is None:  # a terminal IPython: no display outputs
             return _run_in_terminal(plan, args, ranks)
