@@ -33,7 +33,7 @@ def scheduler_hardware(config: TrainingConfig) -> HardwareInfo | None:
 
         return slurm_node_hardware(config)
     if launch.scheduler == "azureml":
-        from nbexec.schedulers.azureml import azureml_node_hardware
+        from nbexec.schedulers.azureml.job import azureml_node_hardware
 
         return azureml_node_hardware(config)
     return None
@@ -47,7 +47,7 @@ def describe_scale_out(plan: LaunchPlan) -> str:
 
         return f"scheduler:  slurm\nsbatch script:\n{build_sbatch_script(plan)}"
     if launch.scheduler == "azureml":
-        from nbexec.schedulers.azureml import job_yaml
+        from nbexec.schedulers.azureml.job import job_yaml
 
         return f"scheduler:  azureml\njob YAML:\n{job_yaml(plan)}"
     from nbexec.schedulers.multinode import describe_peers
@@ -59,7 +59,7 @@ def dry_run(plan: LaunchPlan) -> str:
     """What ``--dry-run`` prints; for AzureML it also writes the job YAML (path in the text)."""
     text = plan.describe()
     if plan.config.launch.scheduler == "azureml":
-        from nbexec.schedulers.azureml import write_job_yaml
+        from nbexec.schedulers.azureml.job import write_job_yaml
 
         text += f"\njob YAML written to {write_job_yaml(plan)}"
     return text
@@ -78,7 +78,7 @@ def submit(plan: LaunchPlan, *, sinks: Sequence[Sink] = (), finalizers: Sequence
 
         return submit_slurm(plan, sinks=sinks, finalizers=finalizers)
     if name == "azureml":
-        from nbexec.schedulers.azureml import submit_azureml
+        from nbexec.schedulers.azureml.run import submit_azureml
 
         return submit_azureml(plan, sinks=sinks, finalizers=finalizers)
     raise ValueError(f"scheduler {name!r} is not submitted through nbexec.schedulers.submit")

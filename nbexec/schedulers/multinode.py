@@ -43,6 +43,8 @@ def rendezvous_args(launch: LaunchConfig, *, nproc: int, run_name: str) -> list[
         port = launch.slurm.get("rdzv_port", 29500)
         return [*common, "--rdzv-endpoint", f"{SLURM_HEAD}:{port}", "--rdzv-id", rdzv_id,
                 "--rdzv-conf", f"is_host={SLURM_IS_HOST}", "--local-addr", SLURM_HEAD]
+    if launch.scheduler == "azureml":  # for the record only: AzureML's PyTorch distribution starts the ranks
+        return [*common, "--rdzv-endpoint", "$MASTER_ADDR:$MASTER_PORT", "--rdzv-id", rdzv_id]
     assert launch.rdzv_endpoint is not None  # checked with the config
     host = launch.rdzv_endpoint.rpartition(":")[0].strip("[]")
     args = [*common, "--rdzv-endpoint", launch.rdzv_endpoint, "--rdzv-id", rdzv_id]
