@@ -51,6 +51,12 @@ _EXPORTS: dict[str, str] = {
     "create_training_child_run": "nbexec.tracking",
     "setup_mlflow_tracking_env": "nbexec.tracking",
     "add_training_tags": "nbexec.tracking",
+    # scaling out: multi-node torchrun, Slurm and AzureML (nbexec.schedulers)
+    "peer_command": "nbexec.schedulers.multinode",
+    "SlurmRun": "nbexec.schedulers.slurm.run",
+    "build_sbatch_script": "nbexec.schedulers.slurm.script",
+    "AzureMLRun": "nbexec.schedulers.azureml.run",
+    "build_command_job": "nbexec.schedulers.azureml.job",
     # child side (also importable from nbexec.child)
     "RunContext": "nbexec.child",
     "create_run_context": "nbexec.child",

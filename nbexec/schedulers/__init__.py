@@ -90,4 +90,4 @@ def node_run_dirs(run_dir: Path) -> list[Path]:
     return [run_dir, *[p for p in siblings if p.name[len(run_dir.name) + 5 :].isdigit()]]
 
 
-__all__ = ["SCHEDULERS", "scheduler_hardware", "describe_scale_out", "dry_run", "submit", "node_run_dirs"]
+__all__ = ["SCHEDULERS", "describe_scale_out", "dry_run", "node_run_dirs", "scheduler_hardware", "submit"]

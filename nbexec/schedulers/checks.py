@@ -90,7 +90,7 @@ def _scheduler(path: str, value: Any) -> str:
     return str(value)
 
 
-def _word(regex: re.Pattern[str], rule: str):  # noqa: ANN202 - small check factory
+def _word(regex: re.Pattern[str], rule: str):
     def check(path: str, value: Any) -> str | None:
         if value is None:
             return None
@@ -142,7 +142,7 @@ AZUREML_KEYS: dict[str, Any] = {
 }
 
 
-def _section(keys: dict[str, Any], defaults: dict[str, Any]):  # noqa: ANN202
+def _section(keys: dict[str, Any], defaults: dict[str, Any]):
     def check(path: str, value: Any) -> Mapping[str, Any]:
         if value is None:
             value = {}
@@ -190,16 +190,16 @@ def check_launch(launch: LaunchConfig) -> None:
             "(an address every node can reach, and a free port), e.g. --rdzv-endpoint 10.0.0.5:29500",
             field="launch.rdzv_endpoint", value=None,
         )
-    if launch.node_rank > 0 and launch.rdzv_id is None:
-        raise ConfigError(
-            f"launch.node_rank = {launch.node_rank} needs launch.rdzv_id, the id node 0 uses "
-            "(node 0 prints the exact command for every other node, --rdzv-id included)",
-            field="launch.rdzv_id", value=None,
-        )
     if launch.scheduler != "local" and (launch.node_rank != 0 or launch.rdzv_endpoint is not None):
         field = "launch.node_rank" if launch.node_rank != 0 else "launch.rdzv_endpoint"
         raise ConfigError(
             f"{field} is set, but launch.scheduler = {launch.scheduler!r} places the nodes itself; "
             "leave node_rank and rdzv_endpoint unset (they are for launch.scheduler: local)",
             field=field, value=getattr(launch, field.split(".")[1]),
+        )
+    if launch.node_rank > 0 and launch.rdzv_id is None:
+        raise ConfigError(
+            f"launch.node_rank = {launch.node_rank} needs launch.rdzv_id, the id node 0 uses "
+            "(node 0 prints the exact command for every other node, --rdzv-id included)",
+            field="launch.rdzv_id", value=None,
         )

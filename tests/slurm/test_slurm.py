@@ -12,13 +12,15 @@ from pathlib import Path
 
 import psutil
 import pytest
+from runner.conftest import (  # tests/ is on sys.path (rootdir packages)
+    SCRIPTS,
+    wait_until,
+)
 
 from nbexec.errors import TrainingCancelled, TrainingFailed
 from nbexec.executor import launch
 from nbexec.result import RunStatus
 from nbexec.runner.sinks import Sink
-
-from runner.conftest import SCRIPTS, wait_until  # tests/ is on sys.path (rootdir packages)
 
 pytestmark = pytest.mark.slow
 TINY = {
@@ -35,7 +37,7 @@ class Recorder(Sink):
     def __init__(self) -> None:
         self.lines: list[tuple[float, object]] = []
 
-    def on_lines(self, lines) -> None:  # noqa: ANN001
+    def on_lines(self, lines) -> None:
         self.lines.extend((time.time(), ln) for ln in lines)
 
     def texts(self, rank: int | None = 0) -> list[str]:

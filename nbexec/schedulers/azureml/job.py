@@ -39,10 +39,10 @@ def require_azure_ai_ml() -> Any:
     try:
         import azure.ai.ml as aml
     except ImportError as err:
-        raise EnvironmentCheckError([
+        raise EnvironmentCheckError([(
             "launch.scheduler is azureml but azure-ai-ml is not installed; "
             "install the extra: pip install 'nbexec[azureml]'"
-        ]) from err
+        )]) from err
     return aml
 
 

@@ -18,11 +18,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nbexec.errors import EnvironmentCheckError, TrainingCancelled, TrainingFailed, RootCause
+from nbexec.errors import (
+    EnvironmentCheckError,
+    RootCause,
+    TrainingCancelled,
+    TrainingFailed,
+)
 from nbexec.plan import LaunchPlan
 from nbexec.result import RunStatus, TrainingResult
 from nbexec.runner.lines import LogLine
-from nbexec.schedulers.azureml.job import build_command_job, require_azure_ai_ml, write_job_yaml
+from nbexec.schedulers.azureml.job import (
+    build_command_job,
+    require_azure_ai_ml,
+    write_job_yaml,
+)
 
 POLL_S = 10.0
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -41,10 +50,10 @@ def workspace_of(options: Mapping[str, Any], env: Mapping[str, str]) -> dict[str
     found = {key: options.get(key) or env.get(var) for key, var in _WORKSPACE_ENV}
     missing = [f"launch.azureml.{key} (or ${var})" for key, var in _WORKSPACE_ENV if not found[key]]
     if missing:
-        raise EnvironmentCheckError([
+        raise EnvironmentCheckError([(
             f"AzureML submission needs the workspace; missing: {', '.join(missing)}. "
             "Or use --dry-run to write the job YAML and submit it with `az ml job create -f`"
-        ])
+        )])
     return {k: str(v) for k, v in found.items()}
 
 
@@ -69,10 +78,10 @@ def connect(options: Mapping[str, Any], env: Mapping[str, str] | None = None, cr
         try:
             credential.get_token(ARM_SCOPE)
         except ClientAuthenticationError as err:
-            raise EnvironmentCheckError([
+            raise EnvironmentCheckError([(
                 "no Azure credentials found: run `az login`, or set AZURE_CLIENT_ID, AZURE_TENANT_ID and "
                 "AZURE_CLIENT_SECRET (a service principal), or run where a managed identity is available"
-            ]) from err
+            )]) from err
     return MLClient(credential, workspace["subscription_id"], workspace["resource_group"], workspace["workspace"])
 
 

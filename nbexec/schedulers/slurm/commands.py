@@ -55,10 +55,10 @@ def check_tools(env: Mapping[str, str] | None = None) -> None:
     """Raises EnvironmentCheckError when Slurm's client tools are not on PATH."""
     missing = missing_tools(env)
     if missing:
-        raise EnvironmentCheckError([
+        raise EnvironmentCheckError([(
             f"launch.scheduler is slurm but {', '.join(missing)} not found on PATH; run on a Slurm "
             "login node (or install the client: apt-get install slurm-client) or use --scheduler local"
-        ])
+        )])
 
 
 def _run(argv: list[str], env: Mapping[str, str] | None, check: bool = True) -> subprocess.CompletedProcess[str]:

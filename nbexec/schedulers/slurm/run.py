@@ -25,7 +25,13 @@ from nbexec.runner.sinks import Sink
 from nbexec.schedulers import node_run_dirs
 from nbexec.schedulers.filetail import FileTailPump
 from nbexec.schedulers.slurm import commands
-from nbexec.schedulers.slurm.script import SCRIPT_FILE, SPEC_FILE, build_sbatch_script, slurm_dir, spec_json
+from nbexec.schedulers.slurm.script import (
+    SCRIPT_FILE,
+    SPEC_FILE,
+    build_sbatch_script,
+    slurm_dir,
+    spec_json,
+)
 
 POLL_S = 0.5  # how often squeue is asked (the files are tailed every 0.2 s)
 JOB_ID_FILE = "job_id"
@@ -185,7 +191,11 @@ def submit_slurm(plan: LaunchPlan, *, sinks: Sequence[Sink] = (), finalizers: Se
     tracked: Any = None
     sinks, finalizers = list(sinks), list(finalizers)
     if plan.config.tracking.enabled:
-        from nbexec.tracking import create_training_mlflow_run, tracking_finalizer, with_tracking_env
+        from nbexec.tracking import (
+            create_training_mlflow_run,
+            tracking_finalizer,
+            with_tracking_env,
+        )
 
         tracked = create_training_mlflow_run(plan=plan)
         parent_logs = plan.config.tracking.metrics_from == "parent"
@@ -205,4 +215,4 @@ def submit_slurm(plan: LaunchPlan, *, sinks: Sequence[Sink] = (), finalizers: Se
     return run
 
 
-__all__ = ["SlurmRun", "SlurmJob", "submit_slurm"]
+__all__ = ["SlurmJob", "SlurmRun", "submit_slurm"]
