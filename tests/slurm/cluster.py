@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -116,6 +117,7 @@ def start_cluster(root: Path, *, cpus: int = 2, timeout: float = 60.0) -> LocalS
         "ReturnToService=2",
         "KillWait=5",  # SIGTERM -> SIGKILL on scancel / time limit
         "MinJobAge=600",  # scontrol still shows a finished job for 10 min
+        f"FirstJobId={random.randint(1000, 900_000)}",  # two test clusters on one machine: distinct cgroups
         "SlurmctldTimeout=30",
         "SlurmdTimeout=30",
         f"StateSaveLocation={root / 'state'}",

@@ -15,7 +15,10 @@ import pytest
 from .test_slurm import _job_processes, _mlflow_status
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "notebook"))
-from kernel_driver import Kernel, kernel_env  # the notebook tests' kernel driver (path set above)
+from kernel_driver import (  # the notebook tests' kernel driver (path set above)
+    Kernel,
+    kernel_env,
+)
 
 pytestmark = pytest.mark.slow
 SCRIPTS = Path(__file__).resolve().parents[1] / "fixtures" / "scripts"
