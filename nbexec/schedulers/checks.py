@@ -133,6 +133,7 @@ AZUREML_KEYS: dict[str, Any] = {
     "compute": _word(_AZURE_NAME_RE, "use the name of an AzureML compute cluster"),
     "environment": _word(_AZURE_NAME_RE, 'use an AzureML environment, e.g. "azureml:my-env:1"'),
     "instance_type": _word(_AZURE_NAME_RE, "use an AzureML instance type name"),
+    "gpus_per_node": lambda p, v: None if v is None else _int(p, v, low=0, high=64),
     "experiment": _name,
     "display_name": _name,
     "subscription_id": _word(_AZURE_NAME_RE, "use an Azure subscription id"),

@@ -186,3 +186,14 @@ def test_entry_runs_a_process_as_azureml_starts_it(tmp_path: Path) -> None:
     events = [json.loads(ln) for ln in (run_dir / "events.jsonl").read_text().splitlines()]
     assert [e["metrics"]["loss"] for e in events if e["kind"] == "metrics"][-1] == pytest.approx(0.2)
     assert "path: " + str(tmp_path / "mnt") in (run_dir / "config.yaml").read_text()
+
+
+def test_gpu_nodes_get_one_process_per_gpu_and_nccl(tmp_path: Path) -> None:
+    from nbexec.schedulers.azureml.job import build_command_job
+
+    plan = prepare({"launch": {"scheduler": "azureml", "azureml": {"compute": "a100s", "gpus_per_node": 8}},
+                    "output": {"dir": str(tmp_path)}})
+    assert plan.nproc == 8 and plan.backend == "nccl"
+    job = build_command_job(plan)
+    assert job.distribution.process_count_per_instance == 8
+    assert job.environment_variables["NBEXEC_BACKEND"] == "nccl"

@@ -119,3 +119,19 @@ def test_failing_job_reports_its_root_cause(slurm_cluster, tmp_path):
     assert run.status is RunStatus.FAILED and run.slurm_state == "FAILED"
     assert "rank 1 line 4" in [ln.text for ln in run.lines(1)]
     assert run.tracking is not None and _mlflow_status(run.tracking.run_id) == "FAILED"
+
+
+def test_a_job_slurm_refuses_says_why_and_ends_its_mlflow_run(slurm_cluster, tmp_path):
+    from nbexec.errors import NbexecError
+
+    config = _config(tmp_path)
+    config["launch"]["slurm"] = {**config["launch"]["slurm"], "partition": "no-such-partition"}
+    with pytest.raises(NbexecError) as caught:
+        launch(config)
+    assert "sbatch" in str(caught.value) and "partition" in str(caught.value).lower()
+    from nbexec.tracking.store import get_client
+
+    client = get_client(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("slurm-tests")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
+    assert runs[0].info.status == "FAILED"

@@ -47,14 +47,19 @@ def require_azure_ai_ml() -> Any:
 
 
 def azureml_node_hardware(config: TrainingConfig) -> HardwareInfo:
-    """The plan's view of an AzureML node: ``nproc`` is the config's (``auto``: 1 per node)."""
-    from nbexec.hardware import HardwareInfo
+    """The plan's view of an AzureML node: ``launch.azureml.gpus_per_node`` GPUs
+    (``nproc: auto`` = one process per GPU, nccl), else CPU processes (``auto``: 1)."""
+    from nbexec.hardware import GPUInfo, HardwareInfo
 
+    gpus = int(config.launch.azureml.get("gpus_per_node") or 0)
     nproc = config.launch.nproc
     cpus = min(MAX_NPROC, int(nproc)) if nproc != "auto" else 1
-    return HardwareInfo(gpus=(), cpu_count=cpus, platform="azureml", gpu_source="none",
-                        gpu_error="GPUs are the compute cluster's (launch.azureml.compute)",
-                        cuda_visible_devices=None)
+    return HardwareInfo(
+        gpus=tuple(GPUInfo(i, "AzureML GPU (gpus_per_node)", 0, f"azureml-gpu-{i}", None) for i in range(gpus)),
+        cpu_count=cpus, platform="azureml", gpu_source="azureml" if gpus else "none",
+        gpu_error=None if gpus else "no GPUs given (launch.azureml.gpus_per_node)",
+        cuda_visible_devices=None,
+    )
 
 
 def job_dir(plan: LaunchPlan) -> Path:
