@@ -142,7 +142,12 @@ def launch(
             finalizers = [tracking_finalizer(tracked), *finalizers]
     try:
         write_run_inputs(plan)
-        run = TrainingRun(plan, sinks=sinks, finalizers=finalizers)
+        if plan.config.launch.is_multinode:  # root cause: the earliest failure on any node
+            from nbexec.schedulers.multinode_run import MultiNodeRun
+
+            run = MultiNodeRun(plan, sinks=sinks, finalizers=finalizers)
+        else:
+            run = TrainingRun(plan, sinks=sinks, finalizers=finalizers)
         run._start()
     except BaseException as err:
         if tracked is not None:

@@ -29,6 +29,11 @@ TINY = {
 }
 
 
+@pytest.fixture
+def scripts_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "fixtures" / "scripts"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -95,3 +100,29 @@ def test_two_agents_train_the_reference_model_together(tmp_path: Path) -> None:
     runs = client.search_runs([exp.experiment_id])
     assert [r.info.run_id for r in runs] == [result0.mlflow_run_id]
     assert runs[0].info.status == "FINISHED" and runs[0].data.metrics["val_loss"] > 0
+
+
+def test_a_rank_failing_on_node1_is_the_root_cause_on_both_nodes(tmp_path: Path, scripts_dir: Path) -> None:
+    from nbexec.errors import TrainingFailed
+
+    config = {
+        "launch": {"entrypoint": str(scripts_dir / "fail_rank1.py"), "nproc": 1, "backend": "gloo",
+                   "nnodes": 2, "rdzv_endpoint": f"127.0.0.1:{_free_port()}"},
+        "output": {"dir": str(tmp_path / "runs"), "run_name": "boom"},
+        "tracking": {"enabled": False},
+    }
+    node0 = launch(config)
+    try:
+        peer = peer_command(node0.plan, 1)
+        args = build_parser().parse_args(peer[1:])
+        node1 = launch(plan=prepare_from_args(args))
+        errors = []
+        for node in (node1, node0):
+            with pytest.raises(TrainingFailed) as caught:
+                node.result(timeout=180)
+            errors.append(caught.value)
+    finally:
+        node0.cancel()
+    for error in errors:  # node 0's rank failed too (its peer vanished): a consequence, not the cause
+        assert error.root_cause.rank == 1 and error.root_cause.exc_type == "ValueError"
+        assert "rank one exploded on batch 17" in error.root_cause.message

@@ -20,10 +20,10 @@ from nbexec.errors import RootCause
 from nbexec.plan import LaunchPlan
 from nbexec.result import RunStatus
 from nbexec.runner.handle import DRAIN_TIMEOUT, Finalizer, TrainingRun, write_run_inputs
-from nbexec.runner.rootcause import find_root_cause
 from nbexec.runner.sinks import Sink
 from nbexec.schedulers import node_run_dirs
 from nbexec.schedulers.filetail import FileTailPump
+from nbexec.schedulers.multinode_run import find_job_root_cause
 from nbexec.schedulers.slurm import commands
 from nbexec.schedulers.slurm.script import (
     SCRIPT_FILE,
@@ -137,12 +137,8 @@ class SlurmRun(TrainingRun):
             reason = f" ({state.reason})" if state.reason else ""
             return RootCause(rank=None, exit_code=exit_code,
                              message=f"Slurm job {self.job_id} {state.state}: {_STATE_CAUSES[state.state]}{reason}")
-        cause = find_root_cause(self.plan.run_dir, exit_code)
+        cause = find_job_root_cause(self.plan.run_dir, exit_code)  # the earliest on any node
         if cause.rank is None:  # nothing from the ranks: say what Slurm saw
-            for node_dir in node_run_dirs(self.plan.run_dir)[1:]:
-                other = find_root_cause(node_dir, exit_code)
-                if other.rank is not None:
-                    return other
             where = f"; see {slurm_dir(self.plan.run_dir)}/slurm-{self.job_id}.out"
             return RootCause(rank=None, exit_code=exit_code,
                              message=f"Slurm job {self.job_id} {state.state if state else 'FAILED'}: "
