@@ -51,6 +51,8 @@ _EXPORTS: dict[str, str] = {
     "create_training_child_run": "nbexec.tracking",
     "setup_mlflow_tracking_env": "nbexec.tracking",
     "add_training_tags": "nbexec.tracking",
+    # notebook widgets (import ipywidgets when first used)
+    "TrainingPanel": "nbexec.notebook.panel",
     # child side (also importable from nbexec.child)
     "RunContext": "nbexec.child",
     "create_run_context": "nbexec.child",
@@ -94,3 +96,4 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
         TrainingFailed,
     )
     from nbexec.hardware import GPUInfo, HardwareInfo, detect_hardware
+    from nbexec.notebook.panel import TrainingPanel
