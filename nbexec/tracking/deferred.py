@@ -16,6 +16,7 @@ still before anything is spawned) and a thread opens the run meanwhile:
 from __future__ import annotations
 
 import threading
+import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -44,13 +45,14 @@ class DeferredTrackedRun:
 
         check_store_reachable(normalize_tracking_uri(resolve_tracking_uri(config=plan.config)))
         self._future: Future[TrackedRun] = Future()
+        self._started = time.time()  # the run's start in MLflow is the job's, not when MLflow was ready
         threading.Thread(target=self._open, args=(plan,), name="nbexec-mlflow-open", daemon=True).start()
 
     def _open(self, plan: LaunchPlan) -> None:
         try:
             from nbexec.tracking.create import create_training_mlflow_run
 
-            self._future.set_result(create_training_mlflow_run(plan=plan))
+            self._future.set_result(create_training_mlflow_run(plan=plan, start_time=self._started))
         except BaseException as err:  # noqa: BLE001 - reported by finalize()
             self._future.set_exception(err)
 
