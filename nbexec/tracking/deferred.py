@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import threading
 import time
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
+from nbexec.errors import TrackingError
 from nbexec.events import Event
 from nbexec.runner.sinks import Sink
 
@@ -85,11 +85,9 @@ class DeferredTrackedRun:
         try:
             tracked = self._future.result(OPEN_TIMEOUT_S)
         except Exception as err:  # noqa: BLE001 - the training outcome must not be lost
-            from nbexec.tracking.store import TrackingWarning
-
-            warnings.warn(f"the job ran untracked: its MLflow run could not be opened ({err})",
-                          TrackingWarning, stacklevel=2)
-            return result
+            # Raised to the run handle, which keeps the result as it is and shows this
+            # as an "nbexec:" line wherever the job's lines go (cell view, terminal).
+            raise TrackingError(f"the job ran untracked: its MLflow run could not be opened ({err})") from err
         return tracked.finish(result)
 
     def abort(self, error: BaseException) -> None:
