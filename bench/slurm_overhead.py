@@ -25,8 +25,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests" / "slurm"))
 
-from _common import median, noise_note, print_header, print_table
-from cluster import missing_requirements, start_cluster
+from _common import median, noise_note, print_header, print_table  # noqa: E402 - path set above
+from cluster import missing_requirements, start_cluster  # noqa: E402
 
 NOOP = "import os\nprint('rank', os.environ['RANK'], 'of', os.environ['WORLD_SIZE'])\n"
 

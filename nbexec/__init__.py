@@ -51,6 +51,8 @@ _EXPORTS: dict[str, str] = {
     "create_training_child_run": "nbexec.tracking",
     "setup_mlflow_tracking_env": "nbexec.tracking",
     "add_training_tags": "nbexec.tracking",
+    # notebook widgets (import ipywidgets when first used)
+    "TrainingPanel": "nbexec.notebook.panel",
     # scaling out: multi-node torchrun, Slurm and AzureML (nbexec.schedulers)
     "peer_command": "nbexec.schedulers.multinode",
     "SlurmRun": "nbexec.schedulers.slurm.run",
@@ -100,3 +102,4 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
         TrainingFailed,
     )
     from nbexec.hardware import GPUInfo, HardwareInfo, detect_hardware
+    from nbexec.notebook.panel import TrainingPanel
