@@ -85,6 +85,8 @@ def test_two_agents_train_the_reference_model_together(tmp_path: Path) -> None:
     assert "2 process(es)" in result0.log_paths["rank0"].read_text()  # the trainer's world size
     rank1_log = result1.log_paths["rank1"].read_text()
     assert "[rank1]:" in rank1_log and "Reducer" in rank1_log  # rank 1 ran DDP, on node 1
+    assert "rank 0 of world size 2" in result0.log_paths["rank0"].read_text()  # both ranks' logs say it
+    assert "rank 1 of world size 2" in rank1_log
     for result in (result0, result1):  # each agent saw a world of 2
         launcher = result.log_paths["launcher"].read_text()
         assert "global_world_sizes=[2]" in launcher, launcher[-2000:]
