@@ -51,6 +51,14 @@ _EXPORTS: dict[str, str] = {
     "create_training_child_run": "nbexec.tracking",
     "setup_mlflow_tracking_env": "nbexec.tracking",
     "add_training_tags": "nbexec.tracking",
+    # HPO sweeps (the nbexec[hpo] extra) and lineage
+    "run_hpo": "nbexec.hpo",
+    "run_final_training_workflow": "nbexec.hpo",
+    "get_or_compute_study_key_hash": "nbexec.hpo",
+    "get_or_compute_trial_key_hash": "nbexec.hpo",
+    "extract_lineage_from_best_model": "nbexec.lineage",
+    "apply_lineage_tags": "nbexec.lineage",
+    "Lineage": "nbexec.lineage",
     # child side (also importable from nbexec.child)
     "RunContext": "nbexec.child",
     "create_run_context": "nbexec.child",
@@ -94,3 +102,10 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
         TrainingFailed,
     )
     from nbexec.hardware import GPUInfo, HardwareInfo, detect_hardware
+    from nbexec.hpo import (
+        get_or_compute_study_key_hash,
+        get_or_compute_trial_key_hash,
+        run_final_training_workflow,
+        run_hpo,
+    )
+    from nbexec.lineage import Lineage, apply_lineage_tags, extract_lineage_from_best_model
