@@ -160,8 +160,13 @@ def run_hpo(
     storage = f"sqlite:///{path}"
     study = optuna.create_study(
         study_name=name, storage=storage, direction=direction, load_if_exists=True,
-        sampler=sampler or optuna.samplers.TPESampler(seed=seed), pruner=pruner or optuna.pruners.MedianPruner(),
+        sampler=sampler, pruner=pruner or optuna.pruners.MedianPruner(),
     )
+    if sampler is None:
+        # A resumed session must not replay the first session's draws (they would repeat its params):
+        # the seed moves on with the trials already in the study, and stays reproducible.
+        done = len(study.get_trials(deepcopy=False))
+        study.sampler = optuna.samplers.TPESampler(seed=None if seed is None else seed + done)
     _claim(study, key, name, path)
     out = Path(output_dir).absolute() if output_dir is not None else path.parent / name
     if not study.user_attrs.get(STUDY_KEY_ATTR):
