@@ -13,9 +13,10 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
-from conftest import LR_SPACE, SCRIPTS, children, load_study, script_config
 
 from nbexec.hpo import run_hpo
+
+from .conftest import LR_SPACE, SCRIPTS, children, load_study, script_config
 
 pytestmark = pytest.mark.slow
 

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import LR_SPACE, children, load_study, script_config
 
 from nbexec.errors import ConfigError
 from nbexec.hpo import run_hpo
 from nbexec.hpo.keys import STUDY_KEY_ATTR, TRIAL_KEY_ATTR, compute_trial_key_hash
+
+from .conftest import LR_SPACE, children, load_study, script_config
 
 pytestmark = pytest.mark.slow
 
