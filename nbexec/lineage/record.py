@@ -116,6 +116,14 @@ class Lineage:
     backup: BackupLineage | None = None
     missing: tuple[str, ...] = ()
 
+    def __repr__(self) -> str:
+        run = self.final_run.run_name if self.final_run else "unknown run"
+        trial = self.best_trial
+        origin = f" from trial {trial.number} of study {self.study.name!r}" if trial and self.study else ""
+        sha = f", checkpoint sha256 {self.checkpoint.sha256[:16]}" if self.checkpoint and self.checkpoint.sha256 else ""
+        gaps = f", {len(self.missing)} missing" if self.missing else ""
+        return f"<Lineage {run}{origin}{sha}{gaps}>"
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"version": LINEAGE_VERSION}
         for name in SECTIONS:
