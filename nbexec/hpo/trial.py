@@ -154,11 +154,22 @@ def run_trial(study: Any, trial: Any, setup: TrialSetup) -> TrialRecord:
     """
     import optuna
 
-    started = time.time()
     attempt = int(trial.user_attrs.get(ATTR_ATTEMPT, 0)) + 1
     trial.set_user_attr(ATTR_ATTEMPT, attempt)
     trial.set_user_attr(ATTR_WORKER, worker_identity())
     trial.set_user_attr(ATTR_INTERRUPTED, False)
+    try:
+        return _run(study, trial, setup, attempt, optuna)
+    except BaseException:
+        # Interrupted (or broken) before the study was told: the next run_hpo, even in this
+        # same process (a notebook kernel), runs this trial again instead of waiting for it.
+        if not study.trials[trial.number].state.is_finished():
+            trial.set_user_attr(ATTR_INTERRUPTED, True)
+        raise
+
+
+def _run(study: Any, trial: Any, setup: TrialSetup, attempt: int, optuna: Any) -> TrialRecord:
+    started = time.time()
     params = setup.space.suggest(trial)
     key = get_or_compute_trial_key_hash(trial=trial, study_key_hash=setup.study_key_hash, params=params)
     run_name = _run_name(setup, trial.number, attempt)
@@ -246,8 +257,7 @@ def _follow(run: TrainingRun, trial: Any, reporter: ObjectiveSink, timeout: floa
                 pruned = True
                 run.cancel()
     except BaseException:
-        trial.set_user_attr(ATTR_INTERRUPTED, True)
-        run.cancel()
+        run.cancel()  # run_trial marks the trial to run again
         raise
 
 

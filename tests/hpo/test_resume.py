@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -90,3 +91,36 @@ def test_kill_after_two_trials_then_resume_runs_four_without_duplicates(project:
     assert "runs again" in killed.data.tags["nbexec.failure"]
     assert len(runs) == 5
     assert os.path.isdir(after[2].user_attrs["nbexec.run_dir"])
+
+
+def test_an_interrupt_cancels_the_trial_and_the_next_call_in_the_same_process_runs_it_again(
+        project: Path, client, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """What a notebook's stop button does: KeyboardInterrupt in the sweep's thread, then the cell is run again."""
+    release = project / "release"
+    waiting = Path(f"{release}.waiting")
+    monkeypatch.setenv("HOLD_TRIAL", "1")
+    monkeypatch.setenv("RELEASE_FILE", str(release))
+
+    def interrupt_when_trial_1_waits() -> None:
+        wait_until(waiting.exists, 120, "trial 1 to start")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_when_trial_1_waits, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_hpo(script_config(), LR_SPACE, 2, study_path="study.db", seed=2)
+
+    study = load_study(project / "study.db")
+    first = study.get_trials()
+    assert [t.state for t in first] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING]
+    assert first[1].user_attrs["nbexec.interrupted"] is True
+    job = json.loads((Path(first[1].user_attrs["nbexec.run_dir"]) / "result.json").read_text())
+    assert job["status"] == "KILLED"  # the trial's job was cancelled, not left running
+    assert client.get_run(first[1].user_attrs["nbexec.mlflow_run_id"]).info.status == "KILLED"
+    assert client.get_run(study.user_attrs["nbexec.mlflow_run_id"]).info.status == "KILLED"
+
+    release.write_text("go")
+    result = run_hpo(script_config(), LR_SPACE, 2, study_path="study.db", seed=2)
+    assert result.ran == (1,)
+    assert [t.state for t in result.trials] == ["COMPLETE", "COMPLETE"]
+    assert result.trials[1].params == first[1].params
+    assert client.get_run(result.mlflow_run_id).info.status == "FINISHED"
