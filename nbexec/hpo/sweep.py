@@ -26,6 +26,7 @@ from nbexec.errors import ConfigError, EnvironmentCheckError
 from nbexec.hpo.keys import STUDY_KEY_ATTR, compute_study_key_hash
 from nbexec.hpo.space import SearchSpace, apply_params
 from nbexec.hpo.trial import ATTR_FAILURE, ATTR_MLFLOW_RUN, TrialRecord, TrialSetup, is_stale, run_trial
+from nbexec.result import RunStatus
 
 if TYPE_CHECKING:
     from nbexec.config import TrainingConfig
@@ -341,8 +342,9 @@ def _open_study_run(study: Any, cfg: TrainingConfig, name: str, key: str, storag
         except Exception:  # noqa: BLE001 - another store, or the run was deleted: open a new one
             run = None
         if run is not None and run.info.lifecycle_stage == "active":
-            if run.info.status != "RUNNING":
+            if run.info.status != "RUNNING":  # resumed after an interruption, or extended
                 client.update_run(run_id, status="RUNNING")
+            client.set_tag(run_id, "nbexec.status", "RUNNING")
             return TrackedRun(setup=setup, run_id=run_id, experiment_id=run.info.experiment_id, run_name=name,
                               config=cfg)
     tracked = create_training_mlflow_run(
@@ -368,4 +370,4 @@ def _close_study_run(study_run: Any, result: HpoResult) -> None:
         client.log_metric(study_run.run_id, "hpo.best_value", float(result.best.value or 0.0))
     for k, v in tags.items():
         client.set_tag(study_run.run_id, k, v)
-    client.set_terminated(study_run.run_id, status="FINISHED")
+    study_run.end(RunStatus.FINISHED)  # status and nbexec.status tag, as any run nbexec ends

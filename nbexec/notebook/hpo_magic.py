@@ -62,9 +62,15 @@ class HpoMagics(Magics):
         from nbexec.notebook.errors import failure_lines, shown_briefly
 
         kwargs = hpo_kwargs(args)
-        table = _TrialsTable(str(args.objective), kernel=getattr(self.shell, "kernel", None) is not None)
+        in_kernel = getattr(self.shell, "kernel", None) is not None
+        table = _TrialsTable(str(args.objective), kernel=in_kernel)
+        sinks = None
+        if not in_kernel and not args.quiet:  # a terminal IPython streams rank 0's lines, as the CLI does
+            from nbexec.runner.sinks import TerminalSink
+
+            sinks = lambda trial: [TerminalSink(ranks=[0])]  # noqa: E731
         try:
-            result = run_hpo(args.config, space, on_trial=table.add, **kwargs)
+            result = run_hpo(args.config, space, on_trial=table.add, sinks=sinks, **kwargs)
             table.done(result)
             if not args.final:
                 return result

@@ -42,8 +42,9 @@ def test_four_trials_of_the_reference_trainer(project: Path, client, tiny) -> No
 
     # MLflow: one study run with the 4 trials as its children, each with its params and objective
     study_run = client.get_run(result.mlflow_run_id)
-    assert study_run.info.status == "FINISHED"
+    assert study_run.info.status == study_run.data.tags["nbexec.status"] == "FINISHED"
     assert study_run.info.run_name == result.study_name
+    assert study_run.data.tags["nbexec.study_key_hash"] == result.study_key_hash
     kids = children(client, result.mlflow_run_id)
     assert len(kids) == 4
     by_id = {r.info.run_id: r for r in kids}
