@@ -51,6 +51,8 @@ _EXPORTS: dict[str, str] = {
     "create_training_child_run": "nbexec.tracking",
     "setup_mlflow_tracking_env": "nbexec.tracking",
     "add_training_tags": "nbexec.tracking",
+    # notebook widgets (import ipywidgets when first used)
+    "TrainingPanel": "nbexec.notebook.panel",
     # HPO sweeps (the nbexec[hpo] extra) and lineage
     "run_hpo": "nbexec.hpo",
     "run_final_training_workflow": "nbexec.hpo",
@@ -109,3 +111,4 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
         run_hpo,
     )
     from nbexec.lineage import Lineage, apply_lineage_tags, extract_lineage_from_best_model
+    from nbexec.notebook.panel import TrainingPanel
