@@ -97,6 +97,7 @@ def lineage_command(args: argparse.Namespace) -> int:
 
 
 def add_lineage_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``nbexec lineage``."""
     parser.add_argument("path", help="a final run's directory, or its checkpoint directory")
     parser.add_argument("--study", help="the study file (default: the one its lineage.json names)")
     parser.add_argument("--study-name", help="which study in the file (default: the recorded or only one)")

@@ -141,3 +141,40 @@ def test_nbexec_lineage_prints_the_table(tmp_path: Path, capsys: pytest.CaptureF
     assert record["final_run"]["run_name"] == "final-1" and record["version"] == 1
     assert main(["lineage", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_final_workflow_refuses_what_it_cannot_train_before_starting_anything(tmp_path: Path) -> None:
+    import optuna
+
+    from nbexec.errors import ConfigError
+    from nbexec.hpo import run_final_training_workflow
+
+    with pytest.raises(ConfigError, match="does not exist; run run_hpo") as info:
+        run_final_training_workflow(tmp_path / "missing.db")
+    assert info.value.field == "study_path" and not (tmp_path / "missing.db").exists()
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="only-failures", storage=storage)
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    with pytest.raises(ConfigError, match="no completed trial"):
+        run_final_training_workflow(tmp_path / "study.db", output_dir=tmp_path / "out")
+    with pytest.raises(ConfigError, match="trial 0 of study 'only-failures' did not complete"):
+        run_final_training_workflow(tmp_path / "study.db", trial_number=0, output_dir=tmp_path / "out")
+    optuna.create_study(study_name="second", storage=storage)
+    with pytest.raises(ConfigError, match="holds 2 studies"):
+        run_final_training_workflow(tmp_path / "study.db", output_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_optuna_a_sweep_says_how_to_install_it_and_extraction_lists_the_study_missing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from nbexec.errors import EnvironmentCheckError
+    from nbexec.hpo import run_hpo
+
+    (tmp_path / "study.db").write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if the nbexec[hpo] extra were not installed
+    with pytest.raises(EnvironmentCheckError, match=r"pip install 'nbexec\[hpo\]'"):
+        run_hpo(None, {"training.learning_rate": [0.01]}, 1, study_path=tmp_path / "study.db")
+    lineage = extract_lineage_from_best_model(tmp_path / "nothing", tmp_path / "study.db")
+    assert any("Optuna is not installed" in m for m in lineage.missing)
