@@ -169,7 +169,6 @@ def run_trial(study: Any, trial: Any, setup: TrialSetup) -> TrialRecord:
 
 
 def _run(study: Any, trial: Any, setup: TrialSetup, attempt: int, optuna: Any) -> TrialRecord:
-    started = time.time()
     params = setup.space.suggest(trial)
     key = get_or_compute_trial_key_hash(trial=trial, study_key_hash=setup.study_key_hash, params=params)
     run_name = _run_name(setup, trial.number, attempt)
@@ -191,7 +190,7 @@ def _run(study: Any, trial: Any, setup: TrialSetup, attempt: int, optuna: Any) -
     if failure:
         trial.set_user_attr(ATTR_FAILURE, failure)
     if tracked is not None:
-        _tag_outcome(setup, tracked.run_id, outcome, value, time.time() - started)
+        _tag_outcome(setup, tracked.run_id, outcome, value)
     study.tell(trial, value if outcome == "COMPLETE" else None, state=getattr(optuna.trial.TrialState, outcome))
     return _record(study, trial.number)
 
@@ -214,10 +213,12 @@ def _run_job(trial: Any, setup: TrialSetup, plan: Any, tracked: Any) -> tuple[st
         if tracked is not None:
             tracked.abort(err)
         return "FAIL", None, f"{type(err).__name__}: {str(err).splitlines()[0]}"
-    pruned = _follow(run, trial, reporter, setup.timeout)
+    stopped = _follow(run, trial, reporter, setup.timeout)
     result = _final_result(run)
-    if pruned:
+    if stopped == "pruned":
         return "PRUNED", None, None
+    if stopped == "timeout":
+        return "FAIL", None, f"timed out: the job was cancelled after {setup.timeout:g} s (trial_timeout)"
     if result.status is RunStatus.KILLED:
         return "FAIL", None, "the job was cancelled"
     if result.status is RunStatus.FAILED:
@@ -231,30 +232,34 @@ def _run_job(trial: Any, setup: TrialSetup, plan: Any, tracked: Any) -> tuple[st
     return "COMPLETE", float(value), None
 
 
-def _follow(run: TrainingRun, trial: Any, reporter: ObjectiveSink, timeout: float | None) -> bool:
-    """Report each objective value to the trial as it arrives; cancel the job when it is pruned."""
+def _follow(run: TrainingRun, trial: Any, reporter: ObjectiveSink, timeout: float | None) -> str | None:
+    """Report each objective value to the trial as it arrives; cancel the job when it is pruned or late.
+
+    Returns:
+        ``"pruned"``, ``"timeout"`` or None (the job ended by itself).
+    """
     deadline = time.monotonic() + timeout if timeout else None
     count = 0
-    pruned = False
+    stopped: str | None = None
     try:
         while True:
             try:
                 item = reporter.values.get(timeout=0.5)
             except queue.Empty:
-                if deadline is not None and time.monotonic() > deadline:
+                if stopped is None and deadline is not None and time.monotonic() > deadline:
+                    stopped = "timeout"
                     run.cancel()
-                    deadline = None
                 continue
-            if item is None:
-                return pruned
-            if pruned:
+            if item is None:  # the job is over; every event came before this
+                return stopped
+            if stopped is not None:
                 continue
             step, value = item
             step = step if step is not None else count
             count += 1
             trial.report(value, step)
             if trial.should_prune():
-                pruned = True
+                stopped = "pruned"
                 run.cancel()
     except BaseException:
         run.cancel()  # run_trial marks the trial to run again
@@ -322,7 +327,7 @@ def _record_unstarted(setup: TrialSetup, params: Mapping[str, Any], run_name: st
         pass  # the trial is recorded FAIL in the study either way
 
 
-def _tag_outcome(setup: TrialSetup, run_id: str, state: str, value: float | None, took: float) -> None:
+def _tag_outcome(setup: TrialSetup, run_id: str, state: str, value: float | None) -> None:
     from nbexec.tracking.store import get_client
 
     try:

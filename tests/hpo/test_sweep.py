@@ -119,6 +119,17 @@ def test_a_pruner_stops_a_trial_from_its_intermediate_values(project: Path, clie
     assert result.best is None
 
 
+def test_a_trial_past_its_timeout_is_cancelled_and_failed(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOLD_TRIAL", "0")  # trial 0 would wait for a file nobody writes
+    monkeypatch.setenv("RELEASE_FILE", str(project / "never"))
+    config = script_config(epochs=2)
+    config["tracking"] = {"enabled": False}
+    result = run_hpo(config, LR_SPACE, 2, study_path="study.db", trial_timeout=4)
+    assert [t.state for t in result.trials] == ["FAIL", "COMPLETE"]
+    assert "timed out" in result.trials[0].failure and "after 4 s" in result.trials[0].failure
+    assert json.loads((Path(result.trials[0].run_dir) / "result.json").read_text())["status"] == "KILLED"
+
+
 def test_untracked_sweep(project: Path) -> None:
     config = script_config(epochs=1)
     config["tracking"] = {"enabled": False}
