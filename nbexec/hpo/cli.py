@@ -77,8 +77,8 @@ def hpo_command(args: argparse.Namespace) -> int:
         final = run_final_training_workflow(result.study_path, study_name=result.study_name,
                                             overrides=kwargs["overrides"], stream=not args.quiet,
                                             **backup_kwargs(args.backup))
-        print(f"nbexec: final run {final.result.run_name} {final.result.status.value}; backup {final.backup.status}: "
-              f"{final.backup.message}\nlineage ({final.lineage_path}):\n{final.lineage}")
+        print(f"nbexec: final run {final.result.run_name} {final.result.status.value}; {final.backup.message}\n"
+              f"lineage ({final.lineage_path}):\n{final.lineage}")
     return 0
 
 

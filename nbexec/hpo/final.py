@@ -200,7 +200,7 @@ def _base_config(study: Any, config: Any, overrides: Sequence[str]) -> TrainingC
 def _backup(result: TrainingResult, *, backup_enabled: bool, backup_to_drive: bool, target: str | None,
             project: str | None) -> BackupOutcome:
     if not (backup_enabled or backup_to_drive):
-        return BackupOutcome("off", "backup not requested")
+        return BackupOutcome("off", "no backup (not requested)")
     if result.checkpoint is None:
         return BackupOutcome("failed", "backup failed: nothing to back up, the run wrote no checkpoint")
     try:
