@@ -59,6 +59,14 @@ _EXPORTS: dict[str, str] = {
     "build_sbatch_script": "nbexec.schedulers.slurm.script",
     "AzureMLRun": "nbexec.schedulers.azureml.run",
     "build_command_job": "nbexec.schedulers.azureml.job",
+    # HPO sweeps (the nbexec[hpo] extra) and lineage
+    "run_hpo": "nbexec.hpo",
+    "run_final_training_workflow": "nbexec.hpo",
+    "get_or_compute_study_key_hash": "nbexec.hpo",
+    "get_or_compute_trial_key_hash": "nbexec.hpo",
+    "extract_lineage_from_best_model": "nbexec.lineage",
+    "apply_lineage_tags": "nbexec.lineage",
+    "Lineage": "nbexec.lineage",
     # child side (also importable from nbexec.child)
     "RunContext": "nbexec.child",
     "create_run_context": "nbexec.child",
@@ -102,4 +110,11 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
         TrainingFailed,
     )
     from nbexec.hardware import GPUInfo, HardwareInfo, detect_hardware
+    from nbexec.hpo import (
+        get_or_compute_study_key_hash,
+        get_or_compute_trial_key_hash,
+        run_final_training_workflow,
+        run_hpo,
+    )
+    from nbexec.lineage import Lineage, apply_lineage_tags, extract_lineage_from_best_model
     from nbexec.notebook.panel import TrainingPanel

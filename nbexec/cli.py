@@ -2,6 +2,8 @@
 
     nbexec train [CONFIG] [--nproc N] [--set k=v ...] [--output DIR] [--dry-run] [-- script args]
     nbexec doctor [CONFIG]
+    nbexec hpo [CONFIG] --space SPACE --trials N [--study PATH] [--final]
+    nbexec lineage RUN_DIR [--study PATH]
 
 Exit codes: 0 success, 1 training failed, 2 bad config or usage,
 3 environment or tracking store not ready, 130 interrupted (the job is cancelled first).
@@ -38,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_train_arguments(train)
 
+    from nbexec.hpo.cli import add_hpo_arguments, add_lineage_arguments
+
+    add_hpo_arguments(sub.add_parser("hpo", help="run or resume an Optuna sweep of training jobs (nbexec[hpo])"))
+    add_lineage_arguments(sub.add_parser("lineage", help="show where a trained model came from"))
+
     doctor = sub.add_parser("doctor", help="show hardware and check the environment for a launch")
     doctor.add_argument("config", nargs="?", help="config to check (default: embedded demo config)")
     doctor.add_argument("--nproc", help="processes to check for")
@@ -50,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args, script_args)
+        if args.command in ("hpo", "lineage"):
+            from nbexec.hpo import cli as hpo_cli
+
+            return hpo_cli.hpo_command(args) if args.command == "hpo" else hpo_cli.lineage_command(args)
         return _doctor(args)
     except ConfigError as err:
         print(f"nbexec: config error: {err}", file=sys.stderr)
@@ -57,6 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (EnvironmentCheckError, TrackingError) as err:
         print(f"nbexec: {err}", file=sys.stderr)
         return EXIT_ENV
+    except TrainingFailed as err:  # nbexec hpo --final
+        print(f"nbexec: FAILED\n{err}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:  # nbexec hpo: the trial's job is already cancelled; run again to resume
+        print("\nnbexec: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _train(args: argparse.Namespace, script_args: list[str] | None) -> int:

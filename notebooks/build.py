@@ -217,6 +217,95 @@ print(sorted(k for k in tracked.data.metrics if k.startswith("val_")))
 """),
 ]
 
+HPO_LINEAGE = [
+    md("""
+# From a sweep to a traceable checkpoint: HPO, final training, lineage
+
+An Optuna study (SQLite) whose trials are real training jobs (each its own run directory and
+an MLflow run nested under the study's), then the final training with the best trial's config,
+an immediate backup of its checkpoint, and the lineage of the model:
+data fingerprint -> study -> best trial -> final run -> checkpoint -> backup.
+Needs the HPO extra: `pip install 'nbexec[hpo]'`.
+"""),
+    code("%load_ext nbexec"),
+    code("""
+import shutil
+
+import optuna
+
+shutil.rmtree("outputs/hpo", ignore_errors=True)  # a fresh study each time this notebook runs
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # the trials table says what Optuna would log
+"""),
+    md("""
+## `%%hpo`: the search space is the cell
+
+Dotted config keys and their distributions (`float`/`int` with `low`, `high`, `log`, `step`,
+or `categorical` with `choices`). The options are `nbexec hpo`'s: the base config, `--trials`
+(the size the study should reach), `--study`, `--objective` (default `val_loss`), `--direction`,
+`--set`, `--seed`, `--final`... The table updates as trials end; the cell returns the `HpoResult`.
+"""),
+    code("""%%hpo tiny.yaml --trials 3 --study outputs/hpo/study.db --seed 0 --quiet
+training.learning_rate: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+sweep = _
+print(len(sweep.trials), sweep.counts())
+print(sweep.best.number in range(3), sorted(sweep.best.params))
+print(len(sweep.best.intermediate) >= 1)  # values reported while the trial ran (what pruners see)
+"""),
+    md("""
+## Resuming: `n_trials` is the size of the study
+
+The same call with a larger `n_trials` (or after an interruption, the same one) runs only what is
+missing; an interrupted trial runs again under its own number with its own params. Here the
+Python API asks for 4 trials of the same study: one more runs.
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+import nbexec
+
+SPACE = {"training.learning_rate": {"type": "float", "low": 1.0e-3, "high": 1.0e-1, "log": True}}
+more = nbexec.run_hpo("tiny.yaml", SPACE, 4, study_path="outputs/hpo/study.db", seed=0)
+print(more.ran, len(more.trials), more.study_name == sweep.study_name)
+"""),
+    md("""
+## Final training with the best trial, backed up at once
+
+`run_final_training_workflow` trains the best trial's config, backs the checkpoint up right away
+(`backup_enabled` / `backup_to_drive`; when this nbexec has no backup capability the result says
+"backup not available"), writes `lineage.json` beside the checkpoint, and tags the MLflow run.
+"""),
+    code("""
+final = nbexec.run_final_training_workflow("outputs/hpo/study.db", backup_enabled=True,
+                                           backup_target="outputs/backups")
+final
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+lineage = final.lineage
+print(final.result.status, final.backup.status in ("done", "unavailable"))
+print(lineage.best_trial.number == more.best.number, lineage.best_trial.params == dict(more.best.params))
+print(lineage.final_run.mlflow_run_id == final.result.mlflow_run_id)
+print(lineage.data.fingerprint == lineage.study.data_fingerprint, len(lineage.checkpoint.sha256))
+"""),
+    md("""
+## The lineage, from files or from MLflow
+
+`extract_lineage_from_best_model` rebuilds the record from the model directory and the study file
+alone; the MLflow tags (`nbexec.lineage.*`) hold the same record. On the command line:
+`nbexec lineage <run dir>`. With a tracking server, the run ids in the table are links.
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+from nbexec.lineage import read_lineage_tags
+
+rebuilt = nbexec.extract_lineage_from_best_model(final.result.run_dir, "outputs/hpo/study.db")
+print(rebuilt == lineage, read_lineage_tags(final.result.mlflow_run_id) == lineage)
+"""),
+    code("lineage"),
+    code("print(lineage)"),
+]
+
 PANEL = [
     md("""
 # nbexec training panel: a form, Train and Stop, the run, and the runs before it
@@ -279,7 +368,12 @@ back into the form. From Python: `panel.load_run(run_id)`.
 """),
 ]
 
-NOTEBOOKS = {"01_quickstart_magics.ipynb": QUICKSTART, "02_python_api.ipynb": API, "06_training_panel.ipynb": PANEL}
+NOTEBOOKS = {
+    "01_quickstart_magics.ipynb": QUICKSTART,
+    "02_python_api.ipynb": API,
+    "03_hpo_lineage.ipynb": HPO_LINEAGE,
+    "06_training_panel.ipynb": PANEL,
+}
 
 
 def write(name: str, cells: list[nbformat.NotebookNode]) -> Path:

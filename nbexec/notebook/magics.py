@@ -219,3 +219,6 @@ def _run_in_terminal(plan: LaunchPlan, args: argparse.Namespace, ranks: tuple[in
 def register(ipython: Any) -> None:
     """Register the magics with an IPython shell (``%load_ext nbexec`` calls this)."""
     ipython.register_magics(TrainMagics(ipython))
+    from nbexec.notebook.hpo_magic import register as register_hpo  # %hpo; Optuna loads only when it runs
+
+    register_hpo(ipython)

@@ -43,6 +43,7 @@ class RunSummary:
     root_cause: RootCause | None = None
     log_paths: tuple[tuple[str, str], ...] = ()
     show_traceback: bool = True
+    lineage_record: Any = None  # a nbexec.lineage.Lineage: the full table (study, trial, backup), run ids linked
 
     @classmethod
     def from_result(
@@ -53,6 +54,7 @@ class RunSummary:
         data: str | None = None,
         code_version: str | None = None,
         show_traceback: bool = True,
+        lineage: Any = None,
     ) -> RunSummary:
         """Build it from a job's result.
 
@@ -62,6 +64,8 @@ class RunSummary:
             data: the dataset the trainer was given (``data.path``).
             code_version: e.g. the git commit the code was at.
             show_traceback: see the class.
+            lineage: the run's :class:`nbexec.lineage.Lineage`, when it has one (HPO final runs):
+                its rows replace the basic ones.
         """
         run_id = result.mlflow_run_id or getattr(tracking, "run_id", None)
         where = experiment = None
@@ -69,13 +73,15 @@ class RunSummary:
             where = _where(tracking)
             experiment = getattr(getattr(tracking, "setup", None), "experiment_name", None)
         checkpoint = str(result.checkpoint) if result.checkpoint else None
-        lineage = lineage_rows(
+        rows = lineage_rows(
             config_hash=result.config_hash,
             data=data,
             code_version=code_version,
             run=result.run_name + (f" (MLflow run {run_id})" if run_id else ""),
             checkpoint=checkpoint,
         )
+        if lineage is not None:
+            rows = tuple((what, value + (f" (MLflow run {rid})" if rid else "")) for what, value, rid in lineage.rows())
         return cls(
             run_name=result.run_name,
             status=result.status,
@@ -88,10 +94,11 @@ class RunSummary:
             mlflow_run_id=run_id,
             mlflow_experiment=experiment,
             mlflow_where=where,
-            lineage=lineage,
+            lineage=rows,
             root_cause=result.root_cause,
             log_paths=tuple((name, str(path)) for name, path in result.log_paths.items()),
             show_traceback=show_traceback,
+            lineage_record=lineage,
         )
 
 
@@ -155,8 +162,14 @@ def render_summary_html(s: RunSummary) -> str:
     rows.append(("checkpoint", f"<code>{markup.esc(s.checkpoint)}</code>" if s.checkpoint else "none written"))
     rows.append(("run dir", f"<code>{markup.esc(s.run_dir)}</code>"))
     parts.append(markup.table(rows))
-    lineage = [(markup.esc(k), markup.esc(v)) for k, v in s.lineage]
-    parts.append(markup.details("lineage", markup.table(lineage), open_=True))
+    if s.lineage_record is not None:
+        from nbexec.lineage.view import known_tracking_url
+        from nbexec.notebook.lineage_view import render_lineage_html
+
+        parts.append(render_lineage_html(s.lineage_record, tracking_url=known_tracking_url()))
+    else:
+        lineage = [(markup.esc(k), markup.esc(v)) for k, v in s.lineage]
+        parts.append(markup.details("lineage", markup.table(lineage), open_=True))
     if s.log_paths:
         logs = "<br>".join(f"{markup.esc(n)}: <code>{markup.esc(p)}</code>" for n, p in s.log_paths)
         parts.append(markup.details("log files", f"<div>{logs}</div>"))

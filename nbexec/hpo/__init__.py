@@ -1,0 +1,58 @@
+"""Hyperparameter sweeps with Optuna (the ``nbexec[hpo]`` extra): every trial a real training job.
+
+- :func:`run_hpo` — run or resume a study in SQLite (``outputs/hpo/study.db``).
+- :func:`run_final_training_workflow` — train the best trial's config, back it up, record lineage.
+- :func:`get_or_compute_study_key_hash`, :func:`get_or_compute_trial_key_hash` — what identifies
+  a study and a trial; :func:`data_fingerprint` — the content hash of a dataset.
+
+Importing this package imports neither Optuna, torch nor MLflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "run_hpo": "nbexec.hpo.sweep",
+    "HpoResult": "nbexec.hpo.sweep",
+    "TrialRecord": "nbexec.hpo.trial",
+    "SearchSpace": "nbexec.hpo.space",
+    "data_fingerprint": "nbexec.hpo.fingerprint",
+    "DataFingerprint": "nbexec.hpo.fingerprint",
+    "compute_study_key_hash": "nbexec.hpo.keys",
+    "compute_trial_key_hash": "nbexec.hpo.keys",
+    "get_or_compute_study_key_hash": "nbexec.hpo.keys",
+    "get_or_compute_trial_key_hash": "nbexec.hpo.keys",
+    "run_final_training_workflow": "nbexec.hpo.final",
+    "FinalTrainingResult": "nbexec.hpo.final",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nbexec.hpo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from nbexec.hpo.final import FinalTrainingResult, run_final_training_workflow
+    from nbexec.hpo.fingerprint import DataFingerprint, data_fingerprint
+    from nbexec.hpo.keys import (
+        compute_study_key_hash,
+        compute_trial_key_hash,
+        get_or_compute_study_key_hash,
+        get_or_compute_trial_key_hash,
+    )
+    from nbexec.hpo.space import SearchSpace
+    from nbexec.hpo.sweep import HpoResult, run_hpo
+    from nbexec.hpo.trial import TrialRecord

@@ -1,0 +1,49 @@
+"""Lineage: where a trained model came from, as a record, MLflow tags and a table.
+
+- :class:`Lineage` — data -> study -> best trial -> final run -> checkpoint -> backup;
+  ``lineage.json`` in the run directory.
+- :func:`extract_lineage_from_best_model` — rebuild it from a model directory and a study file.
+- :func:`apply_lineage_tags` / :func:`read_lineage_tags` — the record as ``nbexec.lineage.*`` tags.
+- :func:`render_lineage_text` — the table as text (``nbexec lineage PATH``); the notebook
+  shows a record as HTML with links to the MLflow runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "Lineage": "nbexec.lineage.record",
+    "checkpoint_lineage": "nbexec.lineage.record",
+    "extract_lineage_from_best_model": "nbexec.lineage.extract",
+    "build_lineage": "nbexec.lineage.extract",
+    "apply_lineage_tags": "nbexec.lineage.tags",
+    "read_lineage_tags": "nbexec.lineage.tags",
+    "lineage_to_tags": "nbexec.lineage.tags",
+    "lineage_from_tags": "nbexec.lineage.tags",
+    "lineage_rows": "nbexec.lineage.view",
+    "render_lineage_text": "nbexec.lineage.view",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nbexec.lineage' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from nbexec.lineage.extract import build_lineage, extract_lineage_from_best_model
+    from nbexec.lineage.record import Lineage, checkpoint_lineage
+    from nbexec.lineage.tags import apply_lineage_tags, lineage_from_tags, lineage_to_tags, read_lineage_tags
+    from nbexec.lineage.view import lineage_rows, render_lineage_text
