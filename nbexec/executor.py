@@ -111,10 +111,15 @@ def launch(
         The :class:`TrainingRun` handle (status RUNNING).
 
     Raises:
-        ConfigError, EnvironmentCheckError, TrackingError: before anything is spawned.
+        ConfigError, EnvironmentCheckError, TrackingError, BackupError: before anything is spawned.
     """
     plan = plan or prepare(config, **options)
     tracked: Any = None
+    backup: Any = None
+    if plan.config.backup.enabled:  # target checked (Drive mounted) before anything starts
+        from nbexec.backup import run_backup_finalizer
+
+        backup = run_backup_finalizer(plan)
     if plan.config.tracking.enabled:
         from nbexec.tracking import create_training_mlflow_run, tracking_finalizer, with_tracking_env
         from nbexec.tracking.deferred import DeferredTrackedRun
@@ -131,6 +136,9 @@ def launch(
             tracked = create_training_mlflow_run(plan=plan)
             plan = with_tracking_env(plan, tracked, child_metrics=True)
             finalizers = [tracking_finalizer(tracked), *finalizers]
+    if backup is not None:  # last: it sees the MLflow run id and backs up the ended run's store
+        backup.tracking = tracked
+        finalizers = [*finalizers, backup.finalize]
     try:
         write_run_inputs(plan)
         run = TrainingRun(plan, sinks=sinks, finalizers=finalizers)
