@@ -59,6 +59,8 @@ _EXPORTS: dict[str, str] = {
     "restore": "nbexec.backup",
     "is_colab": "nbexec.backup",
     "mount_drive": "nbexec.backup",
+    # notebook widgets (import ipywidgets when first used)
+    "TrainingPanel": "nbexec.notebook.panel",
     # child side (also importable from nbexec.child)
     "RunContext": "nbexec.child",
     "create_run_context": "nbexec.child",
@@ -111,3 +113,4 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
         TrainingFailed,
     )
     from nbexec.hardware import GPUInfo, HardwareInfo, detect_hardware
+    from nbexec.notebook.panel import TrainingPanel

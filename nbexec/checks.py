@@ -12,14 +12,14 @@ import importlib.util
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-from collections.abc import Mapping
 from typing import Any
 
 from nbexec.config import TrainingConfig, load_config
 from nbexec.errors import EnvironmentCheckError
+from nbexec.hardware import HardwareInfo
 from nbexec.plan import LaunchPlan, plan_training
 
 MIN_TORCH = (2, 2)
@@ -178,28 +178,35 @@ def _check_output_dir(plan: LaunchPlan) -> Check:
 
 def _check_devices(plan: LaunchPlan) -> Check:
     hw = plan.hardware
+    problem = device_problem(plan.nproc, plan.backend, hw, oversubscribe=plan.config.launch.oversubscribe)
+    if problem is not None:
+        return Check("devices", False, problem)
     if plan.backend == "nccl":
+        return Check("devices", True, f"{plan.nproc} of {hw.gpu_count} GPU(s), nccl")
+    return Check("devices", True, f"{plan.nproc} process(es) on {hw.cpu_count} CPU core(s), gloo")
+
+
+def device_problem(nproc: int, backend: str, hw: HardwareInfo, *, oversubscribe: bool = False) -> str | None:
+    """Why ``nproc`` processes cannot run with ``backend`` on ``hw`` (None: they can).
+
+    Also used by the panel to bound the process count while the user types.
+    """
+    if backend == "nccl":
         if not sys.platform.startswith("linux"):
-            return Check("devices", False, "the nccl backend needs Linux; use launch.backend: gloo")
+            return "the nccl backend needs Linux; use launch.backend: gloo"
         if hw.gpu_count == 0:
             why = f" ({hw.gpu_error})" if hw.gpu_error else ""
-            return Check(
-                "devices", False,
+            return (
                 f"launch.backend is nccl but no NVIDIA GPU is visible{why}; "
-                "use launch.backend: gloo (CPU) or check CUDA_VISIBLE_DEVICES / the driver",
+                "use launch.backend: gloo (CPU) or check CUDA_VISIBLE_DEVICES / the driver"
             )
-        if plan.nproc > hw.gpu_count:
-            return Check(
-                "devices", False,
-                f"nproc {plan.nproc} is more than the {hw.gpu_count} visible GPU(s); "
-                f"set launch.nproc to {hw.gpu_count} or 'auto'",
-            )
-        return Check("devices", True, f"{plan.nproc} of {hw.gpu_count} GPU(s), nccl")
-    if plan.nproc > hw.cpu_count and not plan.config.launch.oversubscribe:
-        return Check(
-            "devices", False,
-            f"nproc {plan.nproc} is more than the {hw.cpu_count} CPU core(s) available; "
+        if nproc > hw.gpu_count:
+            return f"nproc {nproc} is more than the {hw.gpu_count} visible GPU(s); set launch.nproc to {hw.gpu_count} or 'auto'"
+        return None
+    if nproc > hw.cpu_count and not oversubscribe:
+        return (
+            f"nproc {nproc} is more than the {hw.cpu_count} CPU core(s) available; "
             f"set launch.nproc to at most {hw.cpu_count} (or 'auto'), or launch.oversubscribe: true "
-            "to run more processes than cores anyway",
+            "to run more processes than cores anyway"
         )
-    return Check("devices", True, f"{plan.nproc} process(es) on {hw.cpu_count} CPU core(s), gloo")
+    return None

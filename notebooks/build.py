@@ -217,7 +217,69 @@ print(sorted(k for k in tracked.data.metrics if k.startswith("val_")))
 """),
 ]
 
-NOTEBOOKS = {"01_quickstart_magics.ipynb": QUICKSTART, "02_python_api.ipynb": API}
+PANEL = [
+    md("""
+# nbexec training panel: a form, Train and Stop, the run, and the runs before it
+
+`nbexec.TrainingPanel` is the same training path as `%train` behind a form: the fields
+are checked by the same validation as a config file **while you type** (a bad value is
+marked, says what is allowed, and disables Train), Train starts the job in the
+background (the kernel stays free), Stop ends it (every process; the run ends `KILLED`).
+The panel shows the run live (log tail with a rank selector, progress bar, latest
+metrics), then the summary, a loss curve, and the experiment's recent runs from MLflow;
+picking one of them loads its config back into the form.
+
+Here the form starts from the tiny reference config, so a run takes seconds on CPU.
+"""),
+    code("""
+import nbexec
+
+panel = nbexec.TrainingPanel.from_config("tiny.yaml")
+panel
+"""),
+    md("""
+Everything in the form is also reachable from Python (handy for tests and for
+filling the form from code). The config it describes is an ordinary `TrainingConfig`:
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+config = panel.config()
+print(config.model["backbone"], config.training["learning_rate"], config.launch.nproc, config.backup.enabled)
+"""),
+    md("""
+A value the trainer would reject is caught in the form, before anything starts:
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+import html
+import re
+
+panel.fields["learning_rate"].value = 5.0
+print(panel.train_button.disabled)
+print(html.unescape(re.sub("<[^>]+>", "", panel.error.value)))  # the message shown next to the form
+panel.fields["learning_rate"].value = 0.01
+print(panel.train_button.disabled)
+"""),
+    md("""
+Clicking **Train** above does the same as `panel.train()`: it returns the run's handle
+at once, and the panel follows the run. Here we wait for it, then read the panel.
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+run = panel.train()
+print(run.wait(timeout=300))
+print(panel.status.value)
+print(sorted(panel.curve_metrics))
+print(panel.history_rows[0].name == run.name, panel.history_rows[0].status)
+"""),
+    md("""
+The table under the panel lists the experiment's recent runs (status, start, duration,
+key params, final metrics, run id); the **load config of** picker puts a run's config
+back into the form. From Python: `panel.load_run(run_id)`.
+"""),
+]
+
+NOTEBOOKS = {"01_quickstart_magics.ipynb": QUICKSTART, "02_python_api.ipynb": API, "06_training_panel.ipynb": PANEL}
 
 
 def write(name: str, cells: list[nbformat.NotebookNode]) -> Path:

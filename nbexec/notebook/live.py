@@ -137,6 +137,13 @@ class LiveRunView(Sink):
         self._stop.set()
         self._publish()
 
+    def select_ranks(self, ranks: Collection[int] | None) -> None:
+        """Show these ranks' lines from now on (None: all); redrawn at once."""
+        self.tail.select(ranks)
+        self._dirty.set()
+        if self._stop.is_set() and self._summary is not None:
+            self._publish()  # the run is over: re-render the summary's "last lines"
+
     # --- Sink: called on the runner's dispatcher thread ----------------------------------
 
     def on_start(self, run: object) -> None:

@@ -9,7 +9,13 @@ The panel adds no run path of its own: the form becomes a config through
 change), Train goes through :func:`nbexec.executor.launch`, and the run is
 shown by the same :class:`~nbexec.notebook.live.LiveRunView` sink as the
 magics, publishing into the panel's own HTML widget so nothing the job does
-lands in another cell.
+lands in another cell. Below the run: a rank selector for the log tail, the
+loss curve once the run is over, and the experiment's recent runs read back
+from MLflow (picking one loads its config into the form).
+
+Threads: widget callbacks run on the kernel's main thread; the runner's
+dispatcher thread calls ``_job_ended`` (status, curve, history refresh) before
+the run's ``wait()`` returns, so code that waited sees the final panel.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
+from nbexec.checks import device_problem
 from nbexec.config import load_config
 from nbexec.errors import ConfigError
+from nbexec.hardware import HardwareInfo, detect_hardware
 from nbexec.notebook import markup
 from nbexec.result import RunStatus
 from nbexec.runner.sinks import Sink
@@ -46,7 +54,11 @@ FIELD_PATHS: Mapping[str, str] = {
     "nproc": "launch.nproc",
     "experiment": "tracking.experiment",
     "run_name": "output.run_name",
+    "backup": "backup.enabled",
+    "backup_target": "backup.target",
 }
+ALL_RANKS = "all"  # the rank selector's value for every rank and the launcher
+HISTORY_LIMIT = 10  # runs in the history table
 
 
 class _PanelEnd(Sink):
@@ -64,72 +76,108 @@ class _PanelEnd(Sink):
 
 
 class TrainingPanel:
-    """A form for one training config: edit, Train, watch, Stop.
+    """A form for one training config: edit, Train, watch, Stop, look back.
 
     Attributes:
         widget: the whole panel (a VBox); the panel itself displays as it.
         run: the last launched job's handle (None before the first Train).
         view: the last job's live view sink.
-        train_button, stop_button, status, error, output: the parts, for tests and layouts.
+        fields: the form's widgets by name (see ``FIELD_PATHS``, plus ``overrides``).
+        train_button, stop_button, status, error, output, rank_picker, curve,
+        history, history_picker: the parts, for tests and layouts.
     """
 
-    def __init__(self, base: Mapping[str, Any]) -> None:
-        """Build the form from a raw config dict (use :meth:`from_config`)."""
+    def __init__(
+        self,
+        base: Mapping[str, Any],
+        *,
+        hardware: HardwareInfo | None = None,
+        history: bool = True,
+    ) -> None:
+        """Build the form from a raw config dict (use :meth:`from_config`).
+
+        Args:
+            base: the config the form starts from (sections as in a config file).
+            hardware: what nproc is bounded by (default: detected, without touching CUDA).
+            history: read the experiment's recent runs from MLflow now (in the background).
+        """
         self._base = copy.deepcopy(dict(base))
+        self.hardware = hardware or detect_hardware()
         self._job_over = threading.Event()
         self.run: TrainingRun | None = None
         self.view: LiveRunView | None = None
         self._lock = threading.Lock()
+        self._history_lock = threading.Lock()
         self._valid = False
+        self._filling = False  # loading a config into the form: validate once at the end
+        self.history_rows: list[Any] = []
+        self.curve_metrics: list[str] = []  # what the loss curve shows
+        self.history_ready = threading.Event()  # set after each history refresh
 
-        model = self._base.get("model") or {}
-        training = self._base.get("training") or {}
-        launch = self._base.get("launch") or {}
-        tracking = self._base.get("tracking") or {}
-        output = self._base.get("output") or {}
-        backbone = model.get("backbone", DEFAULTS["model"]["backbone"])
+        backbone = (self._base.get("model") or {}).get("backbone", DEFAULTS["model"]["backbone"])
         options = list(BACKBONES) + ([backbone] if backbone not in BACKBONES else [])
-
         self.fields: dict[str, widgets.ValueWidget] = {
             "backbone": widgets.Dropdown(options=options, value=backbone, description="backbone"),
-            "learning_rate": widgets.FloatText(
-                value=_number(training.get("learning_rate", DEFAULTS["training"]["learning_rate"])),
-                description="learning rate",
-            ),
-            "batch_size": widgets.IntText(
-                value=training.get("batch_size", DEFAULTS["training"]["batch_size"]), description="batch size"
-            ),
-            "epochs": widgets.IntText(value=training.get("epochs", DEFAULTS["training"]["epochs"]),
-                                      description="epochs"),
-            "nproc": widgets.Text(value=str(launch.get("nproc", "auto")), description="nproc",
-                                  placeholder="auto or a number"),
-            "experiment": widgets.Text(value=str(tracking.get("experiment", "nbexec")), description="experiment"),
-            "run_name": widgets.Text(value=str(output.get("run_name") or ""), description="run name",
-                                     placeholder="generated"),
-            "overrides": widgets.Textarea(value="", description="overrides",
-                                          placeholder="section.key=value, one per line"),
+            "learning_rate": widgets.FloatText(description="learning rate"),
+            "batch_size": widgets.IntText(description="batch size"),
+            "epochs": widgets.IntText(description="epochs"),
+            "nproc": widgets.Text(description="nproc", placeholder="auto or a number"),
+            "experiment": widgets.Text(description="experiment"),
+            "run_name": widgets.Text(description="run name", placeholder="generated"),
+            "backup": widgets.Checkbox(description="back up the checkpoint", indent=False),
+            "backup_target": widgets.Text(description="backup to", placeholder="drive, or a folder"),
+            "overrides": widgets.Textarea(description="overrides", placeholder="section.key=value, one per line"),
         }
         self._labels = {name: w.description for name, w in self.fields.items()}
         for w in self.fields.values():
             w.style.description_width = "110px"
+        self.nproc_hint = widgets.HTML(value=self._nproc_hint())
         self.train_button = widgets.Button(description="Train", button_style="primary", icon="play")
         self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.status = widgets.Label(value="ready")
         self.error = widgets.HTML(value="")
+        self.rank_picker = widgets.Dropdown(options=[("rank 0", "0")], value="0", description="show lines of")
         self.output = widgets.HTML(value="")
-        form = widgets.VBox(list(self.fields.values()) + [self.error])
+        self.curve = widgets.Image(format="png", layout=widgets.Layout(display="none", max_width="640px"))
+        self.history = widgets.HTML(value="")
+        self.history_picker = widgets.Dropdown(options=[("pick a run to load its config", "")], value="",
+                                               description="load config of", layout=widgets.Layout(width="520px"))
+        self.history_refresh = widgets.Button(description="Refresh", icon="refresh")
+        self.history_picker.style.description_width = "110px"
+        self._fill_form(self._base)
+
+        f = self.fields
+        form = widgets.VBox([
+            f["backbone"], f["learning_rate"], f["batch_size"], f["epochs"],
+            widgets.HBox([f["nproc"], self.nproc_hint]), f["experiment"], f["run_name"],
+            widgets.HBox([f["backup"], f["backup_target"]]), f["overrides"], self.error,
+        ])
         buttons = widgets.HBox([self.train_button, self.stop_button, self.status])
-        self.widget = widgets.VBox([form, buttons, self.output])
+        recent = widgets.VBox([
+            widgets.HTML(value="<b>recent runs</b>"),
+            widgets.HBox([self.history_picker, self.history_refresh]),
+            self.history,
+        ])
+        self.widget = widgets.VBox([form, buttons, self.rank_picker, self.output, self.curve, recent])
 
         for w in self.fields.values():
             w.observe(self._on_change, names="value")
         self.train_button.on_click(lambda _button: self.train())
         self.stop_button.on_click(lambda _button: self.stop())
+        self.rank_picker.observe(self._on_rank_picked, names="value")
+        self.history_picker.observe(self._on_history_picked, names="value")
+        self.history_refresh.on_click(lambda _button: self.refresh_history())
         self.validate()
+        if history:
+            threading.Thread(target=self.refresh_history, name="nbexec-panel-history", daemon=True).start()
 
     @classmethod
     def from_config(
-        cls, source: str | Path | Mapping[str, Any], *, entrypoint: str | Path | None = None
+        cls,
+        source: str | Path | Mapping[str, Any],
+        *,
+        entrypoint: str | Path | None = None,
+        **options: Any,
     ) -> TrainingPanel:
         """A panel for a config file (``.yaml``/``.json``) or a config dict.
 
@@ -137,6 +185,7 @@ class TrainingPanel:
             source: the config the form starts from (validated first).
             entrypoint: a training script to run instead of the config's
                 (the same as ``launch.entrypoint`` in the config).
+            options: passed to the constructor (``hardware``, ``history``).
 
         Raises:
             ConfigError: the config itself is invalid.
@@ -145,9 +194,9 @@ class TrainingPanel:
         if entrypoint is not None:
             raw["launch"]["entrypoint"], raw["launch"]["module"] = str(entrypoint), None
             load_config(raw)
-        return cls(raw)
+        return cls(raw, **options)
 
-    # --- the form -> a config ---------------------------------------------------------
+    # --- the form <-> a config -------------------------------------------------------
 
     def config(self) -> TrainingConfig:
         """The config the form describes, validated as the core validates it.
@@ -166,20 +215,61 @@ class TrainingPanel:
         raw.setdefault("launch", {})["nproc"] = int(nproc) if nproc.isdigit() else nproc
         raw.setdefault("tracking", {})["experiment"] = f["experiment"].strip()
         raw.setdefault("output", {})["run_name"] = f["run_name"].strip() or None
+        raw["backup"] = {**(raw.get("backup") or {}), "enabled": bool(f["backup"]),
+                         "target": f["backup_target"].strip() or None}
         return load_config(raw, overrides=self._override_lines())
+
+    def load_config(self, source: str | Path | Mapping[str, Any]) -> None:
+        """Put a config (file, string or dict) into the form, replacing what is there.
+
+        Raises:
+            ConfigError: the config is invalid (the form is left as it was).
+        """
+        raw = load_config(source).to_dict()
+        self._fill_form(raw)
+        self.validate()
+
+    def _fill_form(self, raw: Mapping[str, Any]) -> None:
+        model, training = raw.get("model") or {}, raw.get("training") or {}
+        launch, tracking = raw.get("launch") or {}, raw.get("tracking") or {}
+        output, backup = raw.get("output") or {}, raw.get("backup") or {}
+        values = {
+            "backbone": model.get("backbone", DEFAULTS["model"]["backbone"]),
+            "learning_rate": _number(training.get("learning_rate", DEFAULTS["training"]["learning_rate"])),
+            "batch_size": int(training.get("batch_size", DEFAULTS["training"]["batch_size"])),
+            "epochs": int(training.get("epochs", DEFAULTS["training"]["epochs"])),
+            "nproc": str(launch.get("nproc", "auto")),
+            "experiment": str(tracking.get("experiment") or "nbexec"),
+            "run_name": str(output.get("run_name") or ""),
+            "backup": bool(backup.get("enabled", False)),
+            "backup_target": str(backup.get("target") or ""),
+            "overrides": "",
+        }
+        backbone = self.fields["backbone"]
+        if values["backbone"] not in backbone.options:
+            backbone.options = [*backbone.options, values["backbone"]]
+        self._filling = True
+        try:
+            self._base = copy.deepcopy(dict(raw))
+            for name, value in values.items():
+                self.fields[name].value = value
+        finally:
+            self._filling = False
 
     def _override_lines(self) -> list[str]:
         text: str = self.fields["overrides"].value
         return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
     def validate(self) -> ConfigError | None:
-        """Check the form now: mark the rejected field, show why, enable Train only when valid."""
+        """Check the form now: mark the rejected field, show why, enable Train only when valid.
+
+        Besides the config's own checks, the number of processes must fit the
+        devices (as the launch checks it), so a bad nproc shows while typing.
+        """
         try:
-            self.config()
+            error: ConfigError | None = self._device_error(self.config())
         except ConfigError as err:
-            error: ConfigError | None = err
-        else:
-            error = None
+            error = err
         bad = None
         if error is not None:
             overridden = {line.partition("=")[0].strip() for line in self._override_lines()}
@@ -202,8 +292,27 @@ class TrainingPanel:
         self._sync_buttons()
         return error
 
+    def _device_error(self, cfg: TrainingConfig) -> ConfigError | None:
+        from nbexec.plan import resolve_backend, resolve_nproc
+
+        hw = self.hardware
+        problem = device_problem(resolve_nproc(cfg, hw), resolve_backend(cfg, hw), hw,
+                                 oversubscribe=cfg.launch.oversubscribe)
+        return None if problem is None else ConfigError(problem, field="launch.nproc", value=cfg.launch.nproc)
+
+    def _nproc_hint(self) -> str:
+        hw = self.hardware
+        if hw.gpu_count:
+            bound = f"at most {hw.gpu_count} (GPUs visible)"
+            auto = hw.gpu_count
+        else:
+            bound = f"at most {hw.cpu_count} (CPU cores, gloo)"
+            auto = max(1, min(2, hw.cpu_count))
+        return f'<span style="{markup.MUTED}">auto = {auto} · {markup.esc(bound)}</span>'
+
     def _on_change(self, change: Mapping[str, Any]) -> None:
-        self.validate()
+        if not self._filling:
+            self.validate()
 
     # --- running ---------------------------------------------------------------------
 
@@ -229,10 +338,15 @@ class TrainingPanel:
             except Exception as err:  # noqa: BLE001 - shown in the panel, not raised into the kernel
                 self._show_not_started(err)
                 return None
+            self._reset_rank_picker(plan.nproc)
             view = LiveRunView(
-                plan, code_version=code_version(git_tags(), nbexec.__version__), publish=self._publish
+                plan,
+                ranks=_ranks(self.rank_picker.value),
+                code_version=code_version(git_tags(), nbexec.__version__),
+                publish=self._publish,
             )
             self.view = view
+            self.curve.layout.display = "none"
             view.show()
             over = threading.Event()
             try:
@@ -264,6 +378,76 @@ class TrainingPanel:
         if block:
             worker.join()
 
+    def _reset_rank_picker(self, nproc: int) -> None:
+        keep = self.rank_picker.value
+        options = [(f"rank {r}", str(r)) for r in range(nproc)] + [("all ranks", ALL_RANKS)]
+        self.rank_picker.options = options
+        self.rank_picker.value = keep if keep in {v for _, v in options} else "0"
+
+    def _on_rank_picked(self, change: Mapping[str, Any]) -> None:
+        if self.view is not None:
+            self.view.select_ranks(_ranks(change["new"]))
+
+    # --- run history (MLflow) ------------------------------------------------------------
+
+    def refresh_history(self) -> None:
+        """Read this experiment's recent runs from MLflow into the table and the picker."""
+        from nbexec.notebook.history import recent_runs, render_history_html
+
+        with self._history_lock:
+            try:
+                cfg = self.config()
+            except ConfigError:
+                cfg = load_config(self._base)
+            try:
+                if not cfg.tracking.enabled:
+                    rows, html = [], f'<div style="{markup.MUTED}">tracking is off: no run history</div>'
+                else:
+                    uri = self._tracking_uri(cfg)
+                    rows = recent_runs(uri, self.fields["experiment"].value.strip() or "nbexec",
+                                       limit=HISTORY_LIMIT)
+                    html = render_history_html(rows, tracking_uri=uri)
+            except Exception as err:  # noqa: BLE001 - the store being away must not break the form
+                rows = []
+                html = f'<div style="color:{markup.STDERR_COLOUR}">run history unavailable: {markup.esc(err)}</div>'
+            self.history_rows = rows
+            self.history.value = html
+            picked = self.history_picker.value
+            self.history_picker.unobserve(self._on_history_picked, names="value")
+            try:
+                self.history_picker.options = [("pick a run to load its config", "")] + [
+                    (row.label, row.run_id) for row in rows
+                ]
+                self.history_picker.value = picked if picked in {r.run_id for r in rows} else ""
+            finally:
+                self.history_picker.observe(self._on_history_picked, names="value")
+            self.history_ready.set()
+
+    def load_run(self, run_id: str) -> None:
+        """Load the config a past run (by MLflow run id) was launched with into the form."""
+        from nbexec.notebook.history import run_config
+
+        cfg = load_config(self._base)
+        try:
+            raw = run_config(self._tracking_uri(cfg), run_id)
+            self.load_config(raw)
+        except Exception as err:  # noqa: BLE001 - shown in the panel
+            self.status.value = f"could not load run {run_id[:12]}"
+            self.error.value = f'<div style="color:{markup.STDERR_COLOUR}">{markup.esc(err)}</div>'
+            return
+        name = next((row.name for row in self.history_rows if row.run_id == run_id), run_id[:12])
+        self.status.value = f"loaded the config of {name}"
+
+    def _on_history_picked(self, change: Mapping[str, Any]) -> None:
+        if change["new"]:
+            self.load_run(change["new"])
+
+    @staticmethod
+    def _tracking_uri(cfg: TrainingConfig) -> str:
+        from nbexec.tracking.store import normalize_tracking_uri, resolve_tracking_uri
+
+        return normalize_tracking_uri(resolve_tracking_uri(config=cfg))
+
     # --- called from the runner's threads ----------------------------------------------
 
     def _publish(self, bundle: Mapping[str, str]) -> None:
@@ -273,6 +457,24 @@ class TrainingPanel:
         with self._lock:  # after train() has recorded the run, however fast the job was
             self.status.value = f"{result.run_name}: {result.status.value}"
             self._sync_buttons()
+            run = self.run
+        self._draw_curve(run, result)
+        if load_config(self._base).tracking.enabled:
+            self.refresh_history()
+
+    def _draw_curve(self, run: TrainingRun | None, result: TrainingResult) -> None:
+        from nbexec.notebook.curves import loss_curve_png, loss_names, metric_series
+
+        try:
+            series = metric_series(run.events if run is not None else [])
+            self.curve_metrics = loss_names(series)
+            png = loss_curve_png(series, title=f"{result.run_name} ({result.status.value})")
+        except Exception as err:  # noqa: BLE001 - a plotting problem must not hide the result
+            self.status.value += f" (no loss curve: {err})"
+            return
+        if png is not None:
+            self.curve.value = png
+            self.curve.layout.display = None
 
     def _show_not_started(self, err: BaseException) -> None:
         self.status.value = "not started"
@@ -292,6 +494,10 @@ class TrainingPanel:
     def __repr__(self) -> str:
         state = repr(self.run) if self.run is not None else "no run yet"
         return f"<TrainingPanel {state}>"
+
+
+def _ranks(value: str) -> tuple[int, ...] | None:
+    return None if value == ALL_RANKS else (int(value),)
 
 
 def _form_field(path: str | None) -> str | None:

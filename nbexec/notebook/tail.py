@@ -1,11 +1,12 @@
 """The bounded tail of log lines a run view shows: the chosen ranks, the last N lines, short lines.
 
-Whatever the job prints, the view holds at most ``maxlen`` lines of at most
-``max_chars`` characters each; everything is in the per-rank log files.
+Whatever the job prints, the view holds at most ``maxlen`` lines per rank, of
+at most ``max_chars`` characters each; everything is in the per-rank log files.
 """
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections import deque
 from collections.abc import Collection, Iterable
@@ -30,11 +31,17 @@ def is_shown(line: LogLine, ranks: Collection[int] | None) -> bool:
 
 
 class LineTail:
-    """Keeps the last ``maxlen`` lines of the selected ranks; thread-safe.
+    """Keeps the last ``maxlen`` lines of each source; shows those of the selected ranks.
+
+    Every rank (and the launcher) has its own bounded buffer, so choosing
+    another rank while the job runs shows that rank's recent lines at once, and
+    a chatty rank never pushes a quiet one's lines out. Memory stays bounded:
+    ``maxlen`` lines per source, each of at most ``max_chars`` characters.
+    Thread-safe: the dispatcher adds, the refresher reads, the user selects.
 
     Args:
-        ranks: ranks to keep (None: every rank and the torchrun launcher).
-        maxlen: lines kept.
+        ranks: ranks to show (None: every rank and the torchrun launcher).
+        maxlen: lines shown (and kept per source).
         max_chars: longer lines are cut, saying how much was cut.
     """
 
@@ -48,31 +55,46 @@ class LineTail:
         if maxlen < 1:
             raise ValueError(f"maxlen must be at least 1, not {maxlen}")
         self.ranks = frozenset(ranks) if ranks is not None else None
+        self.maxlen = maxlen
         self.max_chars = max_chars
-        self._lines: deque[LogLine] = deque(maxlen=maxlen)
-        self._seen = 0  # selected lines ever added
+        self._buffers: dict[object, deque[tuple[int, LogLine]]] = {}  # source -> (order, line)
+        self._seen: dict[object, int] = {}  # source -> lines ever added
+        self._order = 0
         self._dropped = 0  # lines the dispatcher skipped before they reached the view
         self._lock = threading.Lock()
 
     @property
     def label(self) -> str:
         """Which lines are shown, in words: ``rank 0``, ``ranks 0, 1``, ``all ranks``."""
-        if self.ranks is None:
+        ranks = self.ranks
+        if ranks is None:
             return "all ranks"
-        ordered = sorted(self.ranks)
+        ordered = sorted(ranks)
         return ("rank " if len(ordered) == 1 else "ranks ") + ", ".join(map(str, ordered))
 
+    def select(self, ranks: Collection[int] | None) -> None:
+        """Show these ranks from now on (None: all); their recent lines show at once."""
+        with self._lock:
+            self.ranks = frozenset(ranks) if ranks is not None else None
+
     def wants(self, line: LogLine) -> bool:
+        """Whether the current selection shows ``line``."""
         return is_shown(line, self.ranks)
 
     def add(self, lines: Iterable[LogLine]) -> int:
-        """Keep the wanted ones; returns how many were."""
-        kept = [self._shorten(ln) for ln in lines if self.wants(ln)]
-        if kept:
-            with self._lock:
-                self._lines.extend(kept)
-                self._seen += len(kept)
-        return len(kept)
+        """Keep every line (bounded per source); returns how many the selection shows."""
+        shown = 0
+        with self._lock:
+            for ln in lines:
+                key = _source(ln)
+                buffer = self._buffers.get(key)
+                if buffer is None:
+                    buffer = self._buffers[key] = deque(maxlen=self.maxlen)
+                buffer.append((self._order, self._shorten(ln)))
+                self._order += 1
+                self._seen[key] = self._seen.get(key, 0) + 1
+                shown += is_shown(ln, self.ranks)
+        return shown
 
     def note_dropped(self, count: int) -> None:
         with self._lock:
@@ -82,11 +104,29 @@ class LineTail:
         """``(lines, hidden, dropped)``: the tail, how many earlier selected lines
         are no longer in it, and how many lines were skipped as too fast to show."""
         with self._lock:
-            lines = tuple(self._lines)
-            return lines, self._seen - len(lines), self._dropped
+            chosen = [key for key in self._buffers if _source_shown(key, self.ranks)]
+            merged = heapq.merge(*(self._buffers[key] for key in chosen))
+            lines = tuple(ln for _, ln in merged)[-self.maxlen :]
+            seen = sum(self._seen[key] for key in chosen)
+            return lines, seen - len(lines), self._dropped
 
     def _shorten(self, line: LogLine) -> LogLine:
         if len(line.text) <= self.max_chars:
             return line
         cut = len(line.text) - self.max_chars
         return replace(line, text=f"{line.text[: self.max_chars]} … [{cut:,} more characters in the log file]")
+
+
+_LAUNCHER, _NOTES = "launcher", "nbexec"  # buffers for torchrun's own lines and nbexec's notes
+
+
+def _source(line: LogLine) -> object:
+    if line.rank is not None:
+        return line.rank
+    return _NOTES if line.text.startswith(NBEXEC_PREFIX) else _LAUNCHER
+
+
+def _source_shown(key: object, ranks: frozenset[int] | None) -> bool:
+    if ranks is None or key == _NOTES:
+        return True
+    return isinstance(key, int) and key in ranks

@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from nbexec.errors import TrackingError
+from nbexec.redact import Scrubber
 from nbexec.result import RunStatus
 from nbexec.tracking.batching import log_batch_chunked
 from nbexec.tracking.params import flatten_params, training_params
 from nbexec.tracking.run import TrackedRun, one_line
-from nbexec.redact import Scrubber
 from nbexec.tracking.store import get_client, setup_mlflow
 from nbexec.tracking.tags import TAG_PARENT_RUN, build_training_tags
 

@@ -21,8 +21,8 @@ from nbexec.tracking.tags import TAG_CHILD_LOGGED
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-    from nbexec.result import TrainingResult
     from nbexec.redact import Scrubber
+    from nbexec.result import TrainingResult
 
 # The run-dir files uploaded as artifacts (result.json is written from the result itself).
 INPUT_FILES = (contract.CONFIG_FILE, contract.COMMAND_FILE, contract.EVENTS_FILE)

@@ -22,9 +22,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from nbexec.errors import TrainingCancelled, TrainingFailed
+from nbexec.redact import Scrubber
 from nbexec.result import RunStatus, TrainingResult
 from nbexec.tracking.batching import MAX_TAG_VALUE, log_batch_chunked, mlflow_key, truncate
-from nbexec.redact import Scrubber
 from nbexec.tracking.store import TrackingSetup, TrackingWarning, get_client, store_gone
 from nbexec.tracking.tags import TAG_FAILURE, TAG_NOTE, result_tags
 

@@ -19,9 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nbexec.redact import REDACTED, is_secret_name
+from nbexec.redact import REDACTED, Scrubber, is_secret_name, redact_argv
 from nbexec.tracking.batching import MAX_TAG_VALUE, log_batch_chunked, mlflow_key, truncate
-from nbexec.redact import Scrubber, redact_argv
 
 if TYPE_CHECKING:
     from nbexec.config import TrainingConfig

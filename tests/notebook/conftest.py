@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from kernel_driver import Kernel, kernel_env
 
 ROOT = Path(__file__).resolve().parents[2]

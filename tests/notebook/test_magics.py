@@ -15,8 +15,8 @@ from typing import Any
 import psutil
 import pytest
 from conftest import FIXTURE_SCRIPTS, NOTEBOOK_SCRIPTS, TINY_CONFIG
-
 from kernel_driver import Cell, Kernel
+
 from nbexec.notebook.live import MAX_RATE
 
 pytestmark = pytest.mark.slow

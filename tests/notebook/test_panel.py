@@ -15,7 +15,8 @@ from typing import Any
 import psutil
 import pytest
 
-from nbexec.notebook.panel import INVALID_CLASS, TrainingPanel
+from nbexec.hardware import GPUInfo, HardwareInfo
+from nbexec.notebook.panel import ALL_RANKS, INVALID_CLASS, TrainingPanel
 from nbexec.result import RunStatus
 
 FIXTURE_SCRIPTS = Path(__file__).resolve().parents[1] / "fixtures" / "scripts"
@@ -133,6 +134,99 @@ def test_train_runs_the_job_and_shows_the_summary_in_the_panel(
     out, err = capfd.readouterr()  # the job's output went to the panel, none printed
     assert "rank" not in out and "rank" not in err
 
+    # The loss curve of what the trainer reported is drawn once the run is over.
+    assert bytes(panel.curve.value).startswith(b"\x89PNG") and panel.curve.layout.display is None
+    assert {"loss", "train_loss", "val_loss"} <= set(panel.curve_metrics)
+    # The rank selector offers every rank of the job.
+    assert [v for _, v in panel.rank_picker.options] == ["0", "1", ALL_RANKS]
+    assert "last lines of rank 0" in panel.output.value and "[rank0]" in panel.output.value
+    # The history, read back from MLflow, was refreshed when the run ended.
+    newest = panel.history_rows[0]
+    assert (newest.run_id, newest.name, newest.status) == (result.mlflow_run_id, "panel-ok", "FINISHED")
+    assert "panel-ok" in panel.history.value and "val_f1=" in panel.history.value
+
+
+def test_picking_a_past_run_loads_its_config_into_the_form(tmp_path: Path) -> None:
+    first = TrainingPanel.from_config(tiny_config(tmp_path), history=False)
+    first.fields["learning_rate"].value = 7e-3
+    first.fields["batch_size"].value = 8
+    first.fields["experiment"].value = "panel-history"
+    first.fields["run_name"].value = "remembered"
+    first.fields["overrides"].value = "training.max_steps=3"
+    run = first.train()
+    assert run is not None and run.wait(timeout=180) is RunStatus.FINISHED
+
+    # A fresh panel (e.g. the next day) with other values; the history comes from MLflow.
+    panel = TrainingPanel.from_config(tiny_config(tmp_path), history=False)
+    panel.fields["experiment"].value = "panel-history"
+    panel.fields["learning_rate"].value = 1e-4
+    panel.refresh_history()
+    row = next(r for r in panel.history_rows if r.name == "remembered")
+    assert row.params["training.learning_rate"] == "0.007" and row.status == "FINISHED"
+
+    panel.history_picker.value = row.run_id
+
+    assert panel.fields["learning_rate"].value == 7e-3
+    assert panel.fields["batch_size"].value == 8
+    assert panel.fields["run_name"].value == ""  # the next run gets a name of its own
+    assert panel.config().training["max_steps"] == 3  # from the run's config, not only the form's fields
+    assert panel.status.value == "loaded the config of remembered"
+    assert not panel.train_button.disabled
+
+
+def test_nproc_is_bounded_by_the_devices_while_typing(tmp_path: Path) -> None:
+    cpu_only = HardwareInfo(gpus=(), cpu_count=2, platform="local", gpu_source="none", gpu_error=None,
+                            cuda_visible_devices=None)
+    panel = TrainingPanel.from_config(tiny_config(tmp_path), hardware=cpu_only, history=False)
+    assert "auto = 2" in panel.nproc_hint.value and "at most 2" in panel.nproc_hint.value
+
+    panel.fields["nproc"].value = "3"
+
+    assert panel.train_button.disabled
+    assert "nproc 3 is more than the 2 CPU core(s) available" in panel.error.value
+    assert INVALID_CLASS in panel.fields["nproc"]._dom_classes
+    panel.fields["overrides"].value = "launch.oversubscribe=true"  # the documented way past the bound
+    assert not panel.train_button.disabled
+
+    gpus = tuple(GPUInfo(index=i, name="H100", memory_mb=81_559, uuid=f"GPU-{i}") for i in range(2))
+    two_gpus = HardwareInfo(gpus=gpus, cpu_count=16, platform="local", gpu_source="nvml", gpu_error=None,
+                            cuda_visible_devices=None)
+    panel = TrainingPanel.from_config({**tiny_config(tmp_path), "launch": {"nproc": "auto"}}, hardware=two_gpus,
+                                      history=False)
+    assert not panel.train_button.disabled and "auto = 2" in panel.nproc_hint.value
+    panel.fields["nproc"].value = "4"
+    assert panel.train_button.disabled and "more than the 2 visible GPU(s)" in panel.error.value
+
+
+def test_backup_fields_set_the_backup_section(tmp_path: Path) -> None:
+    panel = TrainingPanel.from_config(tiny_config(tmp_path), history=False)
+    assert panel.config().backup.enabled is False
+    panel.fields["backup"].value = True
+    panel.fields["backup_target"].value = str(tmp_path / "safe")
+    cfg = panel.config()
+    assert cfg.backup.enabled is True and cfg.backup.target == str(tmp_path / "safe")
+    assert not panel.train_button.disabled
+
+
+def test_two_panels_run_their_own_jobs_at_the_same_time(tmp_path: Path) -> None:
+    panels = []
+    for name in ("left", "right"):
+        panel = TrainingPanel.from_config(tiny_config(tmp_path), history=False)
+        panel.fields["run_name"].value = name
+        panel.fields["experiment"].value = "panel-pair"
+        panels.append(panel)
+
+    runs = [p.train() for p in panels]
+
+    assert all(r is not None for r in runs)
+    assert all(p.running for p in panels)  # both under way at once
+    assert [r.wait(timeout=240) for r in runs] == [RunStatus.FINISHED, RunStatus.FINISHED]  # type: ignore[union-attr]
+    for panel, name, other in ((panels[0], "left", "right"), (panels[1], "right", "left")):
+        assert panel.status.value == f"{name}: FINISHED"
+        assert name in panel.output.value and f"out/{other}" not in panel.output.value
+        assert (tmp_path / "out" / name / "result.json").is_file()
+    assert runs[0].result().mlflow_run_id != runs[1].result().mlflow_run_id  # type: ignore[union-attr]
+
 
 def test_stop_kills_every_process_and_the_run_ends_killed(tmp_path: Path) -> None:
     panel = TrainingPanel.from_config(tiny_config(tmp_path), entrypoint=FIXTURE_SCRIPTS / "hang.py")
@@ -144,6 +238,12 @@ def test_stop_kills_every_process_and_the_run_ends_killed(tmp_path: Path) -> Non
     # every rank has started its grandchild: the whole tree is there to collect
     poll(lambda: all(any("ready rank" in ln.text for ln in run.lines(r)) for r in (0, 1)), 60, "both ranks ready")
     poll(lambda: "ready rank 0" in panel.output.value, 10, "the live view to show rank 0's line in the panel")
+    assert "ready rank 1" not in panel.output.value
+    panel.rank_picker.value = "1"  # rank 1's lines, printed before it was chosen, show at once
+    poll(lambda: "ready rank 1" in panel.output.value, 10, "the view to switch to rank 1")
+    assert "ready rank 0" not in panel.output.value
+    panel.rank_picker.value = ALL_RANKS
+    poll(lambda: "ready rank 0" in panel.output.value and "ready rank 1" in panel.output.value, 10, "all ranks")
     launcher = psutil.Process(run.pid)
     job = [launcher, *launcher.children(recursive=True)]
     assert len(job) >= 5  # torchrun, 2 ranks, 2 grandchildren

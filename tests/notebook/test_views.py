@@ -121,6 +121,22 @@ def test_all_ranks_include_the_launcher_and_long_lines_are_cut() -> None:
         LineTail(maxlen=0)
 
 
+def test_choosing_another_rank_shows_its_recent_lines_at_once() -> None:
+    tail = LineTail((0,), maxlen=3)
+    tail.add([line(1, "one early")] + [line(0, f"zero {i}") for i in range(10)] + [line(1, "one late")])
+    tail.add([line(None, "torchrun chatter"), line(None, "nbexec: note")])
+    assert [ln.text for ln in tail.snapshot()[0]] == ["zero 8", "zero 9", "nbexec: note"]
+
+    tail.select([1])  # a chatty rank 0 did not push rank 1's lines out
+
+    lines, hidden, _ = tail.snapshot()
+    assert [ln.text for ln in lines] == ["one early", "one late", "nbexec: note"]
+    assert hidden == 0 and tail.label == "rank 1"
+    tail.select(None)
+    assert [ln.text for ln in tail.snapshot()[0]] == ["one late", "torchrun chatter", "nbexec: note"]
+    assert tail.snapshot()[1] == 14 - 3
+
+
 def test_the_view_says_what_it_does_not_show() -> None:
     snap = snapshot(lines=(line(0, "last"),), hidden=12_345, dropped=678)
     for out in (render_html(snap), render_text(snap)):

@@ -18,10 +18,10 @@ import torch
 import yaml
 
 from nbexec import contract
+from nbexec.child import RunContext
 from nbexec.errors import ConfigError
 from nbexec.events import read_events
 from nbexec.trainers.token_classification import data as ner_data
-from nbexec.child import RunContext
 from nbexec.trainers.token_classification import schema
 from nbexec.trainers.token_classification import train as train_mod
 from nbexec.trainers.token_classification.checkpoint import (
