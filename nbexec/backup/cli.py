@@ -100,7 +100,7 @@ def _restore(args: argparse.Namespace) -> int:
     print(f"nbexec: restored {result.location} ({result.files_restored} files, "
           f"{result.files_skipped} already there)")
     for name, path in result.paths.items():
-        print(f"  {name + ':':<12}{path}")
+        print(f"  {name + ':':<13}{path}")
     for path in result.moved_aside:
         print(f"  moved aside: {path}")
     if result.checkpoint:

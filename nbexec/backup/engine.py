@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbexec.backup.copy import Copier, CopiedFile, fsync_dir, is_tmp_name, remove_stale_tmp, sha256_file
+from nbexec.backup.copy import CopiedFile, Copier, fsync_dir, is_tmp_name, remove_stale_tmp, sha256_file
 from nbexec.backup.record import MANIFEST_NAME, BackupRecord, Manifest, utc_now
 from nbexec.backup.sqlite import snapshot_sqlite
 from nbexec.errors import BackupError

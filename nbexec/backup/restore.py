@@ -102,8 +102,8 @@ def restore(
         listed = "\n  ".join(f"{dest} (differs from the backup's {key})" for key, dest in conflicts[:20])
         raise BackupError(
             f"restoring {loc} would overwrite {len(conflicts)} file(s) that differ:\n  {listed}\n"
-            "nothing was written; restore elsewhere (to={...}), move them away, or pass overwrite=True "
-            "(nbexec restore --overwrite)"
+            "nothing was written; restore elsewhere (to={...}; nbexec restore --run-dir/--mlflow-db), move them away, "
+            "or pass overwrite=True (nbexec restore --overwrite)"
         )
     moved = []
     for key, _src, dest, _entry, state in plan:

@@ -147,7 +147,7 @@ class RunBackup:
         try:
             from mlflow.entities import RunTag
 
-            from nbexec.tracking.batching import log_batch_chunked, truncate, MAX_TAG_VALUE
+            from nbexec.tracking.batching import MAX_TAG_VALUE, log_batch_chunked, truncate
             from nbexec.tracking.store import get_client
 
             tags = [RunTag(TAG_PREFIX + k, truncate(str(v), MAX_TAG_VALUE)) for k, v in values.items()]
