@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +40,15 @@ def make_checkpoint(root: Path, *, big: int = 3 * MB) -> Path:
     (root / "tokenizer" / "vocab.txt").write_text("a\nb\nc\n")
     (root / "empty.txt").write_bytes(b"")
     return root
+
+
+def wait_for(condition, what: str, timeout: float = 60.0) -> None:  # noqa: ANN001
+    """Poll ``condition()`` until it is true; AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
 
 
 def tree_files(root: Path) -> dict[str, Path]:

@@ -6,24 +6,15 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from nbexec.backup import immediate_backup_if_needed, verify_backup
 from nbexec.backup.record import MANIFEST_NAME
 
-from .conftest import MB, sha256, tree_files, write_random
+from .conftest import MB, sha256, tree_files, wait_for, write_random
 
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "backup_then_hang.py"
 FILE_SIZE = 12 * MB  # two chunks of 8 MiB: a copy can stop half-way through a file
-
-
-def wait_for(condition, what: str, timeout: float = 60.0) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def kill_mid_copy(src: Path, target: Path, tmp_path: Path, hang_after: int, published) -> None:  # noqa: ANN001
