@@ -110,15 +110,15 @@ def test_second_backup_copies_nothing_and_a_touched_file_is_copied_alone(tmp_pat
 def test_a_copy_that_reads_back_wrong_is_never_published(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The destination stores a flipped bit: verification catches it; no final file, no manifest."""
     src = make_checkpoint(tmp_path / "ckpt")
-    real_write = backup_copy._write_all
+    real_write = backup_copy.Copier._write_chunk
 
-    def corrupting(fd: int, data: memoryview) -> None:
-        damaged = bytearray(data)
-        if len(damaged) > 100:
-            damaged[100] ^= 0x80
-        real_write(fd, memoryview(damaged))
+    def corrupting(self, src_fd: int, fd: int, data: memoryview, offset: int) -> None:  # noqa: ANN001
+        real_write(self, src_fd, fd, data, offset)
+        if len(data) > 100:  # the disk flips a bit of what was written
+            byte = os.pread(src_fd, 1, offset + 100)
+            os.pwrite(fd, bytes([byte[0] ^ 0x80]), offset + 100)
 
-    monkeypatch.setattr(backup_copy, "_write_all", corrupting)
+    monkeypatch.setattr(backup_copy.Copier, "_write_chunk", corrupting)
     with pytest.raises(BackupError, match=r"verification failed for ckpt/(model|optimizer)\.pt"):
         backup(src, tmp_path / "backups")
     location = tmp_path / "backups" / "proj" / "run-1"
@@ -169,3 +169,22 @@ def test_restore_never_overwrites_unless_asked(tmp_path: Path) -> None:
     assert result.files_restored == 2 and result.files_skipped == 3  # identical files are left alone
     assert json.loads((src / "trainer_state.json").read_text())["epoch"] == 1
     assert sha256(src / "model.pt") == json.loads(Path(record.manifest).read_text())["files"]["ckpt/model.pt"]["sha256"]
+
+
+def test_without_kernel_copies_the_hashed_bytes_are_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Across filesystems (Drive's FUSE mount) copy_file_range fails with EXDEV: the same backup, from user space."""
+    import errno
+
+    calls = []
+
+    def cross_device(*args: object) -> int:
+        calls.append(args)
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", cross_device, raising=False)
+    src = make_checkpoint(tmp_path / "ckpt", big=20 * MB + 3)
+    record = backup(src, tmp_path / "backups")
+    assert len(calls) == 1  # tried once, then user-space writes for the rest of the backup
+    for rel, path in tree_files(src).items():
+        assert same_bytes(path, Path(record.location) / "ckpt" / rel), rel
+    verify_backup(record.location)

@@ -14,19 +14,19 @@ from nbexec.backup import copy as backup_copy
 from nbexec.backup import immediate_backup_if_needed
 
 src, target, ready, hang_after = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
-real_write = backup_copy._write_all
+real_write = backup_copy.Copier._write_chunk
 written = 0
 
 
-def write_then_hang(fd, data):
+def write_then_hang(self, src_fd, fd, data, offset):
     global written
-    real_write(fd, data)
+    real_write(self, src_fd, fd, data, offset)
     written += len(data)
     if written >= hang_after:
         ready.write_text(str(written))
         time.sleep(3600)
 
 
-backup_copy._write_all = write_then_hang
+backup_copy.Copier._write_chunk = write_then_hang
 immediate_backup_if_needed(src, backup_enabled=True, target=target, project="p", run_name="r")
 print("finished without being killed", flush=True)
