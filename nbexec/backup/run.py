@@ -57,6 +57,7 @@ class RunBackup:
             return replace(result, backup={"skipped": f"the run ended {result.status.value}; nothing was backed up",
                                            "location": str(self.location)})
         try:
+            result.write()  # result.json goes along (the runner rewrites it with the backup record)
             record = self.backup(result)
         except Exception as err:  # noqa: BLE001 - a backup must never hide a finished training
             message = str(err) if isinstance(err, BackupError) else f"{type(err).__name__}: {err}"
@@ -77,7 +78,6 @@ class RunBackup:
         Raises:
             BackupError: a copy failed or did not verify.
         """
-        result.write()  # result.json goes along (the runner rewrites it with the backup record)
         meta = {
             "project": self.project,
             "run_name": result.run_name,
