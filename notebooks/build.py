@@ -309,6 +309,7 @@ record is in `result.backup`, in `result.json`, in the lineage, and on the MLflo
 from pathlib import Path
 
 import mlflow
+
 import nbexec
 
 result = _
@@ -349,7 +350,9 @@ and training resumes from the restored checkpoint for one more epoch.
 # NBVAL_CHECK_OUTPUT
 fresh = Path("restored") / result.run_name  # a new folder, as a new VM would start from
 restored = nbexec.restore(
-    location, to={"run": fresh / "run", "mlflow.db": fresh / "mlflow.db", "mlartifacts": fresh / "mlartifacts"}
+    location,
+    to={"run": fresh / "run", "mlflow.db": fresh / "mlflow.db",
+        "mlartifacts": fresh / "mlartifacts" / result.mlflow_run_id},
 )
 print(restored.files_restored == len(manifest.files), Path(restored.checkpoint).name)
 history = mlflow.MlflowClient(restored.tracking_uri).get_metric_history(result.mlflow_run_id, "loss")

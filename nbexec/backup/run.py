@@ -8,7 +8,7 @@ the backup right after a successful job::
     <base>/<experiment>/<run name>/
       run/              the run directory: config, logs, events, result, checkpoint/
       mlflow/mlflow.db  a consistent snapshot (SQLite online backup) of the store
-      mlflow/mlartifacts/
+      mlflow/mlartifacts/<run id>/   the run's MLflow artifacts
       nbexec-backup.json
 
 The outcome lands in ``result.backup`` (the :class:`BackupRecord` as a dict,
@@ -89,7 +89,7 @@ class RunBackup:
         first = backup_components(self.location, [run_comp], source_label=str(result.run_dir), meta=meta)
         # Tag the MLflow run before its store is copied, so the copy carries the tags too.
         self._tag(result.mlflow_run_id, _record_tags(first))
-        tracking_comps, notes = self._tracking_components()
+        tracking_comps, notes = self._tracking_components(result.mlflow_run_id)
         if tracking_comps:
             second = backup_components(self.location, tracking_comps, source_label=str(result.run_dir),
                                        meta={"tracking_uri": self.resolved_tracking_uri()})
@@ -107,7 +107,7 @@ class RunBackup:
         setup = getattr(self.tracking, "setup", None) if self.tracking is not None else None
         return getattr(setup, "tracking_uri", None)
 
-    def _tracking_components(self) -> tuple[list[Component], list[str]]:
+    def _tracking_components(self, run_id: str | None) -> tuple[list[Component], list[str]]:
         comps: list[Component] = []
         notes: list[str] = []
         if self.study is not None:
@@ -123,9 +123,10 @@ class RunBackup:
             notes.append(f"the MLflow store {uri} is a server: back it up on the server's side")
             return comps, notes
         comps.append(Component(MLFLOW_DB_COMPONENT, db, "mlflow/mlflow.db", "sqlite"))
-        artifacts = self._artifact_dir(db)
-        if artifacts is not None and artifacts.is_dir():
-            comps.append(Component(ARTIFACTS_COMPONENT, artifacts, "mlflow/mlartifacts", "dir"))
+        # This run's artifacts only: the root holds every run's, and each run's backup has its own.
+        root = self._artifact_dir(db)
+        if run_id and root is not None and (root / run_id).is_dir():
+            comps.append(Component(ARTIFACTS_COMPONENT, root / run_id, f"mlflow/mlartifacts/{run_id}", "dir"))
         return comps, notes
 
     def _artifact_dir(self, db: Path) -> Path | None:

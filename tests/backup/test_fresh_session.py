@@ -69,7 +69,7 @@ def test_train_backup_lose_everything_restore_resume(tmp_path: Path) -> None:
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     assert history(client, first_id, "loss") == first_loss
     assert client.get_run(first_id).data.tags["nbexec.backup.location"] == str(location)
-    assert (project / "mlartifacts").is_dir()
+    assert (project / "mlartifacts" / first_id / "artifacts" / "config.yaml").is_file()
 
     out = ok(nbexec(*train, "--run-name", "second", "--resume", str(checkpoint), "--set", "training.epochs=2",
                     cwd=project))

@@ -64,6 +64,8 @@ def test_a_finished_run_is_backed_up_and_says_so_everywhere(project: Path) -> No
     assert {"run/checkpoint/model.pt", "run/checkpoint/optimizer.pt", "run/checkpoint/trainer_state.json",
             "run/config.yaml", "run/result.json", "run/logs/rank0.log", "mlflow/mlflow.db"} <= set(manifest.files)
     assert manifest.meta["mlflow_run_id"] == result.mlflow_run_id
+    assert manifest.components["mlartifacts"]["path"] == f"mlflow/mlartifacts/{result.mlflow_run_id}"
+    assert f"mlflow/mlartifacts/{result.mlflow_run_id}/artifacts/result.json" in manifest.files
     assert b["files_copied"] == len(manifest.files)
     # result.json holds the record too
     assert TrainingResult.load(result.run_dir).backup == b
