@@ -196,8 +196,10 @@ def _walk(root: Path) -> Iterator[Path]:
         dirs.sort()
         for name in files:
             path = Path(dirpath, name)
-            if is_tmp_name(name) or path.is_symlink() or not path.is_file():
-                continue  # a half-written temp file of a writer, a link, a socket
+            # a link to a file is copied as the file (Hugging Face caches link weights);
+            # skipped: a writer's half-written temp file, a dangling link, a socket
+            if is_tmp_name(name) or not path.is_file():
+                continue
             yield path
 
 

@@ -188,3 +188,16 @@ def test_without_kernel_copies_the_hashed_bytes_are_written(tmp_path: Path, monk
     for rel, path in tree_files(src).items():
         assert same_bytes(path, Path(record.location) / "ckpt" / rel), rel
     verify_backup(record.location)
+
+
+def test_linked_files_are_backed_up_as_their_contents(tmp_path: Path) -> None:
+    """Hugging Face caches keep weights as links into a blob store: the backup must hold the bytes."""
+    blob = write_random(tmp_path / "blobs" / "abc123", 2 * MB)
+    src = tmp_path / "snapshot"
+    src.mkdir()
+    (src / "model.safetensors").symlink_to(blob)
+    (src / "dangling").symlink_to(tmp_path / "nowhere")
+    record = backup(src, tmp_path / "backups")
+    assert record.files_copied == 1
+    copy = Path(record.location) / "snapshot" / "model.safetensors"
+    assert not copy.is_symlink() and same_bytes(blob, copy)
