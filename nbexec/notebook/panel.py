@@ -112,6 +112,7 @@ class TrainingPanel:
         self._filling = False  # loading a config into the form: validate once at the end
         self.history_rows: list[Any] = []
         self.curve_metrics: list[str] = []  # what the loss curve shows
+        self._curve_note = ""  # why there is no curve, when drawing it failed
         self.history_ready = threading.Event()  # set after each history refresh
 
         backbone = (self._base.get("model") or {}).get("backbone", DEFAULTS["model"]["backbone"])
@@ -144,6 +145,7 @@ class TrainingPanel:
                                                description="load config of", layout=widgets.Layout(width="520px"))
         self.history_refresh = widgets.Button(description="Refresh", icon="refresh")
         self.history_picker.style.description_width = "110px"
+        self.rank_picker.style.description_width = "110px"
         self._fill_form(self._base)
 
         f = self.fields
@@ -159,6 +161,11 @@ class TrainingPanel:
             self.history,
         ])
         self.widget = widgets.VBox([form, buttons, self.rank_picker, self.output, self.curve, recent])
+        # CSS hooks for styling and for browser tests
+        self.widget.add_class("nbexec-panel")
+        self.status.add_class("nbexec-panel-status")
+        self.train_button.add_class("nbexec-train")
+        self.stop_button.add_class("nbexec-stop")
 
         for w in self.fields.values():
             w.observe(self._on_change, names="value")
@@ -454,13 +461,15 @@ class TrainingPanel:
         self.output.value = bundle["text/html"]
 
     def _job_ended(self, result: TrainingResult) -> None:
+        # The curve and the history first: once the status says the run is over, the whole panel is.
         with self._lock:  # after train() has recorded the run, however fast the job was
-            self.status.value = f"{result.run_name}: {result.status.value}"
-            self._sync_buttons()
             run = self.run
         self._draw_curve(run, result)
         if load_config(self._base).tracking.enabled:
             self.refresh_history()
+        with self._lock:
+            self.status.value = f"{result.run_name}: {result.status.value}" + self._curve_note
+            self._sync_buttons()
 
     def _draw_curve(self, run: TrainingRun | None, result: TrainingResult) -> None:
         from nbexec.notebook.curves import loss_curve_png, loss_names, metric_series
@@ -470,8 +479,9 @@ class TrainingPanel:
             self.curve_metrics = loss_names(series)
             png = loss_curve_png(series, title=f"{result.run_name} ({result.status.value})")
         except Exception as err:  # noqa: BLE001 - a plotting problem must not hide the result
-            self.status.value += f" (no loss curve: {err})"
+            self._curve_note = f" (no loss curve: {err})"
             return
+        self._curve_note = ""
         if png is not None:
             self.curve.value = png
             self.curve.layout.display = None

@@ -36,6 +36,7 @@ def create_training_mlflow_run(
     tracking_uri: str | None = None,
     experiment: str | None = None,
     notebook_path: str | os.PathLike[str] | None = None,
+    start_time: float | None = None,
 ) -> TrackedRun:
     """Open the MLflow run of a training job, before the job starts.
 
@@ -52,6 +53,8 @@ def create_training_mlflow_run(
         tags: more tags (secret-named ones are redacted).
         tracking_uri, experiment: as for :func:`setup_mlflow`.
         notebook_path: the launching notebook (``mlflow.source.name``).
+        start_time: when the job started (seconds since the epoch; default: now),
+            for a run opened while the job already runs.
 
     Returns:
         The open :class:`TrackedRun`.
@@ -68,6 +71,7 @@ def create_training_mlflow_run(
     return _open_run(
         cfg, params=training_params(cfg, plan), run_name=run_name, plan=plan, parent_run_id=parent_run_id,
         tags=tags, tracking_uri=tracking_uri, experiment=experiment, notebook_path=notebook_path,
+        start_time=start_time,
     )
 
 
@@ -115,6 +119,7 @@ def _open_run(
     tracking_uri: str | None,
     experiment: str | None,
     notebook_path: str | os.PathLike[str] | None,
+    start_time: float | None = None,
 ) -> TrackedRun:
     from mlflow.entities import Param
 
@@ -133,7 +138,7 @@ def _open_run(
         if parent_run_id:
             experiment_id = client.get_run(parent_run_id).info.experiment_id
             all_tags[TAG_PARENT_RUN] = parent_run_id
-        run = client.create_run(experiment_id, start_time=int(time.time() * 1000), tags=all_tags, run_name=run_name)
+        run = client.create_run(experiment_id, start_time=int((start_time or time.time()) * 1000), tags=all_tags, run_name=run_name)
     except Exception as err:  # noqa: BLE001 - MLflow, SQLAlchemy and HTTP errors alike
         raise TrackingError(
             f"could not create an MLflow run in {setup.tracking_uri} (experiment {setup.experiment_name!r}"

@@ -16,11 +16,12 @@ still before anything is spawned) and a thread opens the run meanwhile:
 from __future__ import annotations
 
 import threading
-import warnings
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
+from nbexec.errors import TrackingError
 from nbexec.events import Event
 from nbexec.runner.sinks import Sink
 
@@ -44,13 +45,14 @@ class DeferredTrackedRun:
 
         check_store_reachable(normalize_tracking_uri(resolve_tracking_uri(config=plan.config)))
         self._future: Future[TrackedRun] = Future()
+        self._started = time.time()  # the run's start in MLflow is the job's, not when MLflow was ready
         threading.Thread(target=self._open, args=(plan,), name="nbexec-mlflow-open", daemon=True).start()
 
     def _open(self, plan: LaunchPlan) -> None:
         try:
             from nbexec.tracking.create import create_training_mlflow_run
 
-            self._future.set_result(create_training_mlflow_run(plan=plan))
+            self._future.set_result(create_training_mlflow_run(plan=plan, start_time=self._started))
         except BaseException as err:  # noqa: BLE001 - reported by finalize()
             self._future.set_exception(err)
 
@@ -83,11 +85,9 @@ class DeferredTrackedRun:
         try:
             tracked = self._future.result(OPEN_TIMEOUT_S)
         except Exception as err:  # noqa: BLE001 - the training outcome must not be lost
-            from nbexec.tracking.store import TrackingWarning
-
-            warnings.warn(f"the job ran untracked: its MLflow run could not be opened ({err})",
-                          TrackingWarning, stacklevel=2)
-            return result
+            # Raised to the run handle, which keeps the result as it is and shows this
+            # as an "nbexec:" line wherever the job's lines go (cell view, terminal).
+            raise TrackingError(f"the job ran untracked: its MLflow run could not be opened ({err})") from err
         return tracked.finish(result)
 
     def abort(self, error: BaseException) -> None:

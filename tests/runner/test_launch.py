@@ -46,7 +46,9 @@ def test_failure_on_rank1_names_rank_exception_and_keeps_rank0_log(tmp_path, scr
     assert err.rank == 1 and err.exit_code == 1
     assert err.root_cause.exc_type == "ValueError"
     assert err.root_cause.message == "rank one exploded on batch 17"
-    assert 'fail_rank1.py", line 12' in err.root_cause.traceback
+    source = (scripts / "fail_rank1.py").read_text().splitlines()
+    raise_line = next(i for i, text in enumerate(source, 1) if text.strip().startswith("raise ValueError"))
+    assert f'fail_rank1.py", line {raise_line}' in err.root_cause.traceback
     assert "bootstrap.py" not in err.root_cause.traceback  # starts in user code
     assert "rank1.log" in str(err) and "ValueError: rank one exploded" in str(err)
     rank0 = (tmp_path / run.name / "logs/rank0.log").read_text().splitlines()

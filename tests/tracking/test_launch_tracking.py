@@ -69,3 +69,31 @@ def test_trainer_metrics_reach_mlflow_once_whoever_sends_them(store_uri, client,
         assert "NBEXEC_MLFLOW_CHILD_METRICS=1" in child_env
     else:  # opened while the job started; the ranks never touch MLflow
         assert "MLFLOW_RUN_ID" not in child_env
+
+
+@pytest.mark.slow
+def test_run_that_cannot_be_opened_after_the_preflight_leaves_the_training_intact(store_uri, client, tmp_path):
+    # The store answers the preflight, but the experiment was deleted: opening the run fails
+    # while the job already runs. The job's outcome stays; the problem is said where the job's lines go.
+    from nbexec.runner.sinks import Sink
+
+    class Collect(Sink):
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def on_lines(self, lines) -> None:  # noqa: ANN001
+            self.lines += [ln.text for ln in lines]
+
+    collect = Collect()
+    client.delete_experiment(client.create_experiment("deleted-meanwhile"))
+    run = nbexec.launch(
+        {"tracking": {"uri": store_uri, "experiment": "deleted-meanwhile"}},
+        entrypoint=SCRIPTS / "ok.py", output_dir=tmp_path, nproc=2, sinks=[collect],
+    )
+    result = run.result(timeout=180)
+    assert result.status is nbexec.RunStatus.FINISHED and result.mlflow_run_id is None
+    assert nbexec.TrainingResult.load(result.run_dir).status is nbexec.RunStatus.FINISHED
+    notes = [text for text in collect.lines if text.startswith("nbexec:")]
+    assert notes and "ran untracked" in notes[0] and "deleted-meanwhile" in notes[0], notes
+    assert run.tracking.where().startswith("not tracked")
+    assert client.search_runs([client.get_experiment_by_name("deleted-meanwhile").experiment_id]) == []

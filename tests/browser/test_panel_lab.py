@@ -1,0 +1,212 @@
+"""The training panel in a real JupyterLab, driven by headless Chromium through Playwright.
+
+A JupyterLab server on 127.0.0.1 (free port, token, settings/workspaces/runtime
+in a temporary folder, news off) serves a copy of notebooks/06_training_panel.ipynb;
+Debian's Chromium (never a downloaded browser) opens it, runs all cells, clicks
+Train in the rendered widget and waits for log lines and FINISHED in the page,
+then types a long run into the form, clicks Stop and waits for KILLED. Screenshots
+go to test-artifacts/ at the repo root. The server, its kernel and every training
+process are gone afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOK = REPO / "notebooks" / "06_training_panel.ipynb"
+CHROMIUM = Path(os.environ.get("NBEXEC_CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = Path(os.environ.get("NBEXEC_TEST_ARTIFACTS", REPO / "test-artifacts"))
+STARTUP_TIMEOUT_S = 90
+RUN_TIMEOUT_MS = 180_000
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
+pytest.importorskip("jupyterlab", reason="jupyterlab is in the dev extra")
+if not CHROMIUM.is_file():
+    pytest.skip(f"no Chromium at {CHROMIUM} (.ci/run installs Debian's chromium)", allow_module_level=True)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+@dataclass
+class Lab:
+    url: str
+    token: str
+    server: subprocess.Popen[bytes]
+    workdir: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_until_serving(url: str, token: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"JupyterLab exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)  # polling the server's readiness, not standing in for an event
+    pytest.fail(f"JupyterLab did not answer in {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    root = tmp_path_factory.mktemp("lab")
+    work, home = root / "work", root / "home"
+    work.mkdir()
+    shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
+    shutil.copy(NOTEBOOK.parent / "tiny.yaml", work / "tiny.yaml")
+    settings = home / "settings"
+    notification = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification.parent.mkdir(parents=True)
+    notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "JUPYTERLAB_SETTINGS_DIR": str(settings),
+        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "IPYTHONDIR": str(home / "ipython"),
+    }
+    argv = [
+        sys.executable, "-m", "jupyterlab", "--no-browser",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
+        "--LabApp.news_url=None", "--ServerApp.open_browser=False", "--allow-root",
+    ]
+    log = root / "jupyterlab.log"
+    with log.open("wb") as sink:
+        server = subprocess.Popen(argv, env=env, cwd=work, stdout=sink, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_serving(url, token, server, log)
+        yield Lab(url=url, token=token, server=server, workdir=work)
+    finally:
+        tree = [server, *_descendants(server.pid)]
+        server.terminate()  # the server shuts its kernels down on SIGTERM
+        _, alive = psutil.wait_procs([_proc(p) for p in tree if _proc(p) is not None], timeout=30)
+        for p in alive:
+            p.kill()
+        assert not [p for p in alive if p.pid != server.pid], "the kernel outlived the server"
+
+
+def _proc(p: object) -> psutil.Process | None:
+    try:
+        return p if isinstance(p, psutil.Process) else psutil.Process(p.pid)  # type: ignore[attr-defined]
+    except psutil.NoSuchProcess:
+        return None
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _training_processes(server_pid: int) -> list[psutil.Process]:
+    found = []
+    for p in _descendants(server_pid):
+        try:
+            cmd = " ".join(p.cmdline())
+        except psutil.Error:
+            continue
+        if "torch.distributed.run" in cmd or "nbexec.child" in cmd or "nbexec.runner.guard" in cmd:
+            found.append(p)
+    return found
+
+
+def _status_text(page: object) -> str:
+    """The panel's status label (the Label beside the Train/Stop buttons)."""
+    return page.locator(".nbexec-panel-status").inner_text()  # type: ignore[attr-defined]
+
+
+def test_train_and_stop_in_jupyterlab(lab: Lab) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2400})
+            page.goto(f"{lab.url}/lab/tree/{NOTEBOOK.name}?token={lab.token}")
+            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120_000)
+
+            # Run all cells: the notebook builds the panel and trains once from Python.
+            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+            page.locator("li[data-command='runmenu:run-all']").click()
+            status = page.locator(".nbexec-panel-status")
+            status.wait_for(timeout=120_000)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.nbexec-panel-status')].some(e => e.innerText.endsWith(': FINISHED'))",
+                timeout=RUN_TIMEOUT_MS,
+            )
+            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=RUN_TIMEOUT_MS)
+            first = _status_text(page)
+
+            # Click Train in the rendered widget: a second run, followed live in the page.
+            page.locator(".nbexec-panel").get_by_role("button", name="Train", exact=False).click()
+            page.wait_for_function(
+                "(before) => { const t = document.querySelector('.nbexec-panel-status').innerText;"
+                " return t !== before && t.endsWith(': FINISHED'); }",
+                arg=first, timeout=RUN_TIMEOUT_MS,
+            )
+            panel_text = page.locator(".nbexec-panel").inner_text()
+            second = _status_text(page)
+            assert second.endswith(": FINISHED") and second != first
+            run_name = second.removesuffix(": FINISHED")
+            assert run_name in panel_text and "val_f1" in panel_text
+            assert page.locator(".nbexec-panel .nbexec-history").inner_text().count("FINISHED") >= 2
+            assert "[rank0]" in page.locator(".nbexec-panel").text_content()  # the log tail (collapsed)
+            page.screenshot(path=str(ARTIFACTS / "panel-lab-finished.png"), full_page=True)
+
+            # Type a long run into the form, Train, see its lines, Stop: KILLED, nothing left running.
+            epochs = page.locator(".nbexec-panel .widget-inline-hbox", has_text="epochs").locator("input")
+            epochs.fill("500")
+            epochs.press("Enter")
+            train = page.locator(".nbexec-panel").get_by_role("button", name="Train", exact=False)
+            page.wait_for_function(
+                "() => !document.querySelector('.nbexec-panel .nbexec-train').disabled", timeout=30_000
+            )
+            train.click()
+            page.wait_for_function(
+                "() => document.querySelector('.nbexec-panel').innerText.includes('epoch 1/500 step')",
+                timeout=RUN_TIMEOUT_MS,
+            )
+            assert _training_processes(lab.server.pid), "the job runs under the kernel"
+            page.locator(".nbexec-panel").get_by_role("button", name="Stop", exact=False).click()
+            page.wait_for_function(
+                "() => document.querySelector('.nbexec-panel-status').innerText.endsWith(': KILLED')",
+                timeout=60_000,
+            )
+            page.screenshot(path=str(ARTIFACTS / "panel-lab-killed.png"), full_page=True)
+            _, alive = psutil.wait_procs(_training_processes(lab.server.pid), timeout=15)
+            assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+        except BaseException:
+            page.screenshot(path=str(ARTIFACTS / "panel-lab-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
