@@ -79,6 +79,14 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _discard(path: Path) -> None:
+    """Remove a temporary file; never raises (its folder may be what failed)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def _write_all(fd: int, data: memoryview) -> None:
     while data:
         written = os.write(fd, data)
@@ -151,12 +159,12 @@ class Copier:
             A future of the :class:`CopiedFile`; it raises BackupError when the
             source cannot be read, the destination written, or a hash differs.
         """
-        dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = tmp_name(dest)
         try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
             size, digest = self._copy_hashed(src, tmp)
         except BaseException as err:
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)
             if isinstance(err, _Mismatch):
                 raise BackupError(
                     f"verification failed for {label}: the copy at {dest} reads back different bytes at offset "
@@ -167,7 +175,7 @@ class Copier:
                 raise BackupError(f"cannot copy {label} ({src} -> {dest}): {err.strerror or err}") from err
             raise
         if expected_sha256 is not None and digest != expected_sha256:
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)
             raise BackupError(
                 f"{label}: {src} does not match the manifest (sha256 {digest[:16]}..., "
                 f"expected {expected_sha256[:16]}...); this copy is damaged"
@@ -256,7 +264,7 @@ class Copier:
         try:
             os.replace(tmp, dest)
         except BaseException as err:
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)
             if isinstance(err, OSError) and not isinstance(err, BackupError):
                 raise BackupError(f"cannot write {label} to {dest}: {err.strerror or err}") from err
             raise

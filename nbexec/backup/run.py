@@ -114,7 +114,7 @@ class RunBackup:
             comps.append(Component(STUDY_COMPONENT, self.study.absolute(), "hpo/study.db", "sqlite"))
         uri = self.resolved_tracking_uri()
         if uri is None:
-            notes.append("tracking was off: no MLflow store to back up")
+            notes.append("no MLflow store to back up (tracking was off, or its run could not be opened)")
             return comps, notes
         from nbexec.tracking.store import sqlite_path
 

@@ -201,3 +201,13 @@ def test_linked_files_are_backed_up_as_their_contents(tmp_path: Path) -> None:
     assert record.files_copied == 1
     copy = Path(record.location) / "snapshot" / "model.safetensors"
     assert not copy.is_symlink() and same_bytes(blob, copy)
+
+
+def test_an_unwritable_spot_in_the_location_is_a_backup_error(tmp_path: Path) -> None:
+    src = make_checkpoint(tmp_path / "ckpt")
+    location = tmp_path / "backups" / "proj" / "run-1"
+    location.mkdir(parents=True)
+    (location / "ckpt").write_text("a file where the checkpoint's folder goes")
+    with pytest.raises(BackupError, match=r"cannot copy ckpt/"):
+        backup(src, tmp_path / "backups")
+    assert not (location / MANIFEST_NAME).exists()
