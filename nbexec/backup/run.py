@@ -62,10 +62,11 @@ class RunBackup:
         except Exception as err:  # noqa: BLE001 - a backup must never hide a finished training
             message = str(err) if isinstance(err, BackupError) else f"{type(err).__name__}: {err}"
             self._tag(result.mlflow_run_id, {"status": "FAILED", "error": message, "location": str(self.location)})
+            target = "drive" if on_drive(self.location) else str(self.location.parent.parent)
             warnings.warn(
                 f"training {result.run_name} FINISHED, but its backup to {self.location} failed: {message}. "
                 f"The checkpoint is still in {result.run_dir}; back it up with: nbexec backup {result.run_dir} "
-                f"--to {self.location.parent.parent}",
+                f"--to {target}",
                 BackupWarning,
                 stacklevel=2,
             )
@@ -91,8 +92,14 @@ class RunBackup:
         self._tag(result.mlflow_run_id, _record_tags(first))
         tracking_comps, notes = self._tracking_components(result.mlflow_run_id)
         if tracking_comps:
-            second = backup_components(self.location, tracking_comps, source_label=str(result.run_dir),
-                                       meta={"tracking_uri": self.resolved_tracking_uri()})
+            try:
+                second = backup_components(self.location, tracking_comps, source_label=str(result.run_dir),
+                                           meta={"tracking_uri": self.resolved_tracking_uri()})
+            except BackupError as err:
+                raise BackupError(
+                    f"{err}; the run directory with its checkpoint was backed up and verified "
+                    f"({first.verified_at}) in {self.location}, the MLflow store was not"
+                ) from err
             record = _merge(first, second, notes)
         else:
             record = replace(first, notes=tuple(notes))

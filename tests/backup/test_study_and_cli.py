@@ -96,3 +96,31 @@ def test_cli_exit_code_says_the_backup_failed_while_training_finished(tmp_path: 
     )
     assert proc.returncode == 3 and "only be mounted on Colab" in proc.stderr
     assert not (tmp_path / "outputs" / "cli-2").exists()
+
+
+def test_a_store_that_cannot_be_copied_says_the_checkpoint_is_safe(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    from nbexec.backup import BackupWarning, engine
+    from nbexec.backup.run import RunBackup
+    from nbexec.errors import BackupError
+
+    result = finished_run(tmp_path / "outputs" / "final-2")
+    db = tmp_path / "mlflow.db"
+    sqlite3.connect(db).execute("CREATE TABLE t (x)").connection.close()
+
+    def locked(source: object, dest: object) -> Path:
+        raise BackupError(f"cannot take a consistent copy of the SQLite database {source}: database is locked")
+
+    monkeypatch.setattr(engine, "snapshot_sqlite", locked)
+    location = tmp_path / "backups" / "p" / "final-2"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        amended = RunBackup(location, project="p", tracking_uri=f"sqlite:///{db}").finalize(result)
+    assert amended.status is RunStatus.FINISHED
+    error = amended.backup["error"]
+    assert "database is locked" in error and "the run directory with its checkpoint was backed up and verified" in error
+    assert [w for w in caught if issubclass(w.category, BackupWarning)]
+    manifest = verify_backup(location)  # the first part is a complete, verified backup
+    assert "run/checkpoint/model.pt" in manifest.files and "mlflow.db" not in manifest.components
