@@ -14,6 +14,8 @@ order, each command into a fresh destination (deleted untimed before the round):
   file fsynced, read back and verified before its rename, manifest last)
 - nbexec with ``durable=False`` (verified, no fsync): the like-for-like
   comparison with plain ``cp -r``
+- (informational) one sha256 pass over the source and nothing else: the floor
+  any backup that records a sha256 per file has on this CPU
 
 then, untimed, a full backup, and times the same backup again (nothing
 changed: 0 files copied). Every command is a fresh process (argv, no shell).
@@ -36,6 +38,16 @@ from pathlib import Path
 from _common import median, noise_note, print_header, print_table, run_timed, verdict
 
 MIB = 1 << 20
+HASH_ONLY = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from nbexec.backup.copy import sha256_file
+    for path in sorted(Path(sys.argv[1]).rglob("*")):
+        if path.is_file():
+            sha256_file(path)
+    """
+)
 CHILD = textwrap.dedent(
     """
     import json, sys
@@ -126,6 +138,8 @@ def main() -> int:
                                   check=True)
             assert json.loads(proc.stdout)["copied"] == 0, proc.stdout
             again.append(run_timed([*py, str(src), str(dest("again")), "1"], cwd=tmp, env=env))
+        floor = [run_timed([sys.executable, "-c", HASH_ONLY, str(src)], cwd=tmp, env=env)
+                 for _ in range(args.repeats)]
         noop = [run_timed([sys.executable, "-c", "import nbexec.backup"], cwd=tmp, env=env)
                 for _ in range(args.repeats)]
 
@@ -136,6 +150,8 @@ def main() -> int:
         rows.append([name, f"{med:.3f}", f"{min(values):.3f}", f"{total / MIB / med:.0f}", f"{base / med:.2f}"])
     rows.append(["nbexec re-backup, no change", f"{median(again):.3f}", f"{min(again):.3f}", "-",
                  f"{base / median(again):.2f}"])
+    rows.append(["sha256 of the source only (floor)", f"{median(floor):.3f}", f"{min(floor):.3f}",
+                 f"{total / MIB / median(floor):.0f}", f"{base / median(floor):.2f}"])
     rows.append(["python -c 'import nbexec.backup'", f"{median(noop):.3f}", f"{min(noop):.3f}", "-", "-"])
     print_table(["command", "median s", "min s", "MiB/s", "cp time / this"], rows)
     print(noise_note({**times, "re-backup": again}))
