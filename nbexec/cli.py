@@ -80,11 +80,20 @@ def _train(args: argparse.Namespace, script_args: list[str] | None) -> int:
 
     plan = prepare_from_args(args, script_args)
     if args.dry_run:
-        print(plan.describe())
+        from nbexec.schedulers import dry_run
+
+        print(dry_run(plan))  # the plan, plus other nodes' commands / sbatch script / job YAML
         return 0
     print(f"nbexec: starting {plan.run_name}: {plan.nproc} x {plan.backend}, logs in {plan.log_dir}", flush=True)
+    launch_cfg = plan.config.launch
+    if launch_cfg.is_multinode and launch_cfg.scheduler == "local":
+        from nbexec.schedulers.multinode import describe_peers
+
+        print(describe_peers(plan), flush=True)  # what every other node must run
     sinks = [] if args.quiet else [TerminalSink(ranks=args.ranks)]
     run = launch(plan=plan, sinks=sinks)
+    if getattr(run, "job_id", None):
+        print(f"nbexec: submitted {launch_cfg.scheduler} job {run.job_id}", flush=True)
     try:
         result = run.result()
     except KeyboardInterrupt:

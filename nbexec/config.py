@@ -7,7 +7,9 @@ untouched except for their type (each must be a mapping).
     model:    {backbone: tiny-encoder}
     training: {learning_rate: 2.0e-5, batch_size: 16, epochs: 2}
     data:     {path: outputs/data/synthetic-ner}
-    launch:   {nproc: auto, backend: auto, entrypoint: null, module: null, args: []}
+    launch:   {nproc: auto, backend: auto, entrypoint: null, module: null, args: [],
+               nnodes: 1, node_rank: 0, rdzv_endpoint: null, rdzv_id: null,
+               scheduler: local, slurm: {}, azureml: {}}
     output:   {dir: outputs, run_name: null}
     tracking: {enabled: true, uri: null, experiment: nbexec}
     backup:   {enabled: false, target: null}
@@ -29,6 +31,7 @@ from nbexec.config_fields import BACKENDS, CHECKS, MAX_NPROC, NAME_RE, did_you_m
 from nbexec.errors import ConfigError
 
 TRAINER_SECTIONS = ("model", "training", "data")
+_PLACEMENT_KEYS = ("node_rank", "rdzv_endpoint", "rdzv_id", "scheduler", "slurm", "azureml")
 BUILTIN_TRAINER_MODULE = "nbexec.trainers.token_classification"
 
 @dataclass(frozen=True)
@@ -49,6 +52,25 @@ class LaunchConfig:
     omp_num_threads: int | None = None
     oversubscribe: bool = False
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # Scaling out (nbexec.schedulers): ``backend`` above is torch.distributed's
+    # (gloo/nccl); ``scheduler`` is who runs the job: local, slurm or azureml.
+    nnodes: int | str = 1  # or an elastic range "1:4"
+    node_rank: int = 0
+    rdzv_endpoint: str | None = None  # host:port of node 0's c10d rendezvous
+    rdzv_id: str | None = None  # default: node 0's run name
+    scheduler: str = "local"
+    slurm: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    azureml: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def max_nodes(self) -> int:
+        """The largest number of nodes the job may have (``nnodes`` or its range's top)."""
+        return int(str(self.nnodes).rpartition(":")[2])
+
+    @property
+    def is_multinode(self) -> bool:
+        """True when more than one node takes part (or may, with an elastic range)."""
+        return self.max_nodes > 1
 
     @property
     def target_module(self) -> str | None:
@@ -124,6 +146,12 @@ class TrainingConfig:
         """
         d = self.to_dict()
         payload = {k: d[k] for k in (*TRAINER_SECTIONS, "launch")}
+        # Where and by whom a job runs does not shape the model: every node of
+        # one job has the same hash, and single-node hashes are unchanged.
+        for key in _PLACEMENT_KEYS:
+            payload["launch"].pop(key, None)
+        if payload["launch"].get("nnodes") == 1:
+            del payload["launch"]["nnodes"]
         return canonical_hash(payload)
 
     def __repr__(self) -> str:
@@ -363,6 +391,13 @@ def _check_cross_fields(config: TrainingConfig) -> None:
             field="launch.entrypoint",
             value=launch.entrypoint,
         )
+    _check_scale_out(launch)
+
+
+def _check_scale_out(launch: LaunchConfig) -> None:
+    from nbexec.schedulers.checks import check_launch
+
+    check_launch(launch)
 
 
 def _freeze(value: Any) -> Any:

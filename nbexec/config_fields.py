@@ -147,6 +147,12 @@ def _env(path: str, value: Any) -> Mapping[str, str]:
     return MappingProxyType(out)
 
 
+def _scale_out_checks() -> dict[str, Any]:
+    from nbexec.schedulers.checks import LAUNCH_CHECKS
+
+    return LAUNCH_CHECKS
+
+
 CHECKS: dict[str, dict[str, Any]] = {
     "launch": {
         "nproc": _nproc,
@@ -158,6 +164,7 @@ CHECKS: dict[str, dict[str, Any]] = {
         "omp_num_threads": lambda p, v: None if v is None else _int(p, v, low=1, high=1024),
         "oversubscribe": _bool,
         "env": _env,
+        **_scale_out_checks(),
     },
     "output": {"dir": _path_str, "run_name": _name},
     "tracking": {

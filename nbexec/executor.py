@@ -67,6 +67,10 @@ def prepare(
         if script_args is not None:
             raw["launch"]["args"] = list(script_args)
         cfg = load_config(raw)
+    if hardware is None and cfg.launch.scheduler != "local":
+        from nbexec.schedulers import scheduler_hardware
+
+        hardware = scheduler_hardware(cfg)  # the node the scheduler gives, not this machine
     plan = plan_training(cfg, hardware=hardware, base_env=base_env, resume_from=resume_from)
     problems = []
     if plan.resume_from is not None and not plan.resume_from.is_dir():
@@ -114,13 +118,19 @@ def launch(
         ConfigError, EnvironmentCheckError, TrackingError, BackupError: before anything is spawned.
     """
     plan = plan or prepare(config, **options)
+    if plan.config.launch.scheduler != "local":  # slurm, azureml: nbexec.schedulers
+        from nbexec.schedulers import submit
+
+        return submit(plan, sinks=sinks, finalizers=finalizers)
     tracked: Any = None
     backup: Any = None
-    if plan.config.backup.enabled:  # target checked (Drive mounted) before anything starts
+    # node 0 backs up (it holds the checkpoint and the MLflow run); target checked before anything starts
+    if plan.config.backup.enabled and plan.config.launch.node_rank == 0:
         from nbexec.backup import run_backup_finalizer
 
         backup = run_backup_finalizer(plan)
-    if plan.config.tracking.enabled:
+    # Multi-node: node 0's launcher owns the MLflow run; the other nodes open none.
+    if plan.config.tracking.enabled and plan.config.launch.node_rank == 0:
         from nbexec.tracking import create_training_mlflow_run, tracking_finalizer, with_tracking_env
         from nbexec.tracking.deferred import DeferredTrackedRun
 
@@ -141,7 +151,12 @@ def launch(
         finalizers = [*finalizers, backup.finalize]
     try:
         write_run_inputs(plan)
-        run = TrainingRun(plan, sinks=sinks, finalizers=finalizers)
+        if plan.config.launch.is_multinode:  # root cause: the earliest failure on any node
+            from nbexec.schedulers.multinode_run import MultiNodeRun
+
+            run = MultiNodeRun(plan, sinks=sinks, finalizers=finalizers)
+        else:
+            run = TrainingRun(plan, sinks=sinks, finalizers=finalizers)
         run._start()
     except BaseException as err:
         if tracked is not None:

@@ -44,6 +44,19 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, ranks_default: str =
     parser.add_argument("--backup", metavar="drive|PATH|off",
                         help="back the checkpoint up after a successful run (backup.target; 'off' disables)")
     parser.add_argument("--dry-run", action="store_true", help="show the plan (command, env, run dir) and stop")
+    add_scale_out_arguments(parser)
+
+
+def add_scale_out_arguments(parser: argparse.ArgumentParser) -> None:
+    """Multi-node and scheduler options (launch.nnodes, node_rank, rdzv_*, scheduler)."""
+    parser.add_argument("--nnodes", help="nodes in the job: a number or an elastic range MIN:MAX (launch.nnodes)")
+    parser.add_argument("--node-rank", type=int, help="this node's rank, 0 hosts the rendezvous (launch.node_rank)")
+    parser.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                        help="node 0's address and a free port, reachable by every node (launch.rdzv_endpoint)")
+    parser.add_argument("--rdzv-id", help="rendezvous id shared by all nodes (launch.rdzv_id)")
+    parser.add_argument("--scheduler", metavar="local|slurm|azureml",
+                        help="who runs the job: here, a Slurm job or an AzureML job (launch.scheduler; "
+                        "not launch.backend, which is gloo/nccl)")
 
 
 def split_script_args(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
@@ -66,6 +79,11 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
         overrides.append("tracking.enabled=false")
     if getattr(args, "experiment", None):
         overrides.append(f"tracking.experiment={json.dumps(args.experiment)}")
+    for option, key in (("nnodes", "nnodes"), ("node_rank", "node_rank"), ("rdzv_endpoint", "rdzv_endpoint"),
+                        ("rdzv_id", "rdzv_id"), ("scheduler", "scheduler")):
+        value = getattr(args, option, None)
+        if value is not None:
+            overrides.append(f"launch.{key}={json.dumps(value)}")
     backup = getattr(args, "backup", None)
     if backup is not None:
         if backup.strip().lower() == "off":
@@ -110,6 +128,7 @@ def prepare_from_args(
 
 __all__ = [
     "add_train_arguments",
+    "add_scale_out_arguments",
     "split_script_args",
     "config_overrides",
     "prepare_kwargs",

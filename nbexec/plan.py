@@ -85,7 +85,16 @@ class LaunchPlan:
             f"config:     {self.config.config_hash}\n"
             f"command:\n  {shlex.join(redact_argv(self.argv))}\n"
             f"environment:\n{env_lines}"
+            + self._describe_scale_out()
         )
+
+    def _describe_scale_out(self) -> str:
+        launch = self.config.launch
+        if not launch.is_multinode and launch.scheduler == "local":
+            return ""
+        from nbexec.schedulers import describe_scale_out
+
+        return "\n" + describe_scale_out(self)
 
 
 def resolve_nproc(config: TrainingConfig, hardware: HardwareInfo | None = None) -> int:
@@ -147,14 +156,22 @@ def build_training_command(
         target = [launch.entrypoint]
     else:
         target = ["-m", launch.target_module or BUILTIN_TRAINER_MODULE]
+    if launch.is_multinode or launch.scheduler != "local":
+        from nbexec.schedulers.multinode import rendezvous_args
+
+        rendezvous = rendezvous_args(launch, nproc=nproc, run_name=run_name)
+    else:
+        rendezvous = [
+            "--nnodes", "1",
+            "--nproc-per-node", str(nproc),
+            "--rdzv-backend", "c10d",
+            "--rdzv-endpoint", "127.0.0.1:0",
+            "--rdzv-id", run_name,
+        ]
     return [
         python or sys.executable,
         "-m", "torch.distributed.run",
-        "--nnodes", "1",
-        "--nproc-per-node", str(nproc),
-        "--rdzv-backend", "c10d",
-        "--rdzv-endpoint", "127.0.0.1:0",
-        "--rdzv-id", run_name,
+        *rendezvous,
         "--max-restarts", str(launch.max_restarts),
         "-m", BOOTSTRAP_MODULE,
         *target,

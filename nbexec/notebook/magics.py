@@ -88,8 +88,15 @@ class TrainMagics(Magics):
         except (ConfigError, EnvironmentCheckError) as err:
             raise shown_briefly(err) from None
         if args.dry_run:
-            print(plan.describe())
+            from nbexec.schedulers import dry_run
+
+            print(dry_run(plan))
             return None
+        launch_cfg = plan.config.launch
+        if launch_cfg.is_multinode and launch_cfg.scheduler == "local" and launch_cfg.node_rank == 0:
+            from nbexec.schedulers.multinode import describe_peers
+
+            print(describe_peers(plan))  # what every other node must run
         if getattr(self.shell, "kernel", None) is None:  # a terminal IPython: no display outputs
             return _run_in_terminal(plan, args, ranks)
         return _run_in_cell(plan, args, ranks)

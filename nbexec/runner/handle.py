@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nbexec import contract
-from nbexec.errors import NbexecError, TrainingCancelled, TrainingFailed
+from nbexec.errors import NbexecError, RootCause, TrainingCancelled, TrainingFailed
 from nbexec.events import Event
 from nbexec.plan import LaunchPlan
 from nbexec.result import RunStatus, TrainingResult
@@ -89,12 +89,19 @@ class TrainingRun:
             exit_code = self._proc.wait()
             self._finish(exit_code)
 
-    def _finish(self, exit_code: int) -> None:
+    def _final_status(self, exit_code: int) -> RunStatus:
+        """The job's outcome from its exit code (schedulers also read their own state)."""
         if self._cancel_requested:
-            status = RunStatus.KILLED
-        else:
-            status = RunStatus.FINISHED if exit_code == 0 else RunStatus.FAILED
-        root_cause = find_root_cause(self.plan.run_dir, exit_code) if status is RunStatus.FAILED else None
+            return RunStatus.KILLED
+        return RunStatus.FINISHED if exit_code == 0 else RunStatus.FAILED
+
+    def _root_cause(self, exit_code: int) -> RootCause:
+        """Why a FAILED job failed (a scheduler may know better, e.g. a time limit)."""
+        return find_root_cause(self.plan.run_dir, exit_code)
+
+    def _finish(self, exit_code: int) -> None:
+        status = self._final_status(exit_code)
+        root_cause = self._root_cause(exit_code) if status is RunStatus.FAILED else None
         result = TrainingResult(
             run_name=self.plan.run_name,
             run_dir=self.plan.run_dir,

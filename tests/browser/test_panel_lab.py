@@ -82,6 +82,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     notification = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     notification.parent.mkdir(parents=True)
     notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    # Start the notebook's own kernel without the "Select Kernel" dialog (it shows when the kernel is slow to come up).
+    tracker = settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True)
+    tracker.write_text(json.dumps({"autoStartDefaultKernel": True}))
 
     port, token = _free_port(), secrets.token_hex(16)
     env = {
@@ -129,6 +133,18 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
+def _start_kernel_session(lab: Lab) -> None:
+    """Create the notebook's session (and kernel) through the REST API before the page opens it,
+    so the page attaches to a started kernel instead of racing its start-up (under load, a run-all
+    sent while the kernel was still starting cleared the outputs and executed nothing)."""
+    body = json.dumps({"path": NOTEBOOK.name, "type": "notebook", "name": NOTEBOOK.name,
+                       "kernel": {"name": "python3"}}).encode()
+    request = urllib.request.Request(f"{lab.url}/api/sessions?token={lab.token}", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 201, response.status
+
+
 def _training_processes(server_pid: int) -> list[psutil.Process]:
     found = []
     for p in _descendants(server_pid):
@@ -152,6 +168,12 @@ def test_train_and_stop_in_jupyterlab(lab: Lab) -> None:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 2400})
+            # Should the kernel dialog show anyway, confirm the notebook's own kernel before any action.
+            page.add_locator_handler(
+                page.locator(".jp-Dialog", has_text="Select Kernel"),
+                lambda dialog: dialog.get_by_role("button", name="Select").click(),
+            )
+            _start_kernel_session(lab)
             page.goto(f"{lab.url}/lab/tree/{NOTEBOOK.name}?token={lab.token}")
             page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120_000)
 

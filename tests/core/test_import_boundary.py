@@ -49,7 +49,8 @@ def heavy_modules_after(code: str, cwd: Path) -> list[str]:
         "import nbexec",
         "import nbexec\n" + "\n".join(f"nbexec.{name}" for name in CORE_EXPORTS),
         f"from nbexec import {', '.join(CORE_EXPORTS)}",
-        "import nbexec\nfor name in nbexec.__all__: getattr(nbexec, name)",
+        "import nbexec\nfor name in nbexec.__all__:\n"
+        "    if not nbexec._EXPORTS.get(name, '').startswith('nbexec.notebook'): getattr(nbexec, name)",
         "import nbexec.cli, nbexec.checks, nbexec.executor, nbexec.plan, nbexec.child",
         "from nbexec.config import load_config\nload_config(None, overrides=['training.epochs=1'])",
     ],
@@ -57,6 +58,11 @@ def heavy_modules_after(code: str, cwd: Path) -> list[str]:
 )
 def test_no_heavy_imports(code: str, tmp_path: Path) -> None:
     assert heavy_modules_after(code, tmp_path) == []
+
+
+def test_the_widget_export_loads_the_widget_stack_but_neither_torch_nor_mlflow(tmp_path: Path) -> None:
+    loaded = {m.split(".")[0] for m in heavy_modules_after("import nbexec\nnbexec.TrainingPanel", tmp_path)}
+    assert loaded == {"IPython", "ipywidgets"}
 
 
 def test_the_probe_sees_a_heavy_import(tmp_path: Path) -> None:

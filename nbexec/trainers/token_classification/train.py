@@ -170,6 +170,8 @@ def train(
         Subset(val_set, range(ctx.rank, len(val_set), ctx.world_size)),
         batch_size=max(64, t_cfg["batch_size"]), pin_memory=pin,
     )
+    # One line from every rank (the rest comes from rank 0): where it runs, in how big a world.
+    print(f"rank {ctx.rank} of world size {ctx.world_size} (local rank {ctx.local_rank}) on {device}", flush=True)
     steps_per_epoch = len(train_loader)
     total_steps = t_cfg["epochs"] * steps_per_epoch
     if t_cfg["max_steps"] is not None:
