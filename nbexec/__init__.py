@@ -51,6 +51,14 @@ _EXPORTS: dict[str, str] = {
     "create_training_child_run": "nbexec.tracking",
     "setup_mlflow_tracking_env": "nbexec.tracking",
     "add_training_tags": "nbexec.tracking",
+    # backup and restore
+    "BackupRecord": "nbexec.backup",
+    "immediate_backup_if_needed": "nbexec.backup",
+    "backup_run": "nbexec.backup",
+    "verify_backup": "nbexec.backup",
+    "restore": "nbexec.backup",
+    "is_colab": "nbexec.backup",
+    "mount_drive": "nbexec.backup",
     # notebook widgets (import ipywidgets when first used)
     "TrainingPanel": "nbexec.notebook.panel",
     # scaling out: multi-node torchrun, Slurm and AzureML (nbexec.schedulers)
@@ -97,6 +105,15 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 if TYPE_CHECKING:  # static names for type checkers and IDEs
+    from nbexec.backup import (
+        BackupRecord,
+        backup_run,
+        immediate_backup_if_needed,
+        is_colab,
+        mount_drive,
+        restore,
+        verify_backup,
+    )
     from nbexec.child import RunContext, create_run_context, init_process_group_if_needed
     from nbexec.config import TrainingConfig, load_config
     from nbexec.errors import (

@@ -4,9 +4,12 @@
     nbexec doctor [CONFIG]
     nbexec hpo [CONFIG] --space SPACE --trials N [--study PATH] [--final]
     nbexec lineage RUN_DIR [--study PATH]
+    nbexec backup RUN_DIR --to drive|PATH      nbexec restore LOCATION
 
 Exit codes: 0 success, 1 training failed, 2 bad config or usage,
-3 environment or tracking store not ready, 130 interrupted (the job is cancelled first).
+3 environment or tracking store not ready, 4 backup failed (a training that
+finished stays finished: its checkpoint is in the run dir), 130 interrupted
+(the job is cancelled first).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from nbexec.errors import (
+    BackupError,
     ConfigError,
     EnvironmentCheckError,
     TrackingError,
@@ -24,7 +28,7 @@ from nbexec.errors import (
 )
 from nbexec.options import add_train_arguments, prepare_from_args, split_script_args
 
-EXIT_FAILED, EXIT_USAGE, EXIT_ENV, EXIT_INTERRUPTED = 1, 2, 3, 130
+EXIT_FAILED, EXIT_USAGE, EXIT_ENV, EXIT_BACKUP, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="show hardware and check the environment for a launch")
     doctor.add_argument("config", nargs="?", help="config to check (default: embedded demo config)")
     doctor.add_argument("--nproc", help="processes to check for")
+
+    from nbexec.backup.cli import add_backup_commands
+
+    add_backup_commands(sub)
     return parser
 
 
@@ -61,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from nbexec.hpo import cli as hpo_cli
 
             return hpo_cli.hpo_command(args) if args.command == "hpo" else hpo_cli.lineage_command(args)
+        if args.command in ("backup", "restore"):
+            from nbexec.backup.cli import run_backup_command
+
+            return run_backup_command(args)
         return _doctor(args)
     except ConfigError as err:
         print(f"nbexec: config error: {err}", file=sys.stderr)
@@ -74,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # nbexec hpo: the trial's job is already cancelled; run again to resume
         print("\nnbexec: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BackupError as err:  # the backup target is unusable: nothing was started
+        print(f"nbexec: backup: {err}", file=sys.stderr)
+        return EXIT_ENV
 
 
 def _train(args: argparse.Namespace, script_args: list[str] | None) -> int:
@@ -118,6 +133,13 @@ def _train(args: argparse.Namespace, script_args: list[str] | None) -> int:
     )
     if result.mlflow_run_id and run.tracking is not None:
         print(f"  mlflow:     {result.mlflow_run_id} ({run.tracking.where()})")
+    if result.backup is not None:
+        from nbexec.notebook.summary import backup_line
+
+        text, ok = backup_line(result.backup) or ("", True)
+        print(f"  backup:     {text}", file=sys.stdout if ok else sys.stderr)
+        if not ok:
+            return EXIT_BACKUP
     return 0
 
 

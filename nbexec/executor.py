@@ -115,7 +115,7 @@ def launch(
         The :class:`TrainingRun` handle (status RUNNING).
 
     Raises:
-        ConfigError, EnvironmentCheckError, TrackingError: before anything is spawned.
+        ConfigError, EnvironmentCheckError, TrackingError, BackupError: before anything is spawned.
     """
     plan = plan or prepare(config, **options)
     if plan.config.launch.scheduler != "local":  # slurm, azureml: nbexec.schedulers
@@ -123,6 +123,12 @@ def launch(
 
         return submit(plan, sinks=sinks, finalizers=finalizers)
     tracked: Any = None
+    backup: Any = None
+    # node 0 backs up (it holds the checkpoint and the MLflow run); target checked before anything starts
+    if plan.config.backup.enabled and plan.config.launch.node_rank == 0:
+        from nbexec.backup import run_backup_finalizer
+
+        backup = run_backup_finalizer(plan)
     # Multi-node: node 0's launcher owns the MLflow run; the other nodes open none.
     if plan.config.tracking.enabled and plan.config.launch.node_rank == 0:
         from nbexec.tracking import create_training_mlflow_run, tracking_finalizer, with_tracking_env
@@ -140,6 +146,9 @@ def launch(
             tracked = create_training_mlflow_run(plan=plan)
             plan = with_tracking_env(plan, tracked, child_metrics=True)
             finalizers = [tracking_finalizer(tracked), *finalizers]
+    if backup is not None:  # last: it sees the MLflow run id and backs up the ended run's store
+        backup.tracking = tracked
+        finalizers = [*finalizers, backup.finalize]
     try:
         write_run_inputs(plan)
         if plan.config.launch.is_multinode:  # root cause: the earliest failure on any node

@@ -38,6 +38,8 @@ class TrainingResult:
         checkpoint: the checkpoint directory, when the trainer wrote one.
         root_cause: why it failed (None unless ``status`` is FAILED).
         log_paths: ``{"rank0": path, ..., "launcher": path}``.
+        backup: the backup made after the run (``BackupRecord.to_dict()``),
+            ``{"error": ..., "location": ...}`` when it failed, None when off.
     """
 
     run_name: str
@@ -55,6 +57,7 @@ class TrainingResult:
     root_cause: RootCause | None = None
     log_paths: dict[str, Path] = field(default_factory=dict)
     mlflow_run_id: str | None = None
+    backup: dict[str, Any] | None = None
 
     @property
     def duration_s(self) -> float:
@@ -82,6 +85,7 @@ class TrainingResult:
             "root_cause": self.root_cause.to_dict() if self.root_cause else None,
             "log_paths": {k: str(v) for k, v in self.log_paths.items()},
             "mlflow_run_id": self.mlflow_run_id,
+            "backup": self.backup,
         }
 
     @classmethod
@@ -103,6 +107,7 @@ class TrainingResult:
             root_cause=RootCause(**{k: rc.get(k) for k in RootCause.__dataclass_fields__}) if rc else None,
             log_paths={k: Path(v) for k, v in (data.get("log_paths") or {}).items()},
             mlflow_run_id=data.get("mlflow_run_id"),
+            backup=data.get("backup"),
         )
 
     def write(self) -> Path:

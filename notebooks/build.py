@@ -368,10 +368,118 @@ back into the form. From Python: `panel.load_run(run_id)`.
 """),
 ]
 
+
+BACKUP = [
+    md("""
+# Backups that survive Colab: back up, verify, restore, resume
+
+A Colab VM can be recycled at any moment, and the checkpoint and the MLflow history
+(`mlflow.db`) go with it. With `--backup`, nbexec copies the run right after it finishes:
+the run directory with its checkpoint, a consistent copy of `mlflow.db` (SQLite's online
+backup, so a store being written to is never caught half-way) and the MLflow artifacts.
+Every file's sha256 goes into a manifest and is checked after the copy; files are
+written under a temporary name and renamed, so a backup killed half-way never leaves a
+damaged file behind; a second backup of unchanged files copies nothing.
+
+**On Colab** use `--backup drive`: Google Drive is mounted (once; an already mounted Drive
+is reused) before training starts, and the run lands in
+`MyDrive/nbexec/<experiment>/<run name>/`. Off Colab (like here) give a folder.
+"""),
+    code("%load_ext nbexec"),
+    code("%%train --nproc 2 --experiment backups --backup backups\n" + TINY_BODY),
+    md("""
+The summary's **backup** row says where the copy is and when it was verified; the same
+record is in `result.backup`, in `result.json`, in the lineage, and on the MLflow run as
+`nbexec.backup.*` tags. A backup that fails never fails the training: the result stays
+`FINISHED`, the row turns red and says why (the CLI exits with code 4).
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+from pathlib import Path
+
+import mlflow
+
+import nbexec
+
+result = _
+record = nbexec.BackupRecord.from_dict(result.backup)
+print(result.status, record.verified, record.files_copied > 0, record.files_skipped)
+location = Path(record.location)
+print(location.relative_to(Path.cwd()).parts[:2])
+manifest = nbexec.verify_backup(location)  # hashes every file again; BackupError names any that differ
+print(sorted(manifest.components))
+print(sorted(k for k in manifest.files if k.startswith("run/checkpoint/")))
+print(mlflow.get_run(result.mlflow_run_id).data.tags["nbexec.backup.location"] == record.location)
+"""),
+    md("""
+## Any checkpoint, any time: `immediate_backup_if_needed`
+
+The function behind `--backup` (also used after HPO trials and the final training).
+A second backup of the same, unchanged checkpoint copies nothing.
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+first = nbexec.immediate_backup_if_needed(
+    result.checkpoint, backup_enabled=True, target="backups", project="checkpoints", run_name=result.run_name
+)
+again = nbexec.immediate_backup_if_needed(
+    result.checkpoint, backup_enabled=True, target="backups", project="checkpoints", run_name=result.run_name
+)
+print(first.files_copied, first.files_skipped, "->", again.files_copied, again.files_skipped)
+"""),
+    md("""
+## A fresh session: restore, then resume
+
+`nbexec.restore(location)` (or `nbexec restore LOCATION` in a terminal) checks every file
+against the manifest and puts each part back where it came from; `to=` puts parts
+elsewhere. Here the backup is restored into `restored/`, as a new VM would get it back,
+and training resumes from the restored checkpoint for one more epoch.
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+fresh = Path("restored") / result.run_name  # a new folder, as a new VM would start from
+restored = nbexec.restore(
+    location,
+    to={"run": fresh / "run", "mlflow.db": fresh / "mlflow.db",
+        "mlartifacts": fresh / "mlartifacts" / result.mlflow_run_id},
+)
+print(restored.files_restored == len(manifest.files), Path(restored.checkpoint).name)
+history = mlflow.MlflowClient(restored.tracking_uri).get_metric_history(result.mlflow_run_id, "loss")
+print(len(history) > 0)  # the restored store has the run's whole metric history
+"""),
+    code("resumed = %train tiny.yaml --nproc 2 --experiment backups --quiet --resume {restored.checkpoint} --set training.epochs=2"),
+    code("""
+# NBVAL_CHECK_OUTPUT
+import json
+
+state = json.loads((resumed.checkpoint / "trainer_state.json").read_text())
+print(resumed.status, state["epoch"], [h["epoch"] for h in state["history"]])
+print(mlflow.get_run(resumed.mlflow_run_id).data.tags["nbexec.resumed_from"] == restored.checkpoint)
+"""),
+    md("""
+## On Colab
+
+```python
+%train config.yaml --backup drive          # mounts Drive, backs up to MyDrive/nbexec/<experiment>/<run>
+```
+In a new Colab session:
+```python
+import nbexec
+nbexec.mount_drive()                        # the authorisation prompt, once per session
+r = nbexec.restore("/content/drive/MyDrive/nbexec/<experiment>/<run name>")
+%train config.yaml --resume {r.checkpoint}
+```
+Keep `mlflow.db` and Optuna's `study.db` on the VM's disk (SQLite on Drive's mount corrupts
+and locks); the backups carry consistent copies of them. `nbexec.backup.flush_drive(unmount=True)`
+pushes every pending write to Drive before you close the session.
+"""),
+]
+
 NOTEBOOKS = {
     "01_quickstart_magics.ipynb": QUICKSTART,
     "02_python_api.ipynb": API,
     "03_hpo_lineage.ipynb": HPO_LINEAGE,
+    "04_backup_restore.ipynb": BACKUP,
     "06_training_panel.ipynb": PANEL,
 }
 

@@ -44,6 +44,7 @@ class RunSummary:
     log_paths: tuple[tuple[str, str], ...] = ()
     show_traceback: bool = True
     lineage_record: Any = None  # a nbexec.lineage.Lineage: the full table (study, trial, backup), run ids linked
+    backup: Mapping[str, Any] | None = None
 
     @classmethod
     def from_result(
@@ -79,6 +80,7 @@ class RunSummary:
             code_version=code_version,
             run=result.run_name + (f" (MLflow run {run_id})" if run_id else ""),
             checkpoint=checkpoint,
+            backup=_backup_lineage(result.backup),
         )
         if lineage is not None:
             rows = tuple((what, value + (f" (MLflow run {rid})" if rid else "")) for what, value, rid in lineage.rows())
@@ -99,6 +101,7 @@ class RunSummary:
             log_paths=tuple((name, str(path)) for name, path in result.log_paths.items()),
             show_traceback=show_traceback,
             lineage_record=lineage,
+            backup=result.backup,
         )
 
 
@@ -117,14 +120,40 @@ def lineage_rows(
     code_version: str | None,
     run: str,
     checkpoint: str | None,
+    backup: str | None = None,
 ) -> tuple[tuple[str, str], ...]:
     """The lineage known at the end of a run, as ``(what, value)`` rows."""
-    return (
+    rows = (
         ("config hash", config_hash),
         ("data", data or "not given (the trainer's default)"),
         ("code", code_version or "unknown (not in a git repository)"),
         ("run", run),
         ("checkpoint", checkpoint or "none written"),
+    )
+    return (*rows, ("backup", backup)) if backup else rows
+
+
+def _backup_lineage(backup: Mapping[str, Any] | None) -> str | None:
+    """The lineage's backup row: location and verification time of a verified backup."""
+    if not backup or not backup.get("verified"):
+        return None
+    return f"{backup.get('location')} (verified {backup.get('verified_at')})"
+
+
+def backup_line(backup: Mapping[str, Any] | None) -> tuple[str, bool] | None:
+    """``(text, ok)`` describing a run's backup, None when backups were off."""
+    if not backup:
+        return None
+    if backup.get("error"):
+        return f"FAILED ({backup['error']}); the checkpoint is still in the run dir", False
+    if backup.get("skipped"):
+        return str(backup["skipped"]), True
+    mb = float(backup.get("bytes_copied") or 0) / 1e6
+    state = f"verified {backup.get('verified_at')}" if backup.get("verified") else "NOT verified"
+    return (
+        f"{backup.get('location')} ({backup.get('files_copied')} copied, {backup.get('files_skipped')} unchanged, "
+        f"{mb:.1f} MB; {state})",
+        bool(backup.get("verified")),
     )
 
 
@@ -161,6 +190,11 @@ def render_summary_html(s: RunSummary) -> str:
         rows.append(("MLflow run", "not tracked"))
     rows.append(("checkpoint", f"<code>{markup.esc(s.checkpoint)}</code>" if s.checkpoint else "none written"))
     rows.append(("run dir", f"<code>{markup.esc(s.run_dir)}</code>"))
+    backup = backup_line(s.backup)
+    if backup is not None:
+        text, ok = backup
+        colour = "inherit" if ok else markup.status_colour(RunStatus.FAILED)
+        rows.append(("backup", f'<span style="color:{colour}">{markup.esc(text)}</span>'))
     parts.append(markup.table(rows))
     if s.lineage_record is not None:
         from nbexec.lineage.view import known_tracking_url
@@ -204,6 +238,9 @@ def render_summary_text(s: RunSummary) -> str:
         lines.append("  mlflow:     not tracked")
     lines.append(f"  checkpoint: {s.checkpoint or 'none written'}")
     lines.append(f"  run dir:    {s.run_dir}")
+    backup = backup_line(s.backup)
+    if backup is not None:
+        lines.append(f"  backup:     {backup[0]}")
     lines.append("  lineage:    " + " | ".join(f"{k}: {v}" for k, v in s.lineage))
     if s.log_paths:
         lines.append("  logs:       " + ", ".join(f"{n}: {p}" for n, p in s.log_paths))

@@ -80,6 +80,8 @@ def build_training_tags(
                 "nbexec.hardware": plan.hardware.summary(),
             }
         )
+        if plan.resume_from is not None:  # lineage: this run continues that checkpoint
+            tags["nbexec.resumed_from"] = str(plan.resume_from)
     torch_version = _package_version("torch")
     if torch_version:
         tags["nbexec.torch_version"] = torch_version

@@ -1,0 +1,37 @@
+"""Backups that survive Colab: verified, incremental, atomic copies; restore and resume.
+
+- :func:`immediate_backup_if_needed` — back a checkpoint (or any folder or
+  file) up now to a folder or Google Drive; returns a :class:`BackupRecord`.
+- :func:`backup_run` — a finished run directory with its MLflow store and
+  artifacts (``nbexec backup``); ``--backup`` does this after every run.
+- :func:`verify_backup` — hash a backup against its manifest.
+- :func:`restore` — bring a backup back (``nbexec restore``) and resume from it.
+- :func:`is_colab`, :func:`mount_drive`, :func:`flush_drive` — Colab and Drive.
+- :func:`snapshot_sqlite` — a consistent copy of a live SQLite database.
+
+Importing this package imports neither torch nor mlflow.
+"""
+
+from __future__ import annotations
+
+from nbexec.backup.api import immediate_backup_if_needed, verify_backup
+from nbexec.backup.colab import flush_drive, is_colab, mount_drive
+from nbexec.backup.record import BackupRecord, BackupWarning
+from nbexec.backup.restore import RestoreResult, restore
+from nbexec.backup.run import backup_run, run_backup_finalizer
+from nbexec.backup.sqlite import snapshot_sqlite
+
+__all__ = [
+    "BackupRecord",
+    "BackupWarning",
+    "RestoreResult",
+    "backup_run",
+    "flush_drive",
+    "immediate_backup_if_needed",
+    "is_colab",
+    "mount_drive",
+    "restore",
+    "run_backup_finalizer",
+    "snapshot_sqlite",
+    "verify_backup",
+]
