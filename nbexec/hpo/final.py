@@ -136,8 +136,11 @@ def run_final_training_workflow(
         run.cancel()
         raise
     result = run.result()
-    backup = _backup(result, backup_enabled=backup_enabled, backup_to_drive=backup_to_drive, target=backup_target,
-                     project=study.study_name if study is not None else None)
+    if result.backup and not (backup_enabled or backup_to_drive):
+        backup = _run_backup_outcome(result.backup)  # the config's backup section: launch() did it already
+    else:
+        backup = _backup(result, backup_enabled=backup_enabled, backup_to_drive=backup_to_drive,
+                         target=backup_target, project=study.study_name if study is not None else None)
     lineage = _lineage(result, plan, run.tracking, study_path if study is not None else None,
                        study.study_name if study is not None else None, trial, backup, data_path)
     path = lineage.write(result.run_dir)
@@ -195,6 +198,15 @@ def _base_config(study: Any, config: Any, overrides: Sequence[str]) -> TrainingC
                               "pass the config (config=...)", field="config")
         config = stored
     return load_config(config, overrides=overrides)
+
+
+def _run_backup_outcome(record: Mapping[str, Any]) -> BackupOutcome:
+    """The outcome of the backup ``launch()`` ran for a config with ``backup.enabled`` (``result.backup``)."""
+    if "error" in record:
+        return BackupOutcome("failed", f"backup failed: {record['error']}")
+    if "skipped" in record:
+        return BackupOutcome("off", str(record["skipped"]))
+    return BackupOutcome("done", f"backed up to {record.get('location')}", dict(record))
 
 
 def _backup(result: TrainingResult, *, backup_enabled: bool, backup_to_drive: bool, target: str | None,

@@ -101,3 +101,16 @@ def test_without_a_backup_capability_the_result_says_backup_not_available(
     assert json.loads(final.lineage_path.read_text())["missing"] == list(lineage.missing)
     assert read_lineage_tags(final.result.mlflow_run_id) == lineage
     assert extract_lineage_from_best_model(final.result.run_dir) == lineage
+
+
+def test_the_configs_backup_section_is_done_once_by_the_run_and_recorded_in_the_lineage(
+        project: Path, tiny) -> None:  # noqa: ANN001
+    pytest.importorskip("nbexec.backup")
+    config = {**tiny(epochs=1), "backup": {"enabled": True, "target": str(project / "safe")}}
+    final = run_final_training_workflow(None, config=config)
+    record = final.result.backup
+    assert final.result.ok and record and "error" not in record, record
+    assert final.backup.status == "done" and final.backup.record["location"] == record["location"]
+    assert final.lineage.backup is not None and final.lineage.backup.location == record["location"]
+    assert Path(record["location"]).is_relative_to(project / "safe")
+    assert len([p for p in (project / "safe").rglob("nbexec-backup.json")]) == 1  # one backup, not two
