@@ -68,7 +68,7 @@ def test_final_workflow_links_data_study_trial_run_checkpoint_and_backup(
     assert final.backup.status == "done"
     assert lineage.backup.location == final.backup.record["location"]
     assert lineage.backup.verified_at and Path(lineage.backup.manifest).is_file()
-    backed_up = Path(lineage.backup.location) / "model.pt"
+    [backed_up] = Path(lineage.backup.location).rglob("model.pt")  # the layout is the backup's own
     assert hashlib.sha256(backed_up.read_bytes()).hexdigest() == files["model.pt"]
     assert lineage.missing == ()
 
