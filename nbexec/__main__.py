@@ -1,3 +1,3 @@
-from nbexec.cli import main
+from nbexec.cli import run
 
-raise SystemExit(main())
+run()
