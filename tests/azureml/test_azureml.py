@@ -172,12 +172,13 @@ def _mlflow_status(run_id: str) -> str:
     return get_client(os.environ["MLFLOW_TRACKING_URI"]).get_run(run_id).info.status
 
 
-def _submit(tmp_path: Path, client: object, order: list[str], *extra_finalizers):  # noqa: ANN202
+def _submit(tmp_path: Path, client: object, order: list[str], *extra_finalizers, views=()):  # noqa: ANN001, ANN202
     """Submit with a real MLflow run (SQLite) ended by its finalizer, and a recording sink."""
     from nbexec.schedulers.azureml.run import submit_azureml
     from nbexec.tracking import create_training_mlflow_run, tracking_finalizer
 
     plan = prepare(_config(tmp_path))
+    views = [view(plan) for view in views]
     tracked = create_training_mlflow_run(plan=plan)
     seen: list[object] = []
 
@@ -187,7 +188,7 @@ def _submit(tmp_path: Path, client: object, order: list[str], *extra_finalizers)
         return result
 
     sink = Recorder(order)
-    run = submit_azureml(plan, sinks=[sink], finalizers=[tracking_finalizer(tracked), *extra_finalizers, record],
+    run = submit_azureml(plan, sinks=[sink, *views], finalizers=[tracking_finalizer(tracked), *extra_finalizers, record],
                          client=client)
     return run, sink, tracked, seen
 
@@ -199,7 +200,11 @@ def test_completed_job_streams_lines_runs_finalizers_then_on_end(tmp_path: Path,
     def broken_backup(result):  # noqa: ANN001, ANN202
         raise RuntimeError("backup target is gone")
 
-    run, sink, tracked, seen = _submit(tmp_path, fake_azure, order, broken_backup)
+    from nbexec.notebook.live import LiveRunView
+
+    published: list[dict] = []
+    run, sink, tracked, seen = _submit(tmp_path, fake_azure, order, broken_backup,
+                                       views=[lambda plan: LiveRunView(plan, publish=published.append)])
     _check_job(fake_azure.jobs.submitted[0], tmp_path)
     assert run.job_name == "job-123" and run.studio_url == "https://studio/job-123"
     assert run.status is RunStatus.RUNNING
@@ -213,6 +218,8 @@ def test_completed_job_streams_lines_runs_finalizers_then_on_end(tmp_path: Path,
                "rank 0's lines in lines()")
     wait_until(lambda: sink.texts(0) == ["epoch 1 loss 0.50", "epoch 2 loss 0.25"], 10, "lines in the sink")
     wait_until(lambda: run.azureml_state == "Running", 10, "the Running state")
+    wait_until(lambda: any("[rank0] epoch 2 loss 0.25" in b["text/plain"] and "RUNNING" in b["text/plain"]
+                           for b in list(published)), 10, "the live view showing the lines")
     assert run.status is RunStatus.RUNNING and not run.done() and order == []
 
     fake_azure.jobs.remote_print("training done")
@@ -233,6 +240,8 @@ def test_completed_job_streams_lines_runs_finalizers_then_on_end(tmp_path: Path,
     assert _mlflow_status(tracked.run_id) == "FINISHED"
     assert json.loads((run.run_dir / "result.json").read_text())["status"] == "FINISHED"
     assert run._streamer.poll() is not None
+    # the notebook's live view ends with the summary
+    assert published[-1]["text/plain"].startswith("nbexec: az-1 FINISHED in ")
 
 
 def test_failed_job_reports_rank0_traceback_and_ends_mlflow_failed(tmp_path: Path, fake_azure) -> None:
