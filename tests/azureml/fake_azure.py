@@ -75,6 +75,10 @@ class FakeJobs:
                 out.write("".join(f"{ln}\n" for ln in lines[printed:]))
                 printed = len(lines)
             out.flush()
+            blip = self.folder / "fail_stream_once"  # a network error after some lines
+            if printed and blip.exists():
+                blip.unlink()
+                raise ConnectionError("network blip")
             if state not in IN_PROGRESS:
                 break
             time.sleep(0.05)

@@ -285,6 +285,27 @@ def test_cancel_ends_the_job_killed(tmp_path: Path, fake_azure) -> None:
     run.cancel()  # idempotent
 
 
+def test_a_streamer_that_dies_is_restarted_without_repeating_lines(tmp_path: Path, fake_azure,
+                                                                   monkeypatch) -> None:
+    from nbexec.schedulers.azureml import run as az_run
+
+    monkeypatch.setattr(az_run, "STREAM_RESTART_DELAY_S", 0.05)
+    _write_script(tmp_path)
+    (fake_azure.jobs.folder / "fail_stream_once").touch()
+    run, sink, tracked, seen = _submit(tmp_path, fake_azure, [])
+    fake_azure.jobs.set_state("Running")
+    fake_azure.jobs.remote_print("epoch 1", "epoch 2")
+    wait_until(lambda: any("restarting the log streamer (1/" in ln.text for ln in run.lines(None)), 30,
+               "the restart")
+    assert any("log streaming stopped: ConnectionError('network blip')" in ln.text for ln in run.lines(None))
+    fake_azure.jobs.remote_print("epoch 3")
+    wait_until(lambda: sink.texts(0)[-1:] == ["epoch 3"], 30, "a line after the restart")
+    fake_azure.jobs.set_state("Completed")
+    assert run.wait(timeout=30) is RunStatus.FINISHED
+    assert [ln.text for ln in run.lines(0)] == ["epoch 1", "epoch 2", "epoch 3"]
+    assert sink.texts(0) == ["epoch 1", "epoch 2", "epoch 3"]
+
+
 def test_section_router_splits_the_sdk_output_by_log_file(tmp_path: Path) -> None:
     from nbexec.schedulers.azureml.stream import SectionRouter, rank_of
 

@@ -37,6 +37,8 @@ from nbexec.schedulers.filetail import FileTailPump
 POLL_S = 10.0  # how often AzureML is asked for the job's status
 MAX_POLL_ERRORS = 30  # consecutive failures to read the status before the run is given up as FAILED
 STREAM_DRAIN_S = 30.0  # once the job is over, how long the streamer may take to print the last lines
+MAX_STREAM_RESTARTS = 5  # a streamer that fails while the job runs is restarted (it skips lines already shown)
+STREAM_RESTART_DELAY_S = 10.0
 STREAM_MODULE = "nbexec.schedulers.azureml.stream"
 JOB_NAME_FILE = "job_name"  # <output_dir>/azureml/<run_name>/job_name
 STREAM_LOG = "stream.log"  # the streamer's own errors (shown as launcher lines)
@@ -101,7 +103,7 @@ class AzureMLJob:
         self.pid = None  # not a local process
         self.state = state
         self.error: str | None = None  # why its status could not be read
-        self.fast = False  # poll every second (a cancel was asked)
+        self.fast = False  # poll every second (a cancel was asked): see hurry()
         self._errors = 0
         self._next = 0.0
         self._lock = threading.Lock()
@@ -123,6 +125,11 @@ class AzureMLJob:
                     self.error = f"could not read the job's status {self._errors} times: {err}"
                     self.state = "Unknown"
             return self._code() if self.over else None
+
+    def hurry(self) -> None:
+        """Poll every second from now on (a cancel was asked)."""
+        with self._lock:
+            self.fast, self._next = True, 0.0
 
     @property
     def over(self) -> bool:
@@ -157,6 +164,8 @@ class AzureMLRun(TrainingRun):
         self._job: AzureMLJob | None = None
         self._streamer: subprocess.Popen[bytes] | None = None
         self._over_since: float | None = None
+        self._restarts = 0
+        self._restart_at: float | None = None
 
     @property
     def azureml_state(self) -> str | None:
@@ -172,7 +181,7 @@ class AzureMLRun(TrainingRun):
         self.job_name, self.studio_url = submitted.name, getattr(submitted, "studio_url", None)
         (path.parent / JOB_NAME_FILE).write_text(f"{self.job_name}\n")
         self._job = self._proc = AzureMLJob(self.client, submitted.name, str(getattr(submitted, "status", "")))
-        stream_log = path.parent / STREAM_LOG
+        self._stream_log = stream_log = path.parent / STREAM_LOG
         self._pump = FileTailPump(  # type: ignore[assignment]
             plan.run_dir, self._dispatcher, on_events=self._record_events,
             dirs=lambda: [plan.run_dir], launcher_files=lambda: [stream_log],
@@ -196,11 +205,30 @@ class AzureMLRun(TrainingRun):
         """Over once AzureML says so and the streamer has printed the last lines (bounded wait)."""
         assert self._job is not None
         if self._job.poll() is None:
+            self._keep_streaming()
             return False
         if self._streamer is None or self._streamer.poll() is not None:
             return True
         self._over_since = self._over_since or time.monotonic()
         return time.monotonic() - self._over_since > STREAM_DRAIN_S
+
+    def _keep_streaming(self) -> None:
+        """Restart a streamer that died (a network error) while the job runs, ``MAX_STREAM_RESTARTS`` times."""
+        proc = self._streamer
+        code = proc.poll() if proc is not None else None
+        if code in (None, 0) or self._restarts >= MAX_STREAM_RESTARTS:  # streaming, or the stream has ended
+            return
+        now = time.monotonic()
+        if self._restart_at is None:
+            self._restart_at = now + STREAM_RESTART_DELAY_S
+        if now < self._restart_at:
+            return
+        self._restarts += 1
+        self._restart_at = None
+        with open(self._stream_log, "a") as fh:
+            fh.write(f"nbexec: restarting the log streamer ({self._restarts}/{MAX_STREAM_RESTARTS})\n")
+        assert self.job_name is not None
+        self._streamer = _start_streamer(self.plan, self.job_name, self._stream_log)
 
     def _final_status(self, exit_code: int) -> RunStatus:
         state = self.azureml_state
@@ -227,7 +255,7 @@ class AzureMLRun(TrainingRun):
             if self._done.is_set() or self._job is None:
                 return
             self._cancel_requested = True
-            self._job.fast = True
+        self._job.hurry()
         self.client.jobs.begin_cancel(self.job_name)
         self._done.wait(grace + 60.0)
 

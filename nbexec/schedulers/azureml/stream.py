@@ -56,7 +56,9 @@ class SectionRouter(io.TextIOBase):
     the lines after it go to ``rank<N>.log`` when the file is a rank's, the
     rest (run id, studio link, execution summary, errors) to ``launcher.log``.
     Later chunks of a file come without a header: they stay in the current
-    section (the SDK streams one file per job: rank 0's).
+    section (the SDK streams one file per job: rank 0's). A rank file that
+    exists already (a restarted streamer) has its lines skipped: the SDK
+    prints each file from its start.
     """
 
     def __init__(self, log_dir: Path) -> None:
@@ -67,6 +69,12 @@ class SectionRouter(io.TextIOBase):
         self._after_header = False
         self._blanks = 0  # blank lines not yet written
         self._pending = ""
+        self._skip: dict[int, int] = {}
+        for path in log_dir.glob("rank*.log"):
+            rank = path.stem[4:]
+            if rank.isdigit():
+                with open(path, "rb") as fh:
+                    self._skip[int(rank)] = sum(1 for _ in fh)
 
     def writable(self) -> bool:
         return True
@@ -126,6 +134,9 @@ class SectionRouter(io.TextIOBase):
         self._blanks = 0
 
     def _out(self, rank: int | None, line: str) -> None:
+        if rank is not None and self._skip.get(rank):
+            self._skip[rank] -= 1
+            return
         fh = self._files.get(rank)
         if fh is None:
             path = self.log_dir / contract.LAUNCHER_LOG if rank is None else self.log_dir / f"rank{rank}.log"
