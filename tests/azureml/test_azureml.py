@@ -306,6 +306,29 @@ def test_a_streamer_that_dies_is_restarted_without_repeating_lines(tmp_path: Pat
     assert sink.texts(0) == ["epoch 1", "epoch 2", "epoch 3"]
 
 
+def test_the_streamer_exits_when_the_submitter_closes_its_stdin(tmp_path: Path, fake_azure) -> None:
+    """A kernel that dies closes the pipe too: no streamer outlives its submitter."""
+    from nbexec.schedulers.azureml.run import _start_streamer
+
+    _write_script(tmp_path)
+    plan = prepare(_config(tmp_path))
+    plan.log_dir.mkdir(parents=True)
+    fake_azure.jobs.create_or_update(None)
+    fake_azure.jobs.set_state("Running")
+    fake_azure.jobs.remote_print("epoch 1")
+    proc = _start_streamer(plan, "job-123", tmp_path / "stream.log")
+    try:
+        wait_until(lambda: (plan.log_dir / "rank0.log").is_file()
+                   and (plan.log_dir / "rank0.log").read_text() == "epoch 1\n", 30, "the streamed line")
+        assert proc.poll() is None  # the job still runs: it keeps streaming
+        proc.stdin.close()
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_section_router_splits_the_sdk_output_by_log_file(tmp_path: Path) -> None:
     from nbexec.schedulers.azureml.stream import SectionRouter, rank_of
 

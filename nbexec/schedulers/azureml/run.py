@@ -282,20 +282,32 @@ def _start_streamer(plan: LaunchPlan, job_name: str, stream_log: Path) -> subpro
             err.write(f"nbexec: could not start the log streamer: {error}\n".encode())
             return None
     assert proc.stdin is not None
-    with proc.stdin:
-        proc.stdin.write(json.dumps(dict(plan.config.launch.azureml), default=str).encode())
+    try:  # kept open: the streamer exits when it closes (here, or when this process dies)
+        proc.stdin.write(json.dumps(dict(plan.config.launch.azureml), default=str).encode() + b"\n")
+        proc.stdin.flush()
+    except OSError:
+        pass  # it died already; its stderr says why
     return proc
 
 
 def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
+    """Close the streamer's stdin (it exits), then terminate it if it has not within 5 s."""
+    if proc is None:
         return
-    proc.terminate()
+    if proc.stdin is not None:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
     try:
         proc.wait(5.0)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        proc.terminate()
+        try:
+            proc.wait(5.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def last_exception(lines: Sequence[LogLine]) -> tuple[str, str, str]:

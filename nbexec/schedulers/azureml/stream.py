@@ -1,6 +1,6 @@
 """Stream an AzureML job's logs into a run dir's log files (a child of the submitting process):
 
-    python -m nbexec.schedulers.azureml.stream --job NAME --log-dir DIR  < launch.azureml options (JSON)
+    python -m nbexec.schedulers.azureml.stream --job NAME --log-dir DIR  < launch.azureml options (a JSON line)
 
 It runs ``MLClient.jobs.stream(NAME)``, which prints to a hard-coded
 ``sys.stdout`` until the job is over; in this process (never the kernel's)
@@ -10,7 +10,8 @@ into the run dir's log files, which the submitter tails
 sinks. The client comes from :func:`~nbexec.schedulers.azureml.run.connect`:
 the same workspace options and credential chain as the submission (``az
 login``, service principal variables, managed identity); no secret is on the
-command line or stdin.
+command line or stdin. The submitter keeps stdin open: when it closes
+(the submitter stopped it, or died), this process exits.
 
 Test hook (only for tests; Azure cannot be reached from CI): when
 ``NBEXEC_AZUREML_TEST_CLIENT=module:factory`` is set, ``factory(options)``
@@ -28,6 +29,7 @@ import json
 import os
 import re
 import sys
+import threading
 from pathlib import Path
 from typing import IO, Any
 
@@ -155,12 +157,20 @@ def make_client(options: dict[str, Any]) -> Any:
     return connect(options)
 
 
+def _exit_at_eof() -> None:
+    """The submitter holds stdin open: EOF means it stopped streaming or died; so does this process."""
+    for _ in sys.stdin:
+        pass
+    os._exit(0)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m nbexec.schedulers.azureml.stream")
     parser.add_argument("--job", required=True)
     parser.add_argument("--log-dir", required=True, type=Path)
     args = parser.parse_args(argv)
-    options = json.loads(sys.stdin.read() or "{}")
+    options = json.loads(sys.stdin.readline() or "{}")
+    threading.Thread(target=_exit_at_eof, name="nbexec-stream-watch", daemon=True).start()
     # read by azure.ai.ml when it is imported: set before make_client imports it
     os.environ.setdefault("AZUREML_RUN_POLLING_INTERVAL_MAX", str(POLL_MAX_S))
     router = SectionRouter(args.log_dir)
