@@ -259,12 +259,38 @@ def test_failed_job_reports_rank0_traceback_and_ends_mlflow_failed(tmp_path: Pat
         run.result()
     cause = caught.value.root_cause
     assert cause.rank == 0 and cause.exc_type == "ValueError"
-    assert "batch 7 is empty" in cause.message and "https://studio/job-123" in cause.message
+    assert cause.message == "batch 7 is empty; see https://studio/job-123"
+    assert cause.headline().endswith("ValueError: batch 7 is empty; see https://studio/job-123")
     assert 'File "train.py"' in cause.traceback
     assert "ValueError: batch 7 is empty" in caught.value.log_tail
     assert any(ln.text.startswith("AzureML: Exception") for ln in run.lines(None, 20))  # AzureML's error, streamed
     assert order == ["finalize", "on_end"] and seen[0].status is RunStatus.FAILED
     assert _mlflow_status(tracked.run_id) == "FAILED"
+
+
+def test_a_status_azure_never_answers_ends_the_run_failed_with_why(tmp_path: Path, fake_azure,
+                                                                     monkeypatch) -> None:
+    from nbexec.schedulers.azureml import run as az_run
+
+    monkeypatch.setattr(az_run, "MAX_POLL_ERRORS", 3)
+    monkeypatch.setattr(az_run, "STREAM_DRAIN_S", 0.5)  # the streamer (its own client) would go on
+    _write_script(tmp_path)
+    order: list[str] = []
+    run, sink, tracked, seen = _submit(tmp_path, fake_azure, order)
+    fake_azure.jobs.set_state("Running")
+    calls = []
+
+    def unreachable(name: str) -> object:
+        calls.append(name)
+        raise ConnectionError("workspace unreachable")
+
+    monkeypatch.setattr(fake_azure.jobs, "get", unreachable)
+    assert run.wait(timeout=30) is RunStatus.FAILED
+    assert len(calls) == 3
+    cause = run.exception().root_cause
+    assert "could not read the job's status 3 times: workspace unreachable" in cause.message
+    assert order == ["finalize", "on_end"] and _mlflow_status(tracked.run_id) == "FAILED"
+    assert run._streamer.poll() is not None  # stopped once the drain time was up
 
 
 def test_cancel_ends_the_job_killed(tmp_path: Path, fake_azure) -> None:

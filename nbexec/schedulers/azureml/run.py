@@ -243,8 +243,8 @@ class AzureMLRun(TrainingRun):
             return RootCause(rank=None, exit_code=None, message=f"AzureML job {self.job_name}: {job.error}{where}")
         exc_type, message, trace = last_exception(self.lines(0))
         rank = 0 if exc_type else None
-        headline = f"{exc_type}: {message}" if exc_type else f"AzureML job {self.job_name} {self.azureml_state}"
-        return RootCause(rank=rank, exit_code=None, exc_type=exc_type, message=headline + where, traceback=trace)
+        what = message if exc_type else f"AzureML job {self.job_name} {self.azureml_state}"
+        return RootCause(rank=rank, exit_code=None, exc_type=exc_type, message=what + where, traceback=trace)
 
     def cancel(self, grace: float = 10.0) -> None:
         """Ask AzureML to cancel the job; returns once it reports it over (or ``grace`` + 60 s).
