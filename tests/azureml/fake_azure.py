@@ -3,16 +3,16 @@
 The job lives in a folder both the test process and the log streamer child
 (``python -m nbexec.schedulers.azureml.stream``) see: ``state`` holds its
 AzureML status, ``remote.log`` what rank 0 printed in the cloud. The test
-drives the job by writing them; ``jobs.stream`` prints like the SDK's
-``stream_logs_until_completion`` (run id, a ``Streaming`` header per log file,
-new lines as they come, the execution summary, JobException on failure).
+drives the job by writing them; ``jobs.stream`` is the SDK's real
+``stream_logs_until_completion`` (what it prints, when it stops, the
+JobException of a failed job), with the two Azure calls it makes (run
+details, log download) answered from the folder.
 The child builds it through ``NBEXEC_AZUREML_TEST_CLIENT=azureml.fake_azure:make_client``.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,8 +20,6 @@ from typing import Any
 FOLDER_VAR = "FAKE_AZURE_DIR"  # not NBEXEC_*: plans drop those
 JOB_NAME = "job-123"
 RANK0_LOG = "user_logs/std_log_process_0.txt"
-IN_PROGRESS = {"NotStarted", "Queued", "Preparing", "Starting", "Provisioning", "Running", "Finalizing",
-               "CancelRequested"}
 
 
 class FakeJobs:
@@ -61,34 +59,35 @@ class FakeJobs:
         self.set_state("Canceled")
 
     def stream(self, name: str) -> None:
-        import sys
+        """The SDK's own ``stream_logs_until_completion``, with Azure's two calls answered from the folder."""
+        from azure.ai.ml.operations import _job_ops_helper as helper
 
-        out = sys.stdout  # like the SDK: whatever sys.stdout is
-        out.write(f"RunId: {name}\nWeb View: https://studio/{name}\n")
-        printed = 0
-        while True:
-            state = self.state  # read before the log: the last lines are printed after it is over
-            lines = (self.folder / "remote.log").read_text().splitlines()
-            if lines[printed:]:
-                if printed == 0:
-                    out.write(f"\nStreaming {RANK0_LOG}\n{'=' * (len(RANK0_LOG) + 10)}\n\n")
-                out.write("".join(f"{ln}\n" for ln in lines[printed:]))
-                printed = len(lines)
-            out.flush()
-            blip = self.folder / "fail_stream_once"  # a network error after some lines
-            if printed and blip.exists():
+        downloaded: list[str] = []
+
+        def download(url: str, pipeline: object, timeout: object = None) -> str:
+            if url.endswith("rank1"):
+                return "rank 1 line (AzureML streams rank 0's file only)\n"
+            text = (self.folder / "remote.log").read_text()
+            blip = self.folder / "fail_stream_once"  # a network error once some lines were shown
+            if downloaded and blip.exists():
                 blip.unlink()
                 raise ConnectionError("network blip")
-            if state not in IN_PROGRESS:
-                break
-            time.sleep(0.05)
-        out.write(f"\nExecution Summary\n=================\nRunId: {name}\n")
-        if state == "Failed":
-            from azure.ai.ml.exceptions import ErrorCategory, ErrorTarget, JobException
+            downloaded.append(text)
+            return text
 
-            raise JobException(message='Exception : \n {"code": "UserError", "message": "exit code 1"} ',
-                               target=ErrorTarget.JOB, no_personal_data_message="failed job",
-                               error_category=ErrorCategory.SYSTEM_ERROR)
+        def run_details(job_name: str) -> object:
+            error = SimpleNamespace(as_dict=lambda: {"code": "UserError", "message": "exit code 1"})
+            return SimpleNamespace(status=self.state, warnings=None, error=error, log_files={
+                RANK0_LOG: "https://blob/rank0", "user_logs/std_log_process_1.txt": "https://blob/rank1"})
+
+        helper.download_text_from_url = download
+        helper.create_requests_pipeline_with_retry = lambda *, requests_pipeline, retries=3: requests_pipeline
+        helper._wait_before_polling = lambda seconds: 0.05
+        job = SimpleNamespace(name=name, properties=SimpleNamespace(
+            job_type="Command", services={"Studio": SimpleNamespace(endpoint=f"https://studio/{name}")},
+            properties={}, outputs=None))
+        helper.stream_logs_until_completion(SimpleNamespace(get_run_details=run_details), job, None,
+                                            requests_pipeline=None)
 
 
 def make_client(options: dict[str, Any] | None = None) -> Any:

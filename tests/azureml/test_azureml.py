@@ -230,6 +230,8 @@ def test_completed_job_streams_lines_runs_finalizers_then_on_end(tmp_path: Path,
     assert [ln.text for ln in run.lines(0, 1)] == ["training done"]  # the last lines, after the job was over
     launcher = [ln.text for ln in run.lines(None)]
     assert "RunId: job-123" in launcher and "Execution Summary" in launcher
+    assert "Web View: https://studio/job-123" in launcher
+    assert not any("rank 1 line" in t for t in [*launcher, *sink.texts(0)])  # the SDK streams rank 0's file
     assert "training done" in (run.run_dir / "logs" / "rank0.log").read_text()
     assert result.log_paths["rank0"] == run.run_dir / "logs" / "rank0.log"
     # finalizers once, in order, then on_end with the final result; the broken one is a line, not a loss
