@@ -130,7 +130,10 @@ print(job.command)
 """),
     md("""
 Submitting needs the workspace and Azure credentials; without them nothing is submitted
-and the error says what is missing.
+and the error says what is missing. With them, `%train` submits through `MLClient` and the job
+is followed like a local run: rank 0's output streams into the cell's view (`MLClient.jobs.stream`
+in a helper process), its status and result come back as for a local run (metrics go to the
+job's MLflow run in the workspace), and an interrupt or `run.cancel()` cancels the job.
 """),
     code("""
 # NBVAL_CHECK_OUTPUT
