@@ -23,7 +23,11 @@ def test_sink_logs_events_and_finish_adds_only_the_rest(store_uri: str, client, 
     sink.on_events(events[: 2 * 3])  # the first three steps arrived while the job ran (with progress events)
     sink.on_events([{**metric_events[0], "rank": 1}])  # another rank's event is not rank 0's metrics
     deadline = time.monotonic() + 30
-    while len(client.get_metric_history(tracked.run_id, "loss")) < 3 and time.monotonic() < deadline:
+    # MLflow's log_batch commits the metrics and the tags in separate transactions: wait for both.
+    while time.monotonic() < deadline and not (
+        len(client.get_metric_history(tracked.run_id, "loss")) >= 3
+        and "nbexec.child_logged" in client.get_run(tracked.run_id).data.tags
+    ):
         time.sleep(0.05)
     assert [s for s, _ in history(client, tracked.run_id, "loss")] == [0, 10, 20]
     run_tags = client.get_run(tracked.run_id).data.tags
