@@ -6,7 +6,7 @@ The magics, the panel, the CLI and the seed's functions all come through
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,14 +149,25 @@ def launch(
     if backup is not None:  # last: it sees the MLflow run id and backs up the ended run's store
         backup.tracking = tracked
         finalizers = [*finalizers, backup.finalize]
+    run_class: type[TrainingRun] = TrainingRun
+    if plan.config.launch.is_multinode:  # root cause: the earliest failure on any node
+        from nbexec.schedulers.multinode_run import MultiNodeRun
+
+        run_class = MultiNodeRun
+    return start_run(plan, lambda: run_class(plan, sinks=sinks, finalizers=finalizers), tracked)
+
+
+def start_run(plan: LaunchPlan, make_run: Callable[[], TrainingRun], tracked: Any = None) -> TrainingRun:
+    """Write the run's inputs (config, command), then make the handle and start it.
+
+    Used by every scheduler that runs processes through a :class:`TrainingRun`
+    (local, multi-node, Slurm). The handle is made only once the run dir is
+    written (it starts its sink thread). When the run cannot start, the MLflow
+    run (if any) is aborted and the error raised; ``run.tracking = tracked``.
+    """
     try:
         write_run_inputs(plan)
-        if plan.config.launch.is_multinode:  # root cause: the earliest failure on any node
-            from nbexec.schedulers.multinode_run import MultiNodeRun
-
-            run = MultiNodeRun(plan, sinks=sinks, finalizers=finalizers)
-        else:
-            run = TrainingRun(plan, sinks=sinks, finalizers=finalizers)
+        run = make_run()
         run._start()
     except BaseException as err:
         if tracked is not None:

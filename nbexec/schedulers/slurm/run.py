@@ -19,7 +19,7 @@ from nbexec import contract
 from nbexec.errors import RootCause
 from nbexec.plan import LaunchPlan
 from nbexec.result import RunStatus
-from nbexec.runner.handle import DRAIN_TIMEOUT, Finalizer, TrainingRun, write_run_inputs
+from nbexec.runner.handle import DRAIN_TIMEOUT, Finalizer, TrainingRun
 from nbexec.runner.sinks import Sink
 from nbexec.schedulers import node_run_dirs
 from nbexec.schedulers.filetail import FileTailPump
@@ -199,16 +199,9 @@ def submit_slurm(plan: LaunchPlan, *, sinks: Sequence[Sink] = (), finalizers: Se
         if parent_logs:
             sinks.append(tracked.metrics_sink())
         finalizers.insert(0, tracking_finalizer(tracked))
-    try:
-        write_run_inputs(plan)
-        run = SlurmRun(plan, sinks=sinks, finalizers=finalizers)
-        run._start()
-    except BaseException as err:
-        if tracked is not None:
-            tracked.abort(err)
-        raise
-    run.tracking = tracked
-    return run
+    from nbexec.executor import start_run
+
+    return start_run(plan, lambda: SlurmRun(plan, sinks=sinks, finalizers=finalizers), tracked)  # type: ignore[return-value]
 
 
 __all__ = ["SlurmJob", "SlurmRun", "submit_slurm"]
