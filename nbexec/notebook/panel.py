@@ -33,6 +33,7 @@ from nbexec.config import load_config
 from nbexec.errors import ConfigError
 from nbexec.hardware import HardwareInfo, detect_hardware
 from nbexec.notebook import markup
+from nbexec.notebook.history_box import RunHistoryBox
 from nbexec.result import RunStatus
 from nbexec.runner.sinks import Sink
 from nbexec.trainers.token_classification.schema import BACKBONES, DEFAULTS
@@ -58,7 +59,6 @@ FIELD_PATHS: Mapping[str, str] = {
     "backup_target": "backup.target",
 }
 ALL_RANKS = "all"  # the rank selector's value for every rank and the launcher
-HISTORY_LIMIT = 10  # runs in the history table
 
 
 class _PanelEnd(Sink):
@@ -84,7 +84,7 @@ class TrainingPanel:
         view: the last job's live view sink.
         fields: the form's widgets by name (see ``FIELD_PATHS``, plus ``overrides``).
         train_button, stop_button, status, error, output, rank_picker, curve,
-        history, history_picker: the parts, for tests and layouts.
+        history, history_picker: the run history's table and picker (``recent``: the whole box).
     """
 
     def __init__(
@@ -107,13 +107,10 @@ class TrainingPanel:
         self.run: TrainingRun | None = None
         self.view: LiveRunView | None = None
         self._lock = threading.Lock()
-        self._history_lock = threading.Lock()
         self._valid = False
         self._filling = False  # loading a config into the form: validate once at the end
-        self.history_rows: list[Any] = []
         self.curve_metrics: list[str] = []  # what the loss curve shows
         self._curve_note = ""  # why there is no curve, when drawing it failed
-        self.history_ready = threading.Event()  # set after each history refresh
 
         backbone = (self._base.get("model") or {}).get("backbone", DEFAULTS["model"]["backbone"])
         options = list(BACKBONES) + ([backbone] if backbone not in BACKBONES else [])
@@ -140,11 +137,8 @@ class TrainingPanel:
         self.rank_picker = widgets.Dropdown(options=[("rank 0", "0")], value="0", description="show lines of")
         self.output = widgets.HTML(value="")
         self.curve = widgets.Image(format="png", layout=widgets.Layout(display="none", max_width="640px"))
-        self.history = widgets.HTML(value="")
-        self.history_picker = widgets.Dropdown(options=[("pick a run to load its config", "")], value="",
-                                               description="load config of", layout=widgets.Layout(width="520px"))
-        self.history_refresh = widgets.Button(description="Refresh", icon="refresh")
-        self.history_picker.style.description_width = "110px"
+        self.recent = RunHistoryBox(on_pick=self.load_run)
+        self.history, self.history_picker = self.recent.table, self.recent.picker
         self.rank_picker.style.description_width = "110px"
         self._fill_form(self._base)
 
@@ -155,12 +149,7 @@ class TrainingPanel:
             widgets.HBox([f["backup"], f["backup_target"]]), f["overrides"], self.error,
         ])
         buttons = widgets.HBox([self.train_button, self.stop_button, self.status])
-        recent = widgets.VBox([
-            widgets.HTML(value="<b>recent runs</b>"),
-            widgets.HBox([self.history_picker, self.history_refresh]),
-            self.history,
-        ])
-        self.widget = widgets.VBox([form, buttons, self.rank_picker, self.output, self.curve, recent])
+        self.widget = widgets.VBox([form, buttons, self.rank_picker, self.output, self.curve, self.recent.widget])
         # CSS hooks for styling and for browser tests
         self.widget.add_class("nbexec-panel")
         self.status.add_class("nbexec-panel-status")
@@ -172,8 +161,7 @@ class TrainingPanel:
         self.train_button.on_click(lambda _button: self.train())
         self.stop_button.on_click(lambda _button: self.stop())
         self.rank_picker.observe(self._on_rank_picked, names="value")
-        self.history_picker.observe(self._on_history_picked, names="value")
-        self.history_refresh.on_click(lambda _button: self.refresh_history())
+        self.recent.refresh_button.on_click(lambda _button: self.refresh_history())
         self.validate()
         if history:
             threading.Thread(target=self.refresh_history, name="nbexec-panel-history", daemon=True).start()
@@ -397,38 +385,19 @@ class TrainingPanel:
 
     # --- run history (MLflow) ------------------------------------------------------------
 
+    @property
+    def history_rows(self) -> list[Any]:
+        """The runs in the history table (newest first)."""
+        return self.recent.rows
+
     def refresh_history(self) -> None:
         """Read this experiment's recent runs from MLflow into the table and the picker."""
-        from nbexec.notebook.history import recent_runs, render_history_html
-
-        with self._history_lock:
-            try:
-                cfg = self.config()
-            except ConfigError:
-                cfg = load_config(self._base)
-            try:
-                if not cfg.tracking.enabled:
-                    rows, html = [], f'<div style="{markup.MUTED}">tracking is off: no run history</div>'
-                else:
-                    uri = self._tracking_uri(cfg)
-                    rows = recent_runs(uri, self.fields["experiment"].value.strip() or "nbexec",
-                                       limit=HISTORY_LIMIT)
-                    html = render_history_html(rows, tracking_uri=uri)
-            except Exception as err:  # noqa: BLE001 - the store being away must not break the form
-                rows = []
-                html = f'<div style="color:{markup.STDERR_COLOUR}">run history unavailable: {markup.esc(err)}</div>'
-            self.history_rows = rows
-            self.history.value = html
-            picked = self.history_picker.value
-            self.history_picker.unobserve(self._on_history_picked, names="value")
-            try:
-                self.history_picker.options = [("pick a run to load its config", "")] + [
-                    (row.label, row.run_id) for row in rows
-                ]
-                self.history_picker.value = picked if picked in {r.run_id for r in rows} else ""
-            finally:
-                self.history_picker.observe(self._on_history_picked, names="value")
-            self.history_ready.set()
+        try:
+            cfg = self.config()
+        except ConfigError:
+            cfg = load_config(self._base)
+        uri = self._tracking_uri(cfg) if cfg.tracking.enabled else None
+        self.recent.refresh(uri, self.fields["experiment"].value.strip() or "nbexec")
 
     def load_run(self, run_id: str) -> None:
         """Load the config a past run (by MLflow run id) was launched with into the form."""
@@ -442,12 +411,7 @@ class TrainingPanel:
             self.status.value = f"could not load run {run_id[:12]}"
             self.error.value = f'<div style="color:{markup.STDERR_COLOUR}">{markup.esc(err)}</div>'
             return
-        name = next((row.name for row in self.history_rows if row.run_id == run_id), run_id[:12])
-        self.status.value = f"loaded the config of {name}"
-
-    def _on_history_picked(self, change: Mapping[str, Any]) -> None:
-        if change["new"]:
-            self.load_run(change["new"])
+        self.status.value = f"loaded the config of {self.recent.name_of(run_id)}"
 
     @staticmethod
     def _tracking_uri(cfg: TrainingConfig) -> str:
