@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_final_workflow_links_data_study_trial_run_checkpoint_and_backup(
-        project: Path, client, tiny, backup_capability: str) -> None:  # noqa: ANN001
+        project: Path, client, tiny) -> None:  # noqa: ANN001
     sweep = run_hpo(tiny(epochs=1), LR_SPACE, 2, study_path="outputs/hpo/study.db", seed=0)
     study_path = project / "outputs/hpo/study.db"
     final = run_final_training_workflow(study_path, backup_enabled=True, backup_target=str(project / "backups"))
