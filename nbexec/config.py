@@ -291,9 +291,18 @@ def _check_mapping(data: Any, origin: str) -> dict[str, Any]:
     return data
 
 
-def _apply_override(raw: dict[str, Any], item: str) -> None:
+def parse_value(text: str) -> Any:
+    """A config value written as text (an override's right side, an MLflow param), read as
+    YAML 1.2 would (``1e-5`` is a float, not a string); text YAML cannot read stays text."""
     import yaml
 
+    try:
+        return yaml.load(text, Loader=_loader()) if text.strip() else None  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError:
+        return text
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
     if not isinstance(item, str) or "=" not in item:
         raise ConfigError(
             f"override {item!r} must look like section.key=value "
@@ -310,10 +319,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
             field=key,
             value=item,
         )
-    try:
-        value = yaml.load(text, Loader=_loader()) if text.strip() else None  # noqa: S506
-    except yaml.YAMLError:
-        value = text
+    value = parse_value(text)
     node = raw
     for depth, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})

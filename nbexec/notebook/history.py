@@ -126,8 +126,9 @@ def run_config(tracking_uri: str, run_id: str) -> dict[str, Any]:
 
 
 def config_from_params(params: Mapping[str, str]) -> dict[str, Any]:
-    """Nest flattened params (``training.learning_rate`` -> ``{"training": {...}}``), values parsed as YAML."""
-    import yaml
+    """Nest flattened params (``training.learning_rate`` -> ``{"training": {...}}``), values read
+    as config values are (:func:`nbexec.config.parse_value`: ``1e-05`` is a float)."""
+    from nbexec.config import parse_value
 
     out: dict[str, Any] = {}
     for key, text in params.items():
@@ -135,10 +136,7 @@ def config_from_params(params: Mapping[str, str]) -> dict[str, Any]:
         node = out
         for part in parents:
             node = node.setdefault(part, {})
-        try:
-            node[leaf] = yaml.safe_load(text)
-        except yaml.YAMLError:
-            node[leaf] = text
+        node[leaf] = parse_value(text)
     return out
 
 

@@ -67,6 +67,8 @@ def test_run_config_comes_from_the_artifact_else_from_the_params(store: str, tmp
                                                 "output": {"run_name": None, "dir": "o"}}
     rebuilt = run_config(store, without)
     assert rebuilt["training"] == {"learning_rate": 0.005} and rebuilt["model"] == {"backbone": "tiny-encoder"}
+    # MLflow stores str(1e-05) == "1e-05": read back as the config reads it (a float), not as a string
+    assert config_from_params({"training.learning_rate": "1e-05"}) == {"training": {"learning_rate": 1e-05}}
     assert config_from_params({"a.b": "[1, 2]", "a.c": "x: y: z", "d": "true"}) == {
         "a": {"b": [1, 2], "c": "x: y: z"}, "d": True,
     }
