@@ -25,9 +25,7 @@ def is_shown(line: LogLine, ranks: Collection[int] | None) -> bool:
     torchrun's own output repeats the failing rank's traceback at length, so it
     shows only with every rank selected; nbexec's own notes always show.
     """
-    if line.rank is None:
-        return ranks is None or line.text.startswith(NBEXEC_PREFIX)
-    return ranks is None or line.rank in ranks
+    return _source_shown(_source(line), ranks)
 
 
 class LineTail:
@@ -77,10 +75,6 @@ class LineTail:
         with self._lock:
             self.ranks = frozenset(ranks) if ranks is not None else None
 
-    def wants(self, line: LogLine) -> bool:
-        """Whether the current selection shows ``line``."""
-        return is_shown(line, self.ranks)
-
     def add(self, lines: Iterable[LogLine]) -> int:
         """Keep every line (bounded per source); returns how many the selection shows."""
         shown = 0
@@ -93,7 +87,7 @@ class LineTail:
                 buffer.append((self._order, self._shorten(ln)))
                 self._order += 1
                 self._seen[key] = self._seen.get(key, 0) + 1
-                shown += is_shown(ln, self.ranks)
+                shown += _source_shown(key, self.ranks)
         return shown
 
     def note_dropped(self, count: int) -> None:
@@ -126,7 +120,7 @@ def _source(line: LogLine) -> object:
     return _NOTES if line.text.startswith(NBEXEC_PREFIX) else _LAUNCHER
 
 
-def _source_shown(key: object, ranks: frozenset[int] | None) -> bool:
+def _source_shown(key: object, ranks: Collection[int] | None) -> bool:
     if ranks is None or key == _NOTES:
         return True
     return isinstance(key, int) and key in ranks
