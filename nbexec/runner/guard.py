@@ -27,6 +27,7 @@ import time
 
 PR_SET_CHILD_SUBREAPER = 36
 GRACE_ENV = "NBEXEC_GUARD_GRACE"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class _Stop(Exception):
@@ -35,6 +36,10 @@ class _Stop(Exception):
 
 
 def _raise_stop(signum: int, _frame: object) -> None:
+    # Ignore further stop signals first: a second one arriving while the first is being
+    # handled must not raise again and end the guard before it has stopped the job.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     raise _Stop(signum)
 
 
@@ -47,10 +52,10 @@ def descendants(root: int) -> list[int]:
         try:
             with open(f"/proc/{entry}/stat", "rb") as fh:
                 stat = fh.read()
-        except OSError:
+            # the command name (field 2) may contain spaces and parens: split after the last ')'
+            ppid = int(stat[stat.rfind(b")") + 2 :].split()[1])
+        except (OSError, ValueError, IndexError):  # gone, or caught mid-exit: the guard must not fail here
             continue
-        # the command name (field 2) may contain spaces and parens: split after the last ')'
-        ppid = int(stat[stat.rfind(b")") + 2 :].split()[1])
         children.setdefault(ppid, []).append(int(entry))
     found, todo = [], [root]
     while todo:
@@ -97,7 +102,7 @@ def main(argv: list[str]) -> int:
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_stop)
     child = None
     try:
@@ -113,8 +118,6 @@ def main(argv: list[str]) -> int:
             stop_tree(grace)  # anything the job left running
         code = os.waitstatus_to_exitcode(status) if status is not None else 1
     except _Stop as stop:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
         if linux:
             stop_tree(grace)
         elif child is not None:
