@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import socket
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -257,13 +260,41 @@ def _follow(run: TrainingRun, trial: Any, reporter: ObjectiveSink, timeout: floa
             step, value = item
             step = step if step is not None else count
             count += 1
-            trial.report(value, step)
-            if trial.should_prune():
+            with _interrupt_after():  # a stop button mid-query left the study's SQLite locked
+                trial.report(value, step)
+                prune = trial.should_prune()
+            if prune:
                 stopped = "pruned"
                 run.cancel()
     except BaseException:
         run.cancel()  # run_trial marks the trial to run again
         raise
+
+
+@contextmanager
+def _interrupt_after() -> Iterator[None]:
+    """Let a study storage call finish before Ctrl-C / a notebook's stop button lands.
+
+    A KeyboardInterrupt raised inside SQLAlchemy leaves the study's SQLite
+    connection mid-transaction, and the sweep's own clean-up (marking the trial
+    to run again) then fails with "database is locked". Here SIGINT is only
+    noted during the call and handed to the previous handler right after it.
+    Signal handlers can be changed only in the main thread; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    noted: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: noted.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if noted:
+            if callable(previous):
+                previous(signal.SIGINT, None)
+            elif previous != signal.SIG_IGN:
+                raise KeyboardInterrupt
 
 
 def _final_result(run: TrainingRun) -> TrainingResult:
