@@ -7,9 +7,9 @@ Nothing here imports torch or runs user code: modules are located on
 from __future__ import annotations
 
 import importlib.machinery
-import importlib.metadata
 import importlib.util
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -87,17 +87,32 @@ def _check_torch() -> Check:
             "torch is not installed in this environment; install it "
             "(pip install 'torch>=2.2', or the CUDA build from pytorch.org for GPUs)",
         )
-    try:
-        version = importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
+    torch_dir = Path(next(iter(spec.submodule_search_locations)))
+    version = _torch_version(torch_dir)
     parts = tuple(int(p) for p in version.split("+")[0].split(".")[:2] if p.isdigit())
     if len(parts) == 2 and parts < MIN_TORCH:
         return Check("torch", False, f"torch {version} is too old; nbexec needs torch>=2.2 (pip install -U torch)")
-    torch_dir = Path(next(iter(spec.submodule_search_locations)))
     if not (torch_dir / "distributed" / "run.py").is_file():
         return Check("torch", False, f"torch {version} at {torch_dir} has no torch.distributed.run (torchrun); reinstall torch")
     return Check("torch", True, f"torch {version} ({torch_dir})")
+
+
+def _torch_version(torch_dir: Path) -> str:
+    """torch's version from ``torch/version.py``, without importing torch or
+    ``importlib.metadata`` (~20 ms of every ``nbexec train``)."""
+    try:
+        text = (torch_dir / "version.py").read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    match = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.MULTILINE)
+    if match:
+        return match.group(1)
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _check_entrypoint(plan: LaunchPlan, cwd: Path) -> Check:

@@ -27,6 +27,7 @@ LINEAGE_FILE = "lineage.json"
 CHECKPOINT_DIR = "checkpoint"
 LOG_DIR = "logs"
 LAUNCHER_LOG = "launcher.log"
+DEFAULT_STUDY_PATH = "outputs/hpo/study.db"  # the Optuna study nbexec hpo uses unless told
 
 
 def rank_log_path(run_dir: Path, rank: int) -> Path:

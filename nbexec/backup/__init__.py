@@ -14,12 +14,26 @@ Importing this package imports neither torch nor mlflow.
 
 from __future__ import annotations
 
-from nbexec.backup.api import immediate_backup_if_needed, verify_backup
-from nbexec.backup.colab import flush_drive, is_colab, mount_drive
-from nbexec.backup.record import BackupRecord, BackupWarning
-from nbexec.backup.restore import RestoreResult, restore
-from nbexec.backup.run import backup_run, run_backup_finalizer
-from nbexec.backup.sqlite import snapshot_sqlite
+from typing import TYPE_CHECKING
+
+from nbexec._lazy import lazy_exports
+
+# Loaded on first use: ``nbexec train`` imports the ``nbexec backup`` parser,
+# not the backup engine.
+_EXPORTS: dict[str, str] = {
+    "BackupRecord": "nbexec.backup.record",
+    "BackupWarning": "nbexec.backup.record",
+    "RestoreResult": "nbexec.backup.restoring",
+    "backup_run": "nbexec.backup.run",
+    "flush_drive": "nbexec.backup.colab",
+    "immediate_backup_if_needed": "nbexec.backup.api",
+    "is_colab": "nbexec.backup.colab",
+    "mount_drive": "nbexec.backup.colab",
+    "restore": "nbexec.backup.restoring",
+    "run_backup_finalizer": "nbexec.backup.run",
+    "snapshot_sqlite": "nbexec.backup.sqlite",
+    "verify_backup": "nbexec.backup.api",
+}
 
 __all__ = [
     "BackupRecord",
@@ -35,3 +49,12 @@ __all__ = [
     "snapshot_sqlite",
     "verify_backup",
 ]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+
+if TYPE_CHECKING:
+    from nbexec.backup.api import immediate_backup_if_needed, verify_backup
+    from nbexec.backup.colab import flush_drive, is_colab, mount_drive
+    from nbexec.backup.record import BackupRecord, BackupWarning
+    from nbexec.backup.restoring import RestoreResult, restore
+    from nbexec.backup.run import backup_run, run_backup_finalizer
+    from nbexec.backup.sqlite import snapshot_sqlite

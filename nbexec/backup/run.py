@@ -30,7 +30,7 @@ from nbexec.backup.api import check_writable, on_drive, resolve_base, safe_name
 from nbexec.backup.colab import flush_drive
 from nbexec.backup.engine import Component, backup_components
 from nbexec.backup.record import BackupRecord, BackupWarning
-from nbexec.backup.restore import ARTIFACTS_COMPONENT, MLFLOW_DB_COMPONENT, RUN_COMPONENT, STUDY_COMPONENT
+from nbexec.backup.restoring import ARTIFACTS_COMPONENT, MLFLOW_DB_COMPONENT, RUN_COMPONENT, STUDY_COMPONENT
 from nbexec.errors import BackupError, ConfigError
 
 if TYPE_CHECKING:

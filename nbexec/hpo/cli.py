@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from nbexec.hpo.sweep import DEFAULT_STUDY_PATH
+from nbexec.contract import DEFAULT_STUDY_PATH  # not from the sweep: `nbexec train` builds this parser too
 
 
 def add_hpo_arguments(parser: argparse.ArgumentParser) -> None:

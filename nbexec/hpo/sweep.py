@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nbexec.contract import DEFAULT_STUDY_PATH
 from nbexec.errors import ConfigError, EnvironmentCheckError
 from nbexec.hpo.keys import STUDY_KEY_ATTR, compute_study_key_hash
 from nbexec.hpo.space import SearchSpace, apply_params
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from nbexec.config import TrainingConfig
     from nbexec.runner.sinks import Sink
 
-DEFAULT_STUDY_PATH = "outputs/hpo/study.db"
 DIRECTIONS = ("minimize", "maximize")
 # Study user attributes (what the final workflow and lineage read back).
 ATTR_SPACE = "nbexec.search_space"

@@ -20,8 +20,10 @@ import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import psutil
+if TYPE_CHECKING:  # imported when a tree is walked: a launch does not pay for it
+    import psutil
 
 PR_SET_PDEATHSIG = 1
 GUARD_MODULE = "nbexec.runner.guard"
@@ -95,6 +97,8 @@ def spawn_launcher(
 
 def process_tree(pid: int) -> list[psutil.Process]:
     """The process and all its descendants that are alive now."""
+    import psutil
+
     try:
         root = psutil.Process(pid)
         return [root, *root.children(recursive=True)]
@@ -111,6 +115,8 @@ def terminate_tree(pid: int, grace: float, also: Sequence[psutil.Process] = ()) 
     Returns:
         Processes still alive at the end (empty when the job is gone).
     """
+    import psutil
+
     procs = {p.pid: p for p in [*process_tree(pid), *also]}
     _send(procs.values(), signal.SIGTERM)
     _, alive = psutil.wait_procs(list(procs.values()), timeout=max(0.0, grace))
@@ -125,6 +131,8 @@ def terminate_tree(pid: int, grace: float, also: Sequence[psutil.Process] = ()) 
 
 
 def _send(procs: object, sig: int) -> None:
+    import psutil
+
     for p in procs:  # type: ignore[attr-defined]
         try:
             p.send_signal(sig)
@@ -133,6 +141,8 @@ def _send(procs: object, sig: int) -> None:
 
 
 def _alive(p: psutil.Process) -> bool:
+    import psutil
+
     try:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
