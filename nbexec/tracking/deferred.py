@@ -15,8 +15,6 @@ still before anything is spawned) and a thread opens the run meanwhile:
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -33,7 +31,6 @@ if TYPE_CHECKING:
     from nbexec.tracking.run import TrackedRun
 
 OPEN_TIMEOUT_S = 300.0
-OPEN_NICE = 10  # added to the opening thread's nice value (see _yield_cpu_to_the_job)
 
 
 class DeferredTrackedRun:
@@ -52,7 +49,6 @@ class DeferredTrackedRun:
         threading.Thread(target=self._open, args=(plan,), name="nbexec-mlflow-open", daemon=True).start()
 
     def _open(self, plan: LaunchPlan) -> None:
-        _yield_cpu_to_the_job()
         try:
             from nbexec.tracking.create import create_training_mlflow_run
 
@@ -102,22 +98,6 @@ class DeferredTrackedRun:
     def __repr__(self) -> str:
         state = "opening" if not self._future.done() else f"run {self.run_id}"
         return f"<DeferredTrackedRun {state}>"
-
-
-def _yield_cpu_to_the_job() -> None:
-    """Lower this thread's CPU priority (Linux: threads have their own nice value).
-
-    In a fresh process, opening the run is ~1 s of CPU (importing MLflow) that
-    runs while torchrun and the ranks start. On a machine with few cores they
-    compete; the job should win, the run only has to be open when the job ends.
-    Threads and processes started from here inherit the value: none outlives
-    the opening.
-    """
-    if hasattr(os, "setpriority") and sys.platform.startswith("linux"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), OPEN_NICE)
-        except OSError:
-            pass
 
 
 class _DeferredMetricsSink(Sink):
