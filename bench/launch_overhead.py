@@ -27,7 +27,7 @@ leaves it out), so the launcher's own cost and MLflow's are seen apart.
                                   --max-restarts 0) instead of --standalone
     + worker bootstrap            ... -m nbexec.child.bootstrap noop.py (its
                                   socket is not set, so ranks keep stdout)
-    + job guard                   python -m nbexec.runner.guard <the above>
+    + job guard                   python -I -S .../nbexec/runner/guard.py <the above>
     nbexec train --no-tracking    the CLI process itself: its start and imports,
                                   config/plan/checks, run-dir files, the log pump
     nbexec train                  + the MLflow run (import, store, artifacts)
@@ -52,6 +52,8 @@ import sys
 import tempfile
 
 from _common import CommandFailed, bench_env, median, noise_note, print_header, print_table, run_timed, verdict
+
+from nbexec.runner.process import GUARD_ARGV
 
 TARGET = 1.10
 NO_TRACKING = "nbexec train --no-tracking"
@@ -162,7 +164,7 @@ def main() -> int:
                 "bare torchrun": bare_argv,
                 "torchrun + nbexec rdzv args": [*rdzv, script],
                 "+ worker bootstrap": boot,
-                "+ job guard": [sys.executable, "-m", "nbexec.runner.guard", *boot],
+                "+ job guard": [*GUARD_ARGV, *boot],
                 NO_TRACKING: nbexec_nt_argv,
                 "nbexec train": nbexec_argv,
             }

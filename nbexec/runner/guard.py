@@ -1,6 +1,6 @@
 """Job guard: the parent of torchrun, so that nothing of a job outlives it.
 
-    python -m nbexec.runner.guard ARGV...
+    python -I -S .../nbexec/runner/guard.py ARGV...     (python -m nbexec.runner.guard works too)
 
 torchrun starts every worker in a new session, and a worker's own children
 (data loaders, helper servers) are orphaned, not killed, when the worker
@@ -14,7 +14,8 @@ dies. The guard closes that gap on Linux:
 - when torchrun exits, it stops whatever the job left running, then exits
   with torchrun's status (re-raising torchrun's death signal, if any).
 
-Standard library only, and no torch: it must start in milliseconds.
+Standard library only, and no torch: it must start in milliseconds. It runs
+isolated (``-I -S``, see ``process.GUARD_ARGV``), so it must not import nbexec.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def _reap(block: bool) -> tuple[int, int] | None:
 
 def main(argv: list[str]) -> int:
     if not argv:
-        print("usage: python -m nbexec.runner.guard ARGV...", file=sys.stderr)
+        print("usage: python -I -S guard.py ARGV...  (or python -m nbexec.runner.guard ARGV...)", file=sys.stderr)
         return 2
     grace = float(os.environ.get(GRACE_ENV, "5"))
     linux = sys.platform.startswith("linux")

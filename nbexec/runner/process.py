@@ -26,7 +26,10 @@ if TYPE_CHECKING:  # imported when a tree is walked: a launch does not pay for i
     import psutil
 
 PR_SET_PDEATHSIG = 1
-GUARD_MODULE = "nbexec.runner.guard"
+# The guard is standard library only, so it runs isolated and without site
+# (-I -S): no site-packages scan and no script directory on sys.path. That
+# saves ~10 ms of every launch, and the guard is started before torchrun is.
+GUARD_ARGV = (sys.executable, "-I", "-S", str(Path(__file__).with_name("guard.py")))
 
 
 def _make_pdeathsig() -> object | None:
@@ -84,7 +87,7 @@ def spawn_launcher(
     and stops every process of the job (see :mod:`nbexec.runner.guard`).
     """
     return _SPAWNER.spawn(
-        args=[sys.executable, "-m", GUARD_MODULE, *argv],
+        args=[*GUARD_ARGV, *argv],
         env=dict(env),
         cwd=str(cwd) if cwd is not None else None,
         stdin=subprocess.DEVNULL,

@@ -34,6 +34,9 @@ from nbexec.runner.sinks import Dispatcher
 
 READ_SIZE = 1 << 16
 POLL_S = 0.1  # how often events.jsonl is checked and the launcher polled
+# Once the launcher's pipes are closed it is exiting: poll it this often, so the
+# end of the job is seen within milliseconds rather than up to POLL_S later.
+EXIT_POLL_S = 0.005
 DRAIN_S = 3.0  # after the launcher exits, how long stray rank connections may stay open
 
 
@@ -113,7 +116,7 @@ class LogPump:
         next_poll = 0.0
         try:
             while True:
-                for key, _ in self._selector.select(timeout=POLL_S):
+                for key, _ in self._selector.select(timeout=POLL_S if self._open_pipes else EXIT_POLL_S):
                     self._handle(key)
                 now = time.monotonic()
                 if now >= next_poll:  # files are readable live, at most POLL_S behind

@@ -152,7 +152,7 @@ def _training_processes(server_pid: int) -> list[psutil.Process]:
             cmd = " ".join(p.cmdline())
         except psutil.Error:
             continue
-        if "torch.distributed.run" in cmd or "nbexec.child" in cmd or "nbexec.runner.guard" in cmd:
+        if "torch.distributed.run" in cmd or "nbexec.child" in cmd or "runner/guard.py" in cmd:
             found.append(p)
     return found
 
