@@ -15,213 +15,34 @@ module does not import torch; the functions that need it import it lazily.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from nbexec import contract
-from nbexec.events import EventWriter
+from nbexec._lazy import lazy_exports
+
+# Lazy, so that the worker bootstrap (``-m nbexec.child.bootstrap``, in every
+# rank before the training script starts) does not pay for this package's API.
+_EXPORTS: dict[str, str] = {
+    "RunContext": "nbexec.child.context",
+    "create_run_context": "nbexec.child.context",
+    "destroy_process_group_if_needed": "nbexec.child.context",
+    "init_process_group_if_needed": "nbexec.child.context",
+    "load_run_config": "nbexec.child.context",
+}
 
 __all__ = [
     "RunContext",
     "create_run_context",
-    "init_process_group_if_needed",
     "destroy_process_group_if_needed",
+    "init_process_group_if_needed",
     "load_run_config",
 ]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
-
-@dataclass
-class RunContext:
-    """Where this process sits in the job, and how it reports back.
-
-    Attributes:
-        rank, local_rank, world_size, local_world_size: from torchrun's env.
-        backend: ``"nccl"`` or ``"gloo"``.
-        device: ``"cuda:<local_rank>"`` with NCCL, else ``"cpu"``.
-        run_dir: the nbexec run directory, or None outside nbexec.
-        checkpoint_dir: where to save checkpoints (``<run_dir>/checkpoint``).
-        resume_from: a checkpoint directory to resume from, if asked.
-        config: the resolved config (``model``/``training``/``data``...), {} if none.
-    """
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-    local_world_size: int = 1
-    backend: str = "gloo"
-    device: str = "cpu"
-    run_dir: Path | None = None
-    checkpoint_dir: Path | None = None
-    resume_from: Path | None = None
-    config: Mapping[str, Any] = field(default_factory=dict)
-    _events: EventWriter | None = field(default=None, repr=False)
-    _mlflow: Any = field(default=None, repr=False)  # MetricsLogger when rank 0 logs to MLflow
-
-    @property
-    def is_main(self) -> bool:
-        """True on global rank 0: the rank that saves, logs and reports."""
-        return self.rank == 0
-
-    @property
-    def is_distributed(self) -> bool:
-        return self.world_size > 1
-
-    def report_progress(self, step: int, total: int | None = None, **fields: Any) -> None:
-        """Report training progress (e.g. ``epoch=1``); shown as a progress bar."""
-        self._emit("progress", step=step, total=total, **fields)
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Report metric values; shown live, kept in ``events.jsonl``, sent to MLflow.
-
-        MLflow gets them from the parent by default; with
-        ``tracking.metrics_from: rank0`` this rank sends them itself, batched in
-        a background thread (this call never waits for MLflow).
-        """
-        values = {k: float(v) for k, v in metrics.items()}
-        self._emit("metrics", step=step, metrics=values)
-        if self._mlflow is not None:
-            self._mlflow.log(values, step=step)
-
-    def close(self) -> None:
-        """Flush pending MLflow metrics and close the events file (also done at exit)."""
-        if self._mlflow is not None:
-            self._mlflow.close()
-        if self._events is not None:
-            self._events.close()
-
-    def report_checkpoint(self, path: str | os.PathLike[str], **fields: Any) -> None:
-        """Tell the parent a checkpoint was written at ``path``."""
-        self._emit("checkpoint", path=str(path), **fields)
-
-    def report_message(self, text: str) -> None:
-        self._emit("message", text=text)
-
-    def _emit(self, kind: str, **fields: Any) -> None:
-        if self._events is not None:
-            self._events.emit(kind, **fields)
-
-
-def create_run_context(distributed_config: Mapping[str, Any] | None = None) -> RunContext:
-    """Build the :class:`RunContext` from torchrun's and nbexec's environment.
-
-    Args:
-        distributed_config: optional overrides, e.g. ``{"backend": "gloo"}``.
-
-    Returns:
-        The context; only the main rank (or every rank when the parent asked for
-        it) writes events.
-    """
-    env = os.environ
-    overrides = dict(distributed_config or {})
-    rank = int(env.get("RANK", 0))
-    local_rank = int(env.get("LOCAL_RANK", 0))
-    world_size = int(env.get("WORLD_SIZE", 1))
-    local_world_size = int(env.get("LOCAL_WORLD_SIZE", world_size))
-    backend = overrides.get("backend") or env.get(contract.ENV_BACKEND) or _default_backend()
-    device = f"cuda:{local_rank}" if backend == "nccl" else "cpu"
-
-    run_dir = Path(env[contract.ENV_RUN_DIR]) if env.get(contract.ENV_RUN_DIR) else None
-    checkpoint_dir = (
-        Path(env[contract.ENV_CHECKPOINT_DIR])
-        if env.get(contract.ENV_CHECKPOINT_DIR)
-        else (run_dir / contract.CHECKPOINT_DIR if run_dir else None)
+if TYPE_CHECKING:
+    from nbexec.child.context import (
+        RunContext,
+        create_run_context,
+        destroy_process_group_if_needed,
+        init_process_group_if_needed,
+        load_run_config,
     )
-    resume = env.get(contract.ENV_RESUME_FROM)
-    events = None
-    events_path = env.get(contract.ENV_EVENTS)
-    if events_path and (rank == 0 or env.get(contract.ENV_EVENTS_ALL_RANKS) == "1"):
-        events = EventWriter(events_path, rank=rank)
-    mlflow_logger = None
-    if rank == 0 and env.get("MLFLOW_RUN_ID"):
-        from nbexec.tracking.child_logger import MetricsLogger
-
-        mlflow_logger = MetricsLogger.from_env()  # None unless the parent asked rank 0 to log
-    return RunContext(
-        rank=rank,
-        local_rank=local_rank,
-        world_size=world_size,
-        local_world_size=local_world_size,
-        backend=backend,
-        device=device,
-        run_dir=run_dir,
-        checkpoint_dir=checkpoint_dir,
-        resume_from=Path(resume) if resume else None,
-        config=load_run_config(),
-        _events=events,
-        _mlflow=mlflow_logger,
-    )
-
-
-def load_run_config() -> dict[str, Any]:
-    """The resolved config the parent wrote (``$NBEXEC_CONFIG``), or {} outside nbexec.
-
-    Secret values, redacted in the file, are restored from the environment.
-    """
-    path = os.environ.get(contract.ENV_CONFIG)
-    if not path:
-        return {}
-    import json
-
-    import yaml
-
-    from nbexec.redact import merge_secrets
-
-    with open(path, encoding="utf-8") as fh:
-        config = yaml.safe_load(fh) or {}
-    # config.yaml on disk is redacted; the real secret values come by environment
-    secrets = os.environ.get(contract.ENV_CONFIG_SECRETS)
-    return merge_secrets(config, json.loads(secrets)) if secrets else config
-
-
-def init_process_group_if_needed(ctx: RunContext) -> bool:
-    """Initialise ``torch.distributed`` for a multi-process job; no-op for one process.
-
-    NCCL: binds this process to ``cuda:<local_rank>`` first. Gloo on CPU otherwise.
-
-    Returns:
-        True when a process group was initialised by this call.
-    """
-    if ctx.world_size <= 1:
-        return False
-    import torch
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return False
-    if ctx.backend == "nccl":
-        torch.cuda.set_device(ctx.local_rank)
-        dist.init_process_group("nccl", device_id=torch.device(ctx.device))
-    else:
-        dist.init_process_group(ctx.backend)
-    return True
-
-
-def destroy_process_group_if_needed(barrier: bool = True) -> None:
-    """Tear the process group down at the end of training (no-op if none).
-
-    With ``barrier`` (the default, for the success path: call it on every
-    rank) ranks first wait for each other, so none tears its connections down
-    while a peer is still using them — with gloo that can abort the peer
-    ("terminate called without an active exception") after a good run.
-    """
-    import gc
-
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        # DDP models hold the process group in reference cycles; collected
-        # only at interpreter shutdown, gloo's threads die mid-finalisation
-        # and the process aborts (SIGABRT) after a successful run.
-        gc.collect()
-        if barrier:
-            dist.barrier()
-        dist.destroy_process_group()
-
-
-def _default_backend() -> str:
-    import torch
-
-    return "nccl" if torch.cuda.is_available() else "gloo"
