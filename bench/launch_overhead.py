@@ -38,6 +38,10 @@ as a notebook kernel has: the MLflow import and store set-up are paid once per
 kernel, not per job, so this is the overhead a notebook user sees per run
 (timed inside that process, from the call to the result; tracking on).
 
+``--floor`` also times MLflow's own client in a fresh process opening and
+ending one run in the same SQLite store, with no job at all: the least that
+``nbexec train`` with tracking can cost if it uses MLflow's client.
+
 ``--pycache`` gives every command a private bytecode cache in the temp dir
 (PYTHONPYCACHEPREFIX, PYTHONDONTWRITEBYTECODE unset), for environments where
 PYTHONDONTWRITEBYTECODE=1 makes each process recompile nbexec from source.
@@ -82,6 +86,19 @@ for _ in sys.stdin:
 """
 
 
+FLOOR = "MLflow client alone"
+# What any design that opens the run with MLflow's own client in a fresh
+# process pays at least: import mlflow, build the SQLite store, create and end
+# one run (./mlflow.db of the temp dir, as nbexec train uses). No torchrun.
+MLFLOW_FLOOR = """\
+from mlflow.tracking import MlflowClient
+client = MlflowClient("sqlite:///mlflow.db")
+experiment = client.get_experiment_by_name("Default")
+run = client.create_run(experiment.experiment_id)
+client.set_terminated(run.info.run_id)
+"""
+
+
 class WarmKernel:
     """The long-lived launching process of ``--kernel``."""
 
@@ -123,6 +140,8 @@ def main() -> int:
                         help="do not also time `nbexec train --no-tracking`")
     parser.add_argument("--kernel", action="store_true",
                         help="also time nbexec.launch() from a warm, long-lived process (see above)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time MLflow's client alone opening and ending one run in a fresh process")
     parser.add_argument("--pycache", action="store_true",
                         help="private bytecode cache for all commands (see above); default: inherited env")
     args = parser.parse_args()
@@ -168,6 +187,8 @@ def main() -> int:
                 NO_TRACKING: nbexec_nt_argv,
                 "nbexec train": nbexec_argv,
             }
+        if args.floor:
+            commands[FLOOR] = [sys.executable, "-c", MLFLOW_FLOOR]
         env = bench_env(os.environ)
         if args.pycache:
             env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -216,14 +237,15 @@ def main() -> int:
         for prev, cur in zip(names, names[1:]):
             print(f"  {cur:<28s} {median(times[cur]) - median(times[prev]):+.3f} s")
     print()
-    for name in [n for n in (NO_TRACKING, "nbexec train", KERNEL) if n in times]:
+    for name in [n for n in (NO_TRACKING, "nbexec train", KERNEL, FLOOR) if n in times]:
         nb = times[name]
         pair_ratios = [n / b for b, n in zip(bare, nb)]
         print(f"{name} - bare: median {median(nb) - median(bare):+.3f} s, min {min(nb) - min(bare):+.3f} s;"
               f" per-pair ratio median {median(pair_ratios):.3f}, range {min(pair_ratios):.3f}..{max(pair_ratios):.3f}")
     print(noise_note(times))
     for name, label in ((NO_TRACKING, " (informational, tracking off)"), ("nbexec train", " (default command)"),
-                        (KERNEL, " (per job in a notebook kernel, tracking on)")):
+                        (KERNEL, " (per job in a notebook kernel, tracking on)"),
+                        (FLOOR, " (informational: no job at all, only MLflow's client in a fresh process)")):
         if name not in times:
             continue
         nb = times[name]
