@@ -71,7 +71,8 @@ class RootCause:
     def headline(self) -> str:
         where = f"rank {self.rank}" if self.rank is not None else "the launcher"
         what = f"{self.exc_type}: {self.message}" if self.exc_type else self.message
-        return f"{where} failed (exit code {self.exit_code}): {what}".rstrip(": ")
+        code = f" (exit code {self.exit_code})" if self.exit_code is not None else ""  # None: e.g. AzureML
+        return f"{where} failed{code}: {what}".rstrip(": ")
 
 
 @dataclass

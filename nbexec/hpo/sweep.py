@@ -26,7 +26,15 @@ from nbexec.contract import DEFAULT_STUDY_PATH
 from nbexec.errors import ConfigError, EnvironmentCheckError
 from nbexec.hpo.keys import STUDY_KEY_ATTR, compute_study_key_hash
 from nbexec.hpo.space import SearchSpace, apply_params
-from nbexec.hpo.trial import ATTR_FAILURE, ATTR_MLFLOW_RUN, TrialRecord, TrialSetup, is_stale, run_trial
+from nbexec.hpo.trial import (
+    ATTR_FAILURE,
+    ATTR_MLFLOW_RUN,
+    TrialRecord,
+    TrialSetup,
+    hold_interrupt,
+    is_stale,
+    run_trial,
+)
 from nbexec.result import RunStatus
 
 if TYPE_CHECKING:
@@ -288,9 +296,10 @@ def _remember(study: Any, cfg: TrainingConfig, space: SearchSpace, key: str, obj
         ATTR_BASE_CONFIG: clean, ATTR_BACKBONE: backbone, ATTR_DATA_PATH: data_path,
         ATTR_DATA_FINGERPRINT: fingerprint, ATTR_OUTPUT_DIR: str(output_dir),
     }
-    for name, value in values.items():
-        study.set_user_attr(name, value)
-    study.set_user_attr(STUDY_KEY_ATTR, key)  # last: a study with its key is a complete one
+    with hold_interrupt():
+        for name, value in values.items():
+            study.set_user_attr(name, value)
+        study.set_user_attr(STUDY_KEY_ATTR, key)  # last: a study with its key is a complete one
 
 
 def _next_trial(study: Any, n_trials: int, optuna: Any, setup: TrialSetup) -> Any:
@@ -305,7 +314,8 @@ def _next_trial(study: Any, n_trials: int, optuna: Any, setup: TrialSetup) -> An
         return optuna.trial.Trial(study, t._trial_id)
     if len(finished) + len(running) >= n_trials:
         return None
-    return study.ask()
+    with hold_interrupt():
+        return study.ask()
 
 
 def _retire_attempt(trial: Any, setup: TrialSetup) -> None:
@@ -352,8 +362,9 @@ def _open_study_run(study: Any, cfg: TrainingConfig, name: str, key: str, storag
         tags={"nbexec.stage": "hpo", "nbexec.hpo.study_name": name, STUDY_KEY_ATTR: key,
               "nbexec.hpo.storage": storage},
     )
-    study.set_user_attr(ATTR_STUDY_RUN, tracked.run_id)
-    study.set_user_attr(ATTR_EXPERIMENT_ID, tracked.experiment_id)
+    with hold_interrupt():
+        study.set_user_attr(ATTR_STUDY_RUN, tracked.run_id)
+        study.set_user_attr(ATTR_EXPERIMENT_ID, tracked.experiment_id)
     return tracked
 
 

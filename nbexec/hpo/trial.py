@@ -158,43 +158,51 @@ def run_trial(study: Any, trial: Any, setup: TrialSetup) -> TrialRecord:
     import optuna
 
     attempt = int(trial.user_attrs.get(ATTR_ATTEMPT, 0)) + 1
-    trial.set_user_attr(ATTR_ATTEMPT, attempt)
-    trial.set_user_attr(ATTR_WORKER, worker_identity())
-    trial.set_user_attr(ATTR_INTERRUPTED, False)
+    with hold_interrupt():  # every study write below is held the same way
+        trial.set_user_attr(ATTR_ATTEMPT, attempt)
+        trial.set_user_attr(ATTR_WORKER, worker_identity())
+        trial.set_user_attr(ATTR_INTERRUPTED, False)
     try:
         return _run(study, trial, setup, attempt, optuna)
     except BaseException:
         # Interrupted (or broken) before the study was told: the next run_hpo, even in this
         # same process (a notebook kernel), runs this trial again instead of waiting for it.
-        if not study.trials[trial.number].state.is_finished():
-            trial.set_user_attr(ATTR_INTERRUPTED, True)
+        with hold_interrupt():
+            if not study.trials[trial.number].state.is_finished():
+                trial.set_user_attr(ATTR_INTERRUPTED, True)
         raise
 
 
 def _run(study: Any, trial: Any, setup: TrialSetup, attempt: int, optuna: Any) -> TrialRecord:
-    params = setup.space.suggest(trial)
-    key = get_or_compute_trial_key_hash(trial=trial, study_key_hash=setup.study_key_hash, params=params)
     run_name = _run_name(setup, trial.number, attempt)
-    trial.set_user_attr(ATTR_RUN_NAME, run_name)
+    with hold_interrupt():  # suggest() and the key write the trial's params and attributes
+        params = setup.space.suggest(trial)
+        key = get_or_compute_trial_key_hash(trial=trial, study_key_hash=setup.study_key_hash, params=params)
+        trial.set_user_attr(ATTR_RUN_NAME, run_name)
     tracked = None
     try:
         plan = _prepare(setup, params, run_name, trial.number)
-        trial.set_user_attr(ATTR_RUN_DIR, str(plan.run_dir))
+        with hold_interrupt():
+            trial.set_user_attr(ATTR_RUN_DIR, str(plan.run_dir))
         if setup.study_run_id is not None:
             tracked = _open_child_run(setup, plan, params, trial.number, key)
-            trial.set_user_attr(ATTR_MLFLOW_RUN, tracked.run_id)
+            with hold_interrupt():
+                trial.set_user_attr(ATTR_MLFLOW_RUN, tracked.run_id)
     except (ConfigError, EnvironmentCheckError, TrackingError) as err:
         failure = f"{type(err).__name__}: {str(err).splitlines()[0]}"
-        trial.set_user_attr(ATTR_FAILURE, failure)
+        with hold_interrupt():
+            trial.set_user_attr(ATTR_FAILURE, failure)
         _record_unstarted(setup, params, run_name, trial.number, key, failure, trial)
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        with hold_interrupt():
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return _record(study, trial.number)
     outcome, value, failure = _run_job(trial, setup, plan, tracked)
-    if failure:
-        trial.set_user_attr(ATTR_FAILURE, failure)
     if tracked is not None:
         _tag_outcome(setup, tracked.run_id, outcome, value)
-    study.tell(trial, value if outcome == "COMPLETE" else None, state=getattr(optuna.trial.TrialState, outcome))
+    with hold_interrupt():
+        if failure:
+            trial.set_user_attr(ATTR_FAILURE, failure)
+        study.tell(trial, value if outcome == "COMPLETE" else None, state=getattr(optuna.trial.TrialState, outcome))
     return _record(study, trial.number)
 
 
@@ -260,7 +268,7 @@ def _follow(run: TrainingRun, trial: Any, reporter: ObjectiveSink, timeout: floa
             step, value = item
             step = step if step is not None else count
             count += 1
-            with _interrupt_after():  # a stop button mid-query left the study's SQLite locked
+            with hold_interrupt():  # a stop button mid-query left the study's SQLite locked
                 trial.report(value, step)
                 prune = trial.should_prune()
             if prune:
@@ -272,8 +280,11 @@ def _follow(run: TrainingRun, trial: Any, reporter: ObjectiveSink, timeout: floa
 
 
 @contextmanager
-def _interrupt_after() -> Iterator[None]:
-    """Let a study storage call finish before Ctrl-C / a notebook's stop button lands.
+def hold_interrupt() -> Iterator[None]:
+    """Let study storage calls finish before Ctrl-C / a notebook's stop button lands.
+
+    Every write to the study (ask, suggest, set_user_attr, report, tell) runs
+    inside this; the job itself, MLflow and waiting stay interruptible.
 
     A KeyboardInterrupt raised inside SQLAlchemy leaves the study's SQLite
     connection mid-transaction, and the sweep's own clean-up (marking the trial
