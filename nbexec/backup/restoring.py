@@ -195,9 +195,9 @@ def _forget_tracking_store(db: str | None) -> None:
     """A database replaced under a live MLflow in this process must not be read through old connections."""
     if db is None or "mlflow" not in sys.modules:
         return
-    from nbexec.tracking.store import _forget_database
+    from nbexec.tracking.store import forget_database
 
-    _forget_database(f"sqlite:///{db}")
+    forget_database(f"sqlite:///{db}")
 
 
 __all__ = ["restore", "RestoreResult"]

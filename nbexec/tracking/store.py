@@ -120,7 +120,7 @@ def setup_mlflow(
             if _still_there(cached):
                 _current = cached
                 return cached
-            _forget_database(uri)
+            forget_database(uri)
         setup = _create_setup(uri, name)
         _setups[(uri, name)] = setup
         _current = setup
@@ -282,8 +282,10 @@ def _still_there(setup: TrackingSetup) -> bool:
     return path is None or path.exists()
 
 
-def _forget_database(uri: str) -> None:
-    """Make MLflow forget a SQLite file that was deleted, so a new one is created.
+def forget_database(uri: str) -> None:
+    """Make MLflow forget a SQLite file that was deleted or replaced (``nbexec.restore``).
+
+    The next use of ``uri`` opens the file afresh (creating it when missing).
 
     MLflow caches one store object and one engine per URI for the process; its
     pooled connections still see the deleted file and the tables are never

@@ -57,9 +57,9 @@ def test_train_backup_lose_everything_restore_resume(tmp_path: Path) -> None:
     shutil.rmtree(project / "mlartifacts")
     (project / "mlflow.db").unlink()
     # (this test process read the old file: drop MLflow's pooled connections to it, as a fresh session has none)
-    from nbexec.tracking.store import _forget_database
+    from nbexec.tracking.store import forget_database
 
-    _forget_database(f"sqlite:///{project / 'mlflow.db'}")
+    forget_database(f"sqlite:///{project / 'mlflow.db'}")
 
     # session 2: restore, then resume
     out = ok(nbexec("restore", str(location), cwd=project))
