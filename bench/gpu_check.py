@@ -21,10 +21,13 @@ Each step prints ``PASS``/``FAIL`` with what it saw; the summary is written to
    (CUDA warm-up): the ratio nbexec/bare.
 7. Cancel mid-run through the Python API: no process of the job is left and
    the GPU holds no compute process of the job afterwards.
+8. Only where MLflow imports: one tracked job per ``tracking.metrics_from``
+   (parent, rank0) on the GPU, read back from ``mlflow.db``: FINISHED, the
+   GPU in the hardware tag, NCCL backend, every logged loss step once.
 
-MLflow tracking is off throughout (``--no-tracking``): the GPU image has no
-MLflow, and tracking does not touch the GPU. Needs torch with CUDA, pyyaml
-and psutil; nbexec is taken from this checkout (PYTHONPATH).
+Steps 1-7 run with ``--no-tracking`` (the GPU image has no MLflow; carry it
+in as wheels for step 8). Needs torch with CUDA, pyyaml and psutil; nbexec is
+taken from this checkout (PYTHONPATH).
 """
 
 from __future__ import annotations
@@ -154,11 +157,63 @@ def steps_per_epoch(text: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+def check_tracking(work: Path, data: Path) -> None:
+    try:
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        print("SKIP tracked runs: mlflow is not installed here", flush=True)
+        return
+    for mode in ("parent", "rank0"):
+        code, out, _ = run(
+            nbexec_cli(
+                "train",
+                "--output",
+                str(work / f"tracked-{mode}"),
+                "--experiment",
+                "gpu-check",
+                "--set",
+                "training.epochs=1",
+                "--set",
+                f"data.path={data}",
+                "--set",
+                f"tracking.metrics_from={mode}",
+            ),
+            cwd=work,
+        )
+        if code != 0:
+            step(f"tracked run (metrics from {mode})", False, out[-800:])
+            continue
+        client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name("gpu-check")
+        (found,) = [
+            r
+            for r in client.search_runs([experiment.experiment_id])
+            if r.data.tags.get("nbexec.run_dir", "").startswith(str(work / f"tracked-{mode}"))
+        ]
+        tags, history = found.data.tags, client.get_metric_history(found.info.run_id, "loss")
+        steps = [m.step for m in history]
+        ok = (
+            found.info.status == "FINISHED"
+            and "GPU" in tags.get("nbexec.hardware", "")
+            and tags.get("nbexec.backend") == "nccl"
+            and bool(steps)
+            and len(steps) == len(set(steps))
+        )
+        step(
+            f"tracked run (metrics from {mode})",
+            ok,
+            f"status {found.info.status}, backend {tags.get('nbexec.backend')}, "
+            f"hardware {tags.get('nbexec.hardware')!r}, loss logged at {len(steps)} steps "
+            f"({len(set(steps))} distinct), val_f1 {found.data.metrics.get('val_f1')}",
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.environ.get("OUT") or ".", help="where gpu_check.json goes")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2, help="ABBA rounds for the steps/s ratio")
+    parser.add_argument("--tracking-only", action="store_true", help="run step 8 alone (tracked runs)")
     args = parser.parse_args()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -172,6 +227,9 @@ def main() -> int:
     )
     print(f"nvidia-smi -L: {smi}\ntorch: {torch_info.strip()}\npython: {sys.version.split()[0]}", flush=True)
 
+    if args.tracking_only:
+        check_tracking(work, work / "data")
+        return summarize(out_dir, work, smi, torch_info.strip())
     print(run(nbexec_cli("doctor"), cwd=work)[1], flush=True)
     probe = check_detection(work)
     gpu_count = len(probe.get("hw", {}).get("gpus", []))
@@ -329,8 +387,14 @@ def main() -> int:
         f"GPU compute pids during run: {sorted(on_gpu)}, after: {sorted(left_on_gpu)}",
     )
 
+    check_tracking(work, data)
+
+    return summarize(out_dir, work, smi, torch_info.strip())
+
+
+def summarize(out_dir: Path, work: Path, smi: str, torch_info: str) -> int:
     failed = [r["step"] for r in results if not r["ok"]]
-    summary = {"nvidia_smi": smi, "torch": torch_info.strip(), "results": results, "failed": failed}
+    summary = {"nvidia_smi": smi, "torch": torch_info, "results": results, "failed": failed}
     (out_dir / "gpu_check.json").write_text(json.dumps(summary, indent=2, default=str))
     print(
         f"RESULT {len(results) - len(failed)}/{len(results)} steps passed" + (f"; failed: {failed}" if failed else "")
