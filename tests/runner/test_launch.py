@@ -68,6 +68,21 @@ def test_third_party_script_with_positional_args_runs_unchanged(tmp_path, script
     assert seen["epochs"] == 3 and seen["name"] == "a;b $(x)"
 
 
+def test_a_ddp_script_that_never_destroys_its_process_group_has_it_closed_before_exit(tmp_path, scripts):
+    # Left open, gloo aborts such a rank at interpreter exit after a good run
+    # (SIGABRT in 3 of 6 bare torchrun runs here); the bootstrap closes it first.
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    run = nbexec.launch(entrypoint=scripts / "ddp_no_destroy.py", script_args=[str(marks)],
+                        output_dir=tmp_path, nproc=2)
+    result = run.result(timeout=120)
+
+    assert result.status is RunStatus.FINISHED
+    # what each rank's own atexit handler saw, after the script and the bootstrap were done
+    assert [(marks / f"rank{r}.txt").read_text() for r in (0, 1)] == ["False", "False"]
+    assert any("all_reduce gave 2" in line.text for line in run.lines(1))
+
+
 def test_child_api_events_reach_the_handle(tmp_path, scripts):
     run = nbexec.launch(
         {"training": {"lr": 0.5}}, entrypoint=scripts / "report.py", output_dir=tmp_path, nproc=2
