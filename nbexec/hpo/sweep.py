@@ -17,7 +17,8 @@ different ones is refused.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ from nbexec.hpo.trial import (
     ATTR_MLFLOW_RUN,
     TrialRecord,
     TrialSetup,
+    claim_trial,
     hold_interrupt,
     is_stale,
     run_trial,
@@ -191,10 +193,12 @@ def run_hpo(
     ran: list[int] = []
     try:
         while True:
-            trial = _next_trial(study, n_trials, optuna, setup)
+            with study_lock(path):  # pick and claim a trial, one worker at a time
+                trial = _next_trial(study, n_trials, optuna, setup)
+                attempt = claim_trial(trial) if trial is not None else 0
             if trial is None:
                 break
-            record = run_trial(study, trial, setup)
+            record = run_trial(study, trial, setup, attempt)
             ran.append(record.number)
             if on_trial is not None:
                 on_trial(record)
@@ -300,6 +304,28 @@ def _remember(study: Any, cfg: TrainingConfig, space: SearchSpace, key: str, obj
         for name, value in values.items():
             study.set_user_attr(name, value)
         study.set_user_attr(STUDY_KEY_ATTR, key)  # last: a study with its key is a complete one
+
+
+@contextmanager
+def study_lock(study_path: Path) -> Iterator[None]:
+    """Workers of one study (terminals, kernels on this machine) pick trials one at a time.
+
+    Without it, two workers could both see ``n_trials - 1`` trials and both ask
+    for another, or both take up the same stale trial. The lock is an advisory
+    ``flock`` on ``<study>.lock`` beside the SQLite file, held only while a
+    trial is picked and claimed. Where ``fcntl`` is missing (Windows) it does nothing.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(study_path.with_name(study_path.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _next_trial(study: Any, n_trials: int, optuna: Any, setup: TrialSetup) -> Any:

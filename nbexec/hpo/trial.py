@@ -149,19 +149,32 @@ def is_stale(trial: Any) -> bool:
         return True
 
 
-def run_trial(study: Any, trial: Any, setup: TrialSetup) -> TrialRecord:
+def claim_trial(trial: Any) -> int:
+    """Make this process the trial's owner (a new attempt); returns the attempt number.
+
+    The sweep claims a trial under the study lock (``sweep.study_lock``), so no
+    other worker takes it up as stale in between.
+    """
+    attempt = int(trial.user_attrs.get(ATTR_ATTEMPT, 0)) + 1
+    with hold_interrupt():  # every study write is held the same way
+        trial.set_user_attr(ATTR_ATTEMPT, attempt)
+        trial.set_user_attr(ATTR_WORKER, worker_identity())
+        trial.set_user_attr(ATTR_INTERRUPTED, False)
+    return attempt
+
+
+def run_trial(study: Any, trial: Any, setup: TrialSetup, attempt: int | None = None) -> TrialRecord:
     """Run one trial to its end and tell the study; returns the trial as recorded.
+
+    ``attempt``: from :func:`claim_trial` when the caller claimed the trial; None claims it here.
 
     Raises:
         KeyboardInterrupt: after cancelling the job (the trial is marked to run again on resume).
     """
     import optuna
 
-    attempt = int(trial.user_attrs.get(ATTR_ATTEMPT, 0)) + 1
-    with hold_interrupt():  # every study write below is held the same way
-        trial.set_user_attr(ATTR_ATTEMPT, attempt)
-        trial.set_user_attr(ATTR_WORKER, worker_identity())
-        trial.set_user_attr(ATTR_INTERRUPTED, False)
+    if attempt is None:
+        attempt = claim_trial(trial)
     try:
         return _run(study, trial, setup, attempt, optuna)
     except BaseException:

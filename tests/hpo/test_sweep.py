@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import optuna
@@ -168,3 +169,40 @@ def test_resuming_a_study_with_other_inputs_is_refused(project: Path) -> None:
         run_hpo(config, other_space, 2, study_path="study.db", study_name="mine")
     assert info.value.field == "study_name"
     assert len(load_study(project / "study.db").trials) == len(first.trials) == 1
+
+
+def test_two_workers_racing_for_the_last_trial_make_only_one(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two sweeps of one study, each in its own thread, both wanting 1 trial. Both
+    # read the study before either asks for a trial: the barrier in ask() makes
+    # them meet there, so without the study lock both would add one.
+    config = script_config(epochs=1)
+    config["tracking"] = {"enabled": False}
+    real_ask = optuna.study.Study.ask
+    meet = threading.Barrier(2, timeout=3)
+
+    def ask_together(study, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        try:
+            meet.wait()
+        except threading.BrokenBarrierError:  # the other worker is held at the lock: no race
+            pass
+        return real_ask(study, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.study.Study, "ask", ask_together)
+    optuna.storages.RDBStorage(f"sqlite:///{project / 'study.db'}")  # the tables exist before two writers race
+    results, errors = [], []
+
+    def worker() -> None:
+        try:
+            results.append(run_hpo(config, LR_SPACE, 1, study_path="study.db", study_name="shared"))
+        except BaseException as err:  # noqa: BLE001 - reported by the assertion below
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert errors == []
+    assert len(load_study(project / "study.db").trials) == 1
+    assert sorted(len(r.trials) for r in results) == [1, 1]  # both report the study's one trial
