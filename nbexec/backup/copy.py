@@ -13,8 +13,9 @@ another OS) the hashed buffer itself is written. Each chunk is then read
 back from the destination and compared with the bytes that were hashed, so
 the copy's sha256 is the one recorded (a byte compare, not a second sha256
 pass: the hashing is the cost that matters). Hashing a chunk overlaps writing
-and checking the previous one (a writer thread); ``hashlib`` and file I/O
-release the GIL. :func:`sha256_file` re-hashes a whole file (``verify_backup``,
+and checking the previous one (a writer thread), and a file's fsync and
+rename (a publishing thread) overlap hashing the next file; ``hashlib`` and
+file I/O release the GIL. :func:`sha256_file` re-hashes a whole file (``verify_backup``,
 restores).
 """
 
@@ -85,6 +86,15 @@ def _discard(path: Path) -> None:
         path.unlink(missing_ok=True)
     except OSError:
         pass
+
+
+def _fsync_file(path: Path) -> None:
+    """Flush a written file's data to disk (fsync acts on the file, whichever descriptor wrote it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -205,8 +215,6 @@ class Copier:
                 if pending is not None:  # before the source closes: the kernel copy reads from it
                     pending.result()
                     pending = None
-            if self.durable:
-                os.fsync(fd)
         finally:
             if pending is not None:  # a read failed while a write was in flight
                 try:
@@ -262,6 +270,8 @@ class Copier:
         on_published: Callable[[CopiedFile], None] | None,
     ) -> CopiedFile:
         try:
+            if self.durable:  # here, not while hashing: the next file is hashed while this one syncs
+                _fsync_file(tmp)
             os.replace(tmp, dest)
         except BaseException as err:
             _discard(tmp)
