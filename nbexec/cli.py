@@ -131,8 +131,10 @@ def _train(args: argparse.Namespace, script_args: list[str] | None) -> int:
         f"  checkpoint: {result.checkpoint or 'none'}\n"
         f"  run dir:    {result.run_dir}"
     )
-    if result.mlflow_run_id and run.tracking is not None:
-        print(f"  mlflow:     {result.mlflow_run_id} ({run.tracking.where()})")
+    setup = run.tracking.setup if result.mlflow_run_id and run.tracking is not None else None
+    if setup is not None:
+        print(f"  mlflow:     {result.mlflow_run_id} (experiment {setup.experiment_name}, id {setup.experiment_id})\n"
+              f"  open:       {setup.run_url(result.mlflow_run_id) or setup.ui_hint}")
     if result.backup is not None:
         from nbexec.notebook.summary import backup_line
 
