@@ -29,6 +29,7 @@ from nbexec.hpo.keys import STUDY_KEY_ATTR, compute_study_key_hash
 from nbexec.hpo.space import SearchSpace, apply_params
 from nbexec.hpo.trial import (
     ATTR_FAILURE,
+    ATTR_INTERRUPTED,
     ATTR_MLFLOW_RUN,
     TrialRecord,
     TrialSetup,
@@ -193,9 +194,7 @@ def run_hpo(
     ran: list[int] = []
     try:
         while True:
-            with study_lock(path):  # pick and claim a trial, one worker at a time
-                trial = _next_trial(study, n_trials, optuna, setup)
-                attempt = claim_trial(trial) if trial is not None else 0
+            trial, attempt = _pick_trial(study, n_trials, optuna, setup, path)
             if trial is None:
                 break
             record = run_trial(study, trial, setup, attempt)
@@ -328,6 +327,25 @@ def study_lock(study_path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _pick_trial(study: Any, n_trials: int, optuna: Any, setup: TrialSetup, path: Path) -> tuple[Any, int]:
+    """The next trial, claimed by this process, and its attempt number; (None, 0) when the study is full.
+
+    One worker at a time (the study lock), and a stop button pressed meanwhile
+    lands after the claim: the claimed trial is then marked to run again, so a
+    sweep restarted in the same kernel picks it up instead of waiting for it.
+    """
+    trial = None
+    try:
+        with study_lock(path), hold_interrupt():
+            trial = _next_trial(study, n_trials, optuna, setup)
+            return trial, claim_trial(trial) if trial is not None else 0
+    except KeyboardInterrupt:
+        if trial is not None:
+            with hold_interrupt():
+                trial.set_user_attr(ATTR_INTERRUPTED, True)
+        raise
+
+
 def _next_trial(study: Any, n_trials: int, optuna: Any, setup: TrialSetup) -> Any:
     """The next trial to run: a stale one first (same number, same params), else a new one; None when done."""
     trials = study.get_trials(deepcopy=False)
@@ -340,8 +358,7 @@ def _next_trial(study: Any, n_trials: int, optuna: Any, setup: TrialSetup) -> An
         return optuna.trial.Trial(study, t._trial_id)
     if len(finished) + len(running) >= n_trials:
         return None
-    with hold_interrupt():
-        return study.ask()
+    return study.ask()
 
 
 def _retire_attempt(trial: Any, setup: TrialSetup) -> None:

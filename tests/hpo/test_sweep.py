@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 from pathlib import Path
 
@@ -206,3 +208,25 @@ def test_two_workers_racing_for_the_last_trial_make_only_one(project: Path, monk
     assert errors == []
     assert len(load_study(project / "study.db").trials) == 1
     assert sorted(len(r.trials) for r in results) == [1, 1]  # both report the study's one trial
+
+
+def test_a_stop_press_while_a_trial_is_picked_leaves_it_to_run_again(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = script_config(epochs=1)
+    config["tracking"] = {"enabled": False}
+    real_ask = optuna.study.Study.ask
+
+    def ask_with_a_stop_press(study, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        os.kill(os.getpid(), signal.SIGINT)  # the notebook's stop button, while the trial is being picked
+        return real_ask(study, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.study.Study, "ask", ask_with_a_stop_press)
+    with pytest.raises(KeyboardInterrupt):
+        run_hpo(config, LR_SPACE, 1, study_path="study.db")
+    (trial,) = load_study(project / "study.db").trials
+    assert trial.state == optuna.trial.TrialState.RUNNING and trial.user_attrs["nbexec.interrupted"] is True
+
+    monkeypatch.setattr(optuna.study.Study, "ask", real_ask)
+    again = run_hpo(config, LR_SPACE, 1, study_path="study.db")  # the same process, as a kernel would
+    assert [(t.number, t.state) for t in again.trials] == [(0, "COMPLETE")]
