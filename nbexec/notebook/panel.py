@@ -20,7 +20,6 @@ the run's ``wait()`` returns, so code that waited sees the final panel.
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,15 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from nbexec.checks import device_problem
 from nbexec.config import load_config
 from nbexec.errors import ConfigError
 from nbexec.hardware import HardwareInfo, detect_hardware
 from nbexec.notebook import markup
 from nbexec.notebook.history_box import RunHistoryBox
+from nbexec.notebook.panel_form import ConfigForm
 from nbexec.result import RunStatus
 from nbexec.runner.sinks import Sink
-from nbexec.trainers.token_classification.schema import BACKBONES, DEFAULTS
 
 if TYPE_CHECKING:
     from nbexec.config import TrainingConfig
@@ -44,20 +42,6 @@ if TYPE_CHECKING:
     from nbexec.result import TrainingResult
     from nbexec.runner.handle import TrainingRun
 
-INVALID_CLASS = "nbexec-invalid"  # added to a field's widget while its value is rejected
-
-# form field -> the config field a ConfigError names for it
-FIELD_PATHS: Mapping[str, str] = {
-    "backbone": "model.backbone",
-    "learning_rate": "training.learning_rate",
-    "batch_size": "training.batch_size",
-    "epochs": "training.epochs",
-    "nproc": "launch.nproc",
-    "experiment": "tracking.experiment",
-    "run_name": "output.run_name",
-    "backup": "backup.enabled",
-    "backup_target": "backup.target",
-}
 ALL_RANKS = "all"  # the rank selector's value for every rank and the launcher
 
 
@@ -82,8 +66,9 @@ class TrainingPanel:
         widget: the whole panel (a VBox); the panel itself displays as it.
         run: the last launched job's handle (None before the first Train).
         view: the last job's live view sink.
-        fields: the form's widgets by name (see ``FIELD_PATHS``, plus ``overrides``).
-        train_button, stop_button, status, error, output, rank_picker, curve,
+        form: the form (:class:`~nbexec.notebook.panel_form.ConfigForm`); ``fields``, ``error`` and
+            ``nproc_hint`` are its widgets.
+        train_button, stop_button, status, output, rank_picker, curve,
         history, history_picker: the run history's table and picker (``recent``: the whole box).
     """
 
@@ -101,63 +86,33 @@ class TrainingPanel:
             hardware: what nproc is bounded by (default: detected, without touching CUDA).
             history: read the experiment's recent runs from MLflow now (in the background).
         """
-        self._base = copy.deepcopy(dict(base))
         self.hardware = hardware or detect_hardware()
         self._job_over = threading.Event()
         self.run: TrainingRun | None = None
         self.view: LiveRunView | None = None
         self._lock = threading.Lock()
-        self._valid = False
-        self._filling = False  # loading a config into the form: validate once at the end
         self.curve_metrics: list[str] = []  # what the loss curve shows
         self._curve_note = ""  # why there is no curve, when drawing it failed
 
-        backbone = (self._base.get("model") or {}).get("backbone", DEFAULTS["model"]["backbone"])
-        options = list(BACKBONES) + ([backbone] if backbone not in BACKBONES else [])
-        self.fields: dict[str, widgets.ValueWidget] = {
-            "backbone": widgets.Dropdown(options=options, value=backbone, description="backbone"),
-            "learning_rate": widgets.FloatText(description="learning rate"),
-            "batch_size": widgets.IntText(description="batch size"),
-            "epochs": widgets.IntText(description="epochs"),
-            "nproc": widgets.Text(description="nproc", placeholder="auto or a number"),
-            "experiment": widgets.Text(description="experiment"),
-            "run_name": widgets.Text(description="run name", placeholder="generated"),
-            "backup": widgets.Checkbox(description="back up the checkpoint", indent=False),
-            "backup_target": widgets.Text(description="backup to", placeholder="drive, or a folder"),
-            "overrides": widgets.Textarea(description="overrides", placeholder="section.key=value, one per line"),
-        }
-        self._labels = {name: w.description for name, w in self.fields.items()}
-        for w in self.fields.values():
-            w.style.description_width = "110px"
-        self.nproc_hint = widgets.HTML(value=self._nproc_hint())
+        self.form = ConfigForm(base, self.hardware, on_validated=self._sync_buttons)
+        self.fields, self.nproc_hint, self.error = self.form.fields, self.form.nproc_hint, self.form.error
         self.train_button = widgets.Button(description="Train", button_style="primary", icon="play")
         self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.status = widgets.Label(value="ready")
-        self.error = widgets.HTML(value="")
         self.rank_picker = widgets.Dropdown(options=[("rank 0", "0")], value="0", description="show lines of")
         self.output = widgets.HTML(value="")
         self.curve = widgets.Image(format="png", layout=widgets.Layout(display="none", max_width="640px"))
         self.recent = RunHistoryBox(on_pick=self.load_run)
         self.history, self.history_picker = self.recent.table, self.recent.picker
         self.rank_picker.style.description_width = "110px"
-        self._fill_form(self._base)
-
-        f = self.fields
-        form = widgets.VBox([
-            f["backbone"], f["learning_rate"], f["batch_size"], f["epochs"],
-            widgets.HBox([f["nproc"], self.nproc_hint]), f["experiment"], f["run_name"],
-            widgets.HBox([f["backup"], f["backup_target"]]), f["overrides"], self.error,
-        ])
         buttons = widgets.HBox([self.train_button, self.stop_button, self.status])
-        self.widget = widgets.VBox([form, buttons, self.rank_picker, self.output, self.curve, self.recent.widget])
+        self.widget = widgets.VBox([self.form.widget, buttons, self.rank_picker, self.output, self.curve, self.recent.widget])
         # CSS hooks for styling and for browser tests
         self.widget.add_class("nbexec-panel")
         self.status.add_class("nbexec-panel-status")
         self.train_button.add_class("nbexec-train")
         self.stop_button.add_class("nbexec-stop")
 
-        for w in self.fields.values():
-            w.observe(self._on_change, names="value")
         self.train_button.on_click(lambda _button: self.train())
         self.stop_button.on_click(lambda _button: self.stop())
         self.rank_picker.observe(self._on_rank_picked, names="value")
@@ -191,7 +146,7 @@ class TrainingPanel:
             load_config(raw)
         return cls(raw, **options)
 
-    # --- the form <-> a config -------------------------------------------------------
+    # --- the form (nbexec.notebook.panel_form) ----------------------------------------
 
     def config(self) -> TrainingConfig:
         """The config the form describes, validated as the core validates it.
@@ -199,20 +154,7 @@ class TrainingPanel:
         Raises:
             ConfigError: naming the field and what is allowed.
         """
-        raw = copy.deepcopy(self._base)
-        f = {name: w.value for name, w in self.fields.items()}
-        raw.setdefault("model", {})["backbone"] = f["backbone"]
-        training = raw.setdefault("training", {})
-        training["learning_rate"] = f["learning_rate"]
-        training["batch_size"] = f["batch_size"]
-        training["epochs"] = f["epochs"]
-        nproc = f["nproc"].strip()
-        raw.setdefault("launch", {})["nproc"] = int(nproc) if nproc.isdigit() else nproc
-        raw.setdefault("tracking", {})["experiment"] = f["experiment"].strip()
-        raw.setdefault("output", {})["run_name"] = f["run_name"].strip() or None
-        raw["backup"] = {**(raw.get("backup") or {}), "enabled": bool(f["backup"]),
-                         "target": f["backup_target"].strip() or None}
-        return load_config(raw, overrides=self._override_lines())
+        return self.form.config()
 
     def load_config(self, source: str | Path | Mapping[str, Any]) -> None:
         """Put a config (file, string or dict) into the form, replacing what is there.
@@ -220,94 +162,11 @@ class TrainingPanel:
         Raises:
             ConfigError: the config is invalid (the form is left as it was).
         """
-        raw = load_config(source).to_dict()
-        self._fill_form(raw)
-        self.validate()
-
-    def _fill_form(self, raw: Mapping[str, Any]) -> None:
-        model, training = raw.get("model") or {}, raw.get("training") or {}
-        launch, tracking = raw.get("launch") or {}, raw.get("tracking") or {}
-        output, backup = raw.get("output") or {}, raw.get("backup") or {}
-        values = {
-            "backbone": model.get("backbone", DEFAULTS["model"]["backbone"]),
-            "learning_rate": _number(training.get("learning_rate", DEFAULTS["training"]["learning_rate"])),
-            "batch_size": int(training.get("batch_size", DEFAULTS["training"]["batch_size"])),
-            "epochs": int(training.get("epochs", DEFAULTS["training"]["epochs"])),
-            "nproc": str(launch.get("nproc", "auto")),
-            "experiment": str(tracking.get("experiment") or "nbexec"),
-            "run_name": str(output.get("run_name") or ""),
-            "backup": bool(backup.get("enabled", False)),
-            "backup_target": str(backup.get("target") or ""),
-            "overrides": "",
-        }
-        backbone = self.fields["backbone"]
-        if values["backbone"] not in backbone.options:
-            backbone.options = [*backbone.options, values["backbone"]]
-        self._filling = True
-        try:
-            self._base = copy.deepcopy(dict(raw))
-            for name, value in values.items():
-                self.fields[name].value = value
-        finally:
-            self._filling = False
-
-    def _override_lines(self) -> list[str]:
-        text: str = self.fields["overrides"].value
-        return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        self.form.load_config(source)
 
     def validate(self) -> ConfigError | None:
-        """Check the form now: mark the rejected field, show why, enable Train only when valid.
-
-        Besides the config's own checks, the number of processes must fit the
-        devices (as the launch checks it), so a bad nproc shows while typing.
-        """
-        try:
-            error: ConfigError | None = self._device_error(self.config())
-        except ConfigError as err:
-            error = err
-        bad = None
-        if error is not None:
-            overridden = {line.partition("=")[0].strip() for line in self._override_lines()}
-            bad = _form_field(error.field)
-            if bad is None or error.field in overridden:
-                bad = "overrides"  # an override (which wins over the form's field) is what is wrong
-        for name, w in self.fields.items():
-            if name == bad:
-                w.add_class(INVALID_CLASS)
-                w.description = f"⚠ {self._labels[name]}"
-            else:
-                w.remove_class(INVALID_CLASS)
-                w.description = self._labels[name]
-        self.error.value = (
-            "" if error is None
-            else f'<div style="color:{markup.STDERR_COLOUR}">{markup.esc(error.field or "config")}: '
-                 f"{markup.esc(error)}</div>"
-        )
-        self._valid = error is None
-        self._sync_buttons()
-        return error
-
-    def _device_error(self, cfg: TrainingConfig) -> ConfigError | None:
-        from nbexec.plan import resolve_backend, resolve_nproc
-
-        hw = self.hardware
-        problem = device_problem(resolve_nproc(cfg, hw), resolve_backend(cfg, hw), hw,
-                                 oversubscribe=cfg.launch.oversubscribe)
-        return None if problem is None else ConfigError(problem, field="launch.nproc", value=cfg.launch.nproc)
-
-    def _nproc_hint(self) -> str:
-        hw = self.hardware
-        if hw.gpu_count:
-            bound = f"at most {hw.gpu_count} (GPUs visible)"
-            auto = hw.gpu_count
-        else:
-            bound = f"at most {hw.cpu_count} (CPU cores, gloo)"
-            auto = max(1, min(2, hw.cpu_count))
-        return f'<span style="{markup.MUTED}">auto = {auto} · {markup.esc(bound)}</span>'
-
-    def _on_change(self, change: Mapping[str, Any]) -> None:
-        if not self._filling:
-            self.validate()
+        """Check the form now: mark the rejected field, show why, enable Train only when valid."""
+        return self.form.validate()
 
     # --- running ---------------------------------------------------------------------
 
@@ -325,7 +184,7 @@ class TrainingPanel:
         from nbexec.tracking.tags import git_tags
 
         with self._lock:
-            if self.running or not self._valid:
+            if self.running or not self.form.valid:
                 return None
             self.train_button.disabled = True  # no second click while this one starts
             try:
@@ -395,7 +254,7 @@ class TrainingPanel:
         try:
             cfg = self.config()
         except ConfigError:
-            cfg = load_config(self._base)
+            cfg = load_config(self.form.base)
         uri = self._tracking_uri(cfg) if cfg.tracking.enabled else None
         self.recent.refresh(uri, self.fields["experiment"].value.strip() or "nbexec")
 
@@ -403,7 +262,7 @@ class TrainingPanel:
         """Load the config a past run (by MLflow run id) was launched with into the form."""
         from nbexec.notebook.history import run_config
 
-        cfg = load_config(self._base)
+        cfg = load_config(self.form.base)
         try:
             raw = run_config(self._tracking_uri(cfg), run_id)
             self.load_config(raw)
@@ -429,7 +288,7 @@ class TrainingPanel:
         with self._lock:  # after train() has recorded the run, however fast the job was
             run = self.run
         self._draw_curve(run, result)
-        if load_config(self._base).tracking.enabled:
+        if load_config(self.form.base).tracking.enabled:
             self.refresh_history()
         with self._lock:
             self.status.value = f"{result.run_name}: {result.status.value}" + self._curve_note
@@ -457,7 +316,7 @@ class TrainingPanel:
 
     def _sync_buttons(self) -> None:
         running = self.running
-        self.train_button.disabled = running or not self._valid
+        self.train_button.disabled = running or not self.form.valid
         self.stop_button.disabled = not running
 
     # --- display -----------------------------------------------------------------------
@@ -472,17 +331,3 @@ class TrainingPanel:
 
 def _ranks(value: str) -> tuple[int, ...] | None:
     return None if value == ALL_RANKS else (int(value),)
-
-
-def _form_field(path: str | None) -> str | None:
-    for name, field_path in FIELD_PATHS.items():
-        if path == field_path:
-            return name
-    return None
-
-
-def _number(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0

@@ -16,7 +16,8 @@ import psutil
 import pytest
 
 from nbexec.hardware import GPUInfo, HardwareInfo
-from nbexec.notebook.panel import ALL_RANKS, INVALID_CLASS, TrainingPanel
+from nbexec.notebook.panel import ALL_RANKS, TrainingPanel
+from nbexec.notebook.panel_form import INVALID_CLASS
 from nbexec.result import RunStatus
 
 FIXTURE_SCRIPTS = Path(__file__).resolve().parents[1] / "fixtures" / "scripts"
