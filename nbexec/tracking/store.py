@@ -9,6 +9,7 @@ store, call ``mlflow.set_tracking_uri(setup.tracking_uri)``.
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import threading
@@ -310,7 +311,32 @@ def get_client(tracking_uri: str) -> MlflowClient:
     """An ``MlflowClient`` for ``tracking_uri`` (MLflow caches the store per URI)."""
     from mlflow.tracking import MlflowClient
 
+    _hide_store_creation_notes()
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+class _StoreCreationNotes(logging.Filter):
+    """Drops MLflow's INFO lines about creating or upgrading a SQLite store's tables."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.getMessage().startswith(_STORE_CREATION_NOTES)
+
+
+_STORE_CREATION_NOTES = ("Creating initial MLflow database tables", "Updating database tables")
+
+
+def _hide_store_creation_notes() -> None:
+    """Keep MLflow's store-creation INFO lines out of notebook cells.
+
+    MLflow logs them from whichever thread opens a new store first. In a
+    notebook that is often a background thread (the panel's run history, a run
+    opened while the job starts), so they land in whatever cell runs then,
+    e.g. between a checked cell's own lines. Only these two notes are dropped;
+    anything else MLflow logs, warnings and errors included, still shows.
+    """
+    logger = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _StoreCreationNotes) for f in logger.filters):
+        logger.addFilter(_StoreCreationNotes())
 
 
 def _create_setup(uri: str, name: str) -> TrackingSetup:
