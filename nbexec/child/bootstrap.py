@@ -67,21 +67,15 @@ def _close_process_group() -> None:
     threads then still hold work objects when the interpreter shuts down, and
     the rank aborts after a good run ("terminate called without an active
     exception", SIGABRT): 3 of 6 runs of such a script under bare torchrun
-    here. On success only; gloo ranks first wait for each other (a monitored
-    barrier, so a peer that never comes costs a minute, not a hang) so none
-    tears its connections down while a peer still uses them.
+    here. On success only, through the child API's own teardown (ranks wait
+    for each other first; a peer that never comes costs a minute, not a hang).
     """
-    dist = sys.modules.get("torch.distributed")  # never imports torch itself
+    if "torch.distributed" not in sys.modules:  # the script never used it: import nothing
+        return
     try:
-        if dist is None or not dist.is_available() or not dist.is_initialized():
-            return
-        import datetime
-        import gc
+        from nbexec.child.context import destroy_process_group_if_needed
 
-        gc.collect()  # DDP models hold the group in reference cycles
-        if dist.get_backend() == "gloo" and dist.get_world_size() > 1:
-            dist.monitored_barrier(timeout=datetime.timedelta(seconds=CLOSE_BARRIER_S))
-        dist.destroy_process_group()
+        destroy_process_group_if_needed(barrier_timeout_s=CLOSE_BARRIER_S)
     except Exception as err:  # noqa: BLE001 - the script succeeded; say why, exit as it would have
         print(f"nbexec: rank {os.environ.get('RANK', '?')} could not close its process group: {err}",
               file=sys.stderr)

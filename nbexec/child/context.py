@@ -186,14 +186,17 @@ def init_process_group_if_needed(ctx: RunContext) -> bool:
     return True
 
 
-def destroy_process_group_if_needed(barrier: bool = True) -> None:
+def destroy_process_group_if_needed(barrier: bool = True, barrier_timeout_s: float = 60.0) -> None:
     """Tear the process group down at the end of training (no-op if none).
 
     With ``barrier`` (the default, for the success path: call it on every
     rank) ranks first wait for each other, so none tears its connections down
     while a peer is still using them — with gloo that can abort the peer
-    ("terminate called without an active exception") after a good run.
+    ("terminate called without an active exception") after a good run. On
+    gloo the wait is a monitored barrier: a peer that never comes costs
+    ``barrier_timeout_s`` and an error, not a hang.
     """
+    import datetime
     import gc
 
     import torch.distributed as dist
@@ -203,8 +206,11 @@ def destroy_process_group_if_needed(barrier: bool = True) -> None:
         # only at interpreter shutdown, gloo's threads die mid-finalisation
         # and the process aborts (SIGABRT) after a successful run.
         gc.collect()
-        if barrier:
-            dist.barrier()
+        if barrier and dist.get_world_size() > 1:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=barrier_timeout_s))
+            else:
+                dist.barrier()
         dist.destroy_process_group()
 
 
