@@ -50,6 +50,17 @@ class _Source:
         self.splitter = LineSplitter()
 
 
+def _stdout_first(event: tuple[selectors.SelectorKey, int]) -> int:
+    """Order of the ready sources in one round: stdout before stderr.
+
+    A rank flushes its stdout before it writes to stderr, but the two arrive on
+    separate sockets; when both are ready at once, reading stdout first keeps
+    the rank file in the order the rank printed.
+    """
+    source = event[0].data
+    return 0 if isinstance(source, _Source) and source.stream == "stdout" else 1
+
+
 class _Pending:
     """A rank connection whose header line has not fully arrived yet."""
 
@@ -116,7 +127,8 @@ class LogPump:
         next_poll = 0.0
         try:
             while True:
-                for key, _ in self._selector.select(timeout=POLL_S if self._open_pipes else EXIT_POLL_S):
+                ready = self._selector.select(timeout=POLL_S if self._open_pipes else EXIT_POLL_S)
+                for key, _ in sorted(ready, key=_stdout_first):
                     self._handle(key)
                 now = time.monotonic()
                 if now >= next_poll:  # files are readable live, at most POLL_S behind
