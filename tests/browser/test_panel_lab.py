@@ -76,7 +76,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     root = tmp_path_factory.mktemp("lab")
     work, home = root / "work", root / "home"
     work.mkdir()
-    shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
+    _copy_without_outputs(NOTEBOOK, work / NOTEBOOK.name)
     shutil.copy(NOTEBOOK.parent / "tiny.yaml", work / "tiny.yaml")
     settings = home / "settings"
     notification = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
@@ -102,6 +102,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
         "--LabApp.news_url=None", "--ServerApp.open_browser=False", "--allow-root",
+        "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: the test waits on the page's own kernel
     ]
     log = root / "jupyterlab.log"
     with log.open("wb") as sink:
@@ -133,16 +134,27 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
-def _start_kernel_session(lab: Lab) -> None:
-    """Create the notebook's session (and kernel) through the REST API before the page opens it,
-    so the page attaches to a started kernel instead of racing its start-up (under load, a run-all
-    sent while the kernel was still starting cleared the outputs and executed nothing)."""
-    body = json.dumps({"path": NOTEBOOK.name, "type": "notebook", "name": NOTEBOOK.name,
-                       "kernel": {"name": "python3"}}).encode()
-    request = urllib.request.Request(f"{lab.url}/api/sessions?token={lab.token}", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        assert response.status == 201, response.status
+def _copy_without_outputs(source: Path, target: Path) -> None:
+    """The notebook without its committed outputs and saved widget state: JupyterLab would render the
+    saved panel before any cell runs, so a panel in the page would not prove the kernel built it."""
+    notebook = json.loads(source.read_text())
+    notebook["metadata"].pop("widgets", None)
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+    target.write_text(json.dumps(notebook))
+
+
+# True once the open notebook's kernel is started, connected to this page and idle. Run-all sent
+# before that can be swallowed (seen under load: outputs cleared, nothing executed); and a session
+# created from outside the page raced the page's own kernel start (two kernels, the widgets bound
+# to the other one), so the page starts its kernel itself and the test waits on that kernel.
+KERNEL_READY_JS = """() => {
+    const widget = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+    const kernel = widget && widget.sessionContext && widget.sessionContext.session
+        && widget.sessionContext.session.kernel;
+    return Boolean(kernel && kernel.connectionStatus === 'connected' && kernel.status === 'idle');
+}"""
 
 
 def _training_processes(server_pid: int) -> list[psutil.Process]:
@@ -162,6 +174,30 @@ def _status_text(page: object) -> str:
     return page.locator(".nbexec-panel-status").inner_text()  # type: ignore[attr-defined]
 
 
+def _report_failure(page: object, lab: Lab) -> None:
+    """Print what the page, the server and the process tree looked like (pytest shows it with the failure)."""
+    def text(selector: str) -> str:
+        try:
+            return "\n".join(page.locator(selector).all_inner_texts())  # type: ignore[attr-defined]
+        except Exception as err:  # noqa: BLE001 - a diagnostic must not hide the failure
+            return f"<unreadable: {err}>"
+
+    print("--- panel status:", text(".nbexec-panel-status"))
+    print("--- panel:\n", text(".nbexec-panel")[-4000:])
+    print("--- cell outputs:\n", text(".jp-OutputArea-output")[-4000:])
+    print("--- processes under the server:")
+    for p in _descendants(lab.server.pid):
+        try:
+            print(f"  {p.pid} {p.status()} {' '.join(p.cmdline())[:200]}")
+        except psutil.Error:
+            pass
+    for path in sorted(lab.workdir.rglob("*")):
+        if path.is_file() and (path.suffix == ".log" or path.name == "result.json"):
+            print(f"--- {path.relative_to(lab.workdir)} (tail):\n", path.read_text(errors="replace")[-1500:])
+    log = lab.workdir.parent / "jupyterlab.log"
+    print("--- jupyterlab.log (tail):\n", log.read_text(errors="replace")[-4000:] if log.exists() else "<none>")
+
+
 def test_train_and_stop_in_jupyterlab(lab: Lab) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with playwright_api.sync_playwright() as pw:
@@ -173,9 +209,8 @@ def test_train_and_stop_in_jupyterlab(lab: Lab) -> None:
                 page.locator(".jp-Dialog", has_text="Select Kernel"),
                 lambda dialog: dialog.get_by_role("button", name="Select").click(),
             )
-            _start_kernel_session(lab)
             page.goto(f"{lab.url}/lab/tree/{NOTEBOOK.name}?token={lab.token}")
-            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120_000)
+            page.wait_for_function(KERNEL_READY_JS, timeout=120_000)
 
             # Run all cells: the notebook builds the panel and trains once from Python.
             page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
@@ -229,6 +264,7 @@ def test_train_and_stop_in_jupyterlab(lab: Lab) -> None:
             assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
         except BaseException:
             page.screenshot(path=str(ARTIFACTS / "panel-lab-failure.png"), full_page=True)
+            _report_failure(page, lab)
             raise
         finally:
             browser.close()
