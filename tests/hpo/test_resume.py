@@ -68,7 +68,8 @@ def test_kill_after_two_trials_then_resume_runs_four_without_duplicates(project:
 
     after = load_study(study_path).get_trials()
     assert [t.number for t in after] == [0, 1, 2, 3]
-    assert [t.state for t in after] == [optuna.trial.TrialState.COMPLETE] * 4
+    assert [t.state for t in after] == [optuna.trial.TrialState.COMPLETE] * 4, [
+        (t.number, t.state.name, t.user_attrs.get("nbexec.failure")) for t in after]
     assert result.ran == (2, 3)
     for number in (0, 1):  # finished trials are kept as they were
         assert after[number].params == before[number].params and after[number].value == before[number].value
