@@ -37,6 +37,7 @@ POLL_S = 0.1  # how often events.jsonl is checked and the launcher polled
 # Once the launcher's pipes are closed it is exiting: poll it this often, so the
 # end of the job is seen within milliseconds rather than up to POLL_S later.
 EXIT_POLL_S = 0.005
+DRAIN_READS = 64  # at most this many stdout reads (4 MiB) before each stderr read: see _drain_stdout
 DRAIN_S = 3.0  # after the launcher exits, how long stray rank connections may stay open
 
 
@@ -48,17 +49,6 @@ class _Source:
         self.stream = stream
         self.file = file
         self.splitter = LineSplitter()
-
-
-def _stdout_first(event: tuple[selectors.SelectorKey, int]) -> int:
-    """Order of the ready sources in one round: stdout before stderr.
-
-    A rank flushes its stdout before it writes to stderr, but the two arrive on
-    separate sockets; when both are ready at once, reading stdout first keeps
-    the rank file in the order the rank printed.
-    """
-    source = event[0].data
-    return 0 if isinstance(source, _Source) and source.stream == "stdout" else 1
 
 
 class _Pending:
@@ -101,6 +91,7 @@ class LogPump:
         self._selector.register(self._server, selectors.EVENT_READ, "server")
         self._open_conns = 0
         self._open_pipes = 0
+        self._stdout_of: dict[int | None, Any] = {}  # rank (None: the launcher) -> its stdout socket or pipe
         self.ranks_seen: set[int] = set()
 
     # --- public -----------------------------------------------------------
@@ -110,6 +101,8 @@ class LogPump:
         os.set_blocking(fileobj.fileno(), False)
         self._selector.register(fileobj, selectors.EVENT_READ, _Source(None, stream, self._file(None)))
         self._open_pipes += 1
+        if stream == "stdout":
+            self._stdout_of[None] = fileobj
 
     def lines(self, rank: int | None) -> list[LogLine]:
         with self._tails_lock:
@@ -127,9 +120,9 @@ class LogPump:
         next_poll = 0.0
         try:
             while True:
-                ready = self._selector.select(timeout=POLL_S if self._open_pipes else EXIT_POLL_S)
-                for key, _ in sorted(ready, key=_stdout_first):
-                    self._handle(key)
+                for key, _ in self._selector.select(timeout=POLL_S if self._open_pipes else EXIT_POLL_S):
+                    if self._selector.get_map().get(key.fd) is key:  # not closed earlier in this round
+                        self._handle(key)
                 now = time.monotonic()
                 if now >= next_poll:  # files are readable live, at most POLL_S behind
                     next_poll = now + POLL_S
@@ -185,21 +178,47 @@ class LogPump:
         self.ranks_seen.add(rank)
         source = _Source(rank, stream, self._file(rank))
         self._selector.modify(conn, selectors.EVENT_READ, source)
+        if stream == "stdout":
+            self._stdout_of[rank] = conn
         if rest:
             self._consume(source, rest)
 
     def _read(self, key: selectors.SelectorKey) -> None:
         source: _Source = key.data
-        obj = key.fileobj
+        if source.stream == "stderr":
+            self._drain_stdout(source.rank)
+        self._read_once(key.fileobj, source)
+
+    def _read_once(self, obj: Any, source: _Source) -> bool:
+        """One read of a source into its file; False when nothing was waiting or it closed."""
         is_conn = isinstance(obj, socket.socket)
-        chunk = self._recv(obj) if is_conn else _read_pipe(obj)  # type: ignore[arg-type]
+        chunk = self._recv(obj) if is_conn else _read_pipe(obj)
         if chunk is None:
-            return
+            return False
         if not chunk:
             self._emit(source, source.splitter.flush())
             self._drop(obj, is_conn=is_conn)
-            return
+            return False
         self._consume(source, chunk)
+        return True
+
+    def _drain_stdout(self, rank: int | None) -> None:
+        """Before a stderr read: take what already waits on the same rank's stdout.
+
+        A process writes stdout before stderr (a print, then a traceback), but the
+        two reach the pump on separate sockets (pipes for the launcher), so stderr
+        can be readable while an earlier stdout backlog is still queued. Reading
+        that backlog first keeps the rank file in the order the rank wrote. The
+        drain is bounded (what a socket buffer holds): a rank flooding stdout
+        cannot keep its stderr from being read.
+        """
+        obj = self._stdout_of.get(rank)
+        if obj is None:
+            return
+        source = self._selector.get_key(obj).data
+        for _ in range(DRAIN_READS):
+            if not self._read_once(obj, source):
+                return
 
     def _consume(self, source: _Source, chunk: bytes) -> None:
         self._emit(source, source.splitter.feed(chunk))
@@ -237,6 +256,7 @@ class LogPump:
 
     def _drop(self, obj: Any, *, is_conn: bool) -> None:
         self._selector.unregister(obj)
+        self._stdout_of = {rank: o for rank, o in self._stdout_of.items() if o is not obj}
         obj.close()
         if is_conn:
             self._open_conns -= 1

@@ -184,3 +184,17 @@ def test_flood_into_a_stuck_display_keeps_parent_memory_bounded(tmp_path, script
     for rank in (0, 1):  # the files still have everything
         with open(tmp_path / run.name / f"logs/rank{rank}.log", "rb") as fh:
             assert sum(1 for _ in fh) == n
+
+
+def test_a_stdout_backlog_larger_than_a_socket_buffer_stays_before_the_stderr_line_after_it(tmp_path, scripts):
+    # stdout and stderr reach the parent on separate sockets; the stderr line is written after the
+    # whole backlog was flushed, so the rank file must show every backlog line first.
+    lines = 20_000  # ~2 MB per rank: many reads of the stdout socket while stderr is already waiting
+    run = nbexec.launch(entrypoint=scripts / "stdout_backlog.py", script_args=[str(lines)],
+                        output_dir=tmp_path, nproc=2)
+    assert run.result(timeout=120).status is RunStatus.FINISHED
+    for rank in (0, 1):
+        text = (tmp_path / run.name / f"logs/rank{rank}.log").read_text().splitlines()
+        assert len(text) == lines + 1
+        assert text[-1] == f"rank {rank} after the backlog, on stderr", text.index(
+            f"rank {rank} after the backlog, on stderr")
