@@ -54,7 +54,8 @@ def test_interrupting_the_cell_cancels_the_slurm_job(slurm_cluster, tmp_path: Pa
         job_id = (run_dir / "slurm" / "job_id").read_text().strip()
         shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True,
                                check=True, timeout=30).stdout
-        assert "JobState=CANCELLED" in shown
+        job_state = next((f for f in shown.split() if f.startswith("JobState=")), shown)
+        assert job_state == "JobState=CANCELLED", shown
         assert _job_processes(run_dir) == []
         result = json.loads((run_dir / "result.json").read_text())
         assert result["status"] == "KILLED"

@@ -69,7 +69,14 @@ class SlurmJob:
             if queued is not None:
                 self.last_seen = queued
                 return None
-            self.state = commands.final_state(self.job_id, self._env)
+            state = commands.final_state(self.job_id, self._env)
+            if state.state not in commands.TERMINAL and state.state != "UNKNOWN":
+                # squeue said nothing (under load it can time out: "Socket timed out on
+                # send/recv operation") while the controller still has the job running
+                # or completing: not over yet.
+                self.last_seen = state.state
+                return None
+            self.state = state
             return self._code()
 
     def _code(self) -> int:
