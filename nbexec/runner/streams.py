@@ -255,8 +255,9 @@ class LogPump:
             return b""
 
     def _drop(self, obj: Any, *, is_conn: bool) -> None:
-        self._selector.unregister(obj)
-        self._stdout_of = {rank: o for rank, o in self._stdout_of.items() if o is not obj}
+        source = self._selector.unregister(obj).data
+        if isinstance(source, _Source) and self._stdout_of.get(source.rank) is obj:
+            del self._stdout_of[source.rank]
         obj.close()
         if is_conn:
             self._open_conns -= 1
