@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from nbexec.errors import (
     BackupError,
@@ -27,6 +28,9 @@ from nbexec.errors import (
     TrainingFailed,
 )
 from nbexec.options import add_train_arguments, prepare_from_args, split_script_args
+
+if TYPE_CHECKING:
+    from nbexec.result import TrainingResult
 
 EXIT_FAILED, EXIT_USAGE, EXIT_ENV, EXIT_BACKUP, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 
@@ -122,7 +126,8 @@ def _train(args: argparse.Namespace, script_args: list[str] | None) -> int:
         print(f"nbexec: {err}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except TrainingFailed as err:
-        print(f"nbexec: FAILED\n{err}", file=sys.stderr)
+        streamed = not args.quiet and (args.ranks is None or err.rank in args.ranks)
+        print(failure_report(err, run.outcome, traceback_shown=streamed), file=sys.stderr)
         return EXIT_FAILED
     metrics = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()) or "none reported"
     print(
@@ -143,6 +148,30 @@ def _train(args: argparse.Namespace, script_args: list[str] | None) -> int:
         if not ok:
             return EXIT_BACKUP
     return 0
+
+
+def failure_report(err: TrainingFailed, result: TrainingResult | None, *, traceback_shown: bool) -> str:
+    """The end of a failed run in a terminal: the root cause once, where it is, where the logs are.
+
+    The failing rank's traceback was streamed already when its lines were
+    shown (``traceback_shown``); it is repeated only when it was not.
+    torchrun's own report of the failure is in ``launcher.log``.
+    """
+    rc = err.root_cause
+    took = f" in {result.duration_s:.1f} s" if result is not None else ""
+    lines = [f"nbexec: {err.run_name} FAILED{took}", f"  root cause: {rc.headline()}"]
+    if rc.where:
+        lines.append(f"  at:         {rc.where}")
+    if rc.traceback and not traceback_shown:
+        lines += ["  " + ln for ln in rc.traceback.rstrip().splitlines()]
+    elif not rc.traceback and err.log_tail and not traceback_shown:
+        lines.append("  last lines of its log:")
+        lines += ["    " + ln for ln in err.log_tail]
+    if err.log_paths:
+        folder = next(iter(err.log_paths.values())).parent
+        names = ", ".join(p.name for p in err.log_paths.values())
+        lines.append(f"  logs:       {folder} ({names}; torchrun's own report in launcher.log)")
+    return "\n".join(lines)
 
 
 def _doctor(args: argparse.Namespace) -> int:

@@ -45,8 +45,9 @@ class EnvironmentCheckError(NbexecError, RuntimeError):
 class RootCause:
     """Why the first failing rank failed.
 
-    ``exc_type``/``message``/``traceback`` come from the rank's own error record
-    (written by nbexec's worker bootstrap), so they exist for plain scripts too.
+    ``exc_type``/``message``/``traceback``/``where`` come from the rank's own
+    error record (written by nbexec's worker bootstrap), so they exist for
+    plain scripts too.
     When a rank died without a Python exception (signal, ``os._exit``), they are
     empty and ``message`` describes the exit.
     """
@@ -57,6 +58,7 @@ class RootCause:
     message: str = ""
     traceback: str = ""
     time: float | None = None
+    where: str = ""  # file:line of the innermost frame in the user's own code, when known
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -66,6 +68,7 @@ class RootCause:
             "message": self.message,
             "traceback": self.traceback,
             "time": self.time,
+            "where": self.where,
         }
 
     def headline(self) -> str:

@@ -107,9 +107,9 @@ def launch(
     Unless ``tracking.enabled`` is false, the job gets an MLflow run (the
     embedded SQLite store ``./mlflow.db`` by default), closed with the job's
     outcome; ``run.tracking`` holds it. The store is checked before anything
-    is spawned; the run itself is opened while torchrun starts, unless rank 0
-    logs metrics itself (``tracking.metrics_from: rank0``), which needs the
-    run id in its environment.
+    is spawned; the run itself is opened while torchrun starts, and every
+    rank gets its id (``MLFLOW_RUN_ID``) before the script runs, so the
+    script's own MLflow logging lands in it too.
 
     Returns:
         The :class:`TrainingRun` handle (status RUNNING).
@@ -131,21 +131,16 @@ def launch(
         backup = run_backup_finalizer(plan)
     # Multi-node: node 0's launcher owns the MLflow run; the other nodes open none.
     if plan.config.tracking.enabled and plan.config.launch.node_rank == 0:
-        from nbexec.tracking import create_training_mlflow_run, tracking_finalizer, with_tracking_env
         from nbexec.tracking.deferred import DeferredTrackedRun
 
-        if plan.config.tracking.metrics_from == "parent":
-            # The parent logs rank 0's metric events, so the ranks need no run
-            # id: check the store now (TrackingError: nothing spawned), open the
-            # run while torchrun starts. The training loop never waits for MLflow.
-            tracked = DeferredTrackedRun(plan)
+        # The store is checked now (TrackingError: nothing spawned); the run is
+        # opened while torchrun starts, and the ranks wait for its id only
+        # before the script runs (see nbexec.tracking.deferred).
+        tracked = DeferredTrackedRun(plan)
+        plan = tracked.plan
+        if plan.config.tracking.metrics_from == "parent":  # else rank 0 logs them itself
             sinks = [*sinks, tracked.metrics_sink()]
-            finalizers = [tracked.finalize, *finalizers]  # first: later ones see the run id
-        else:
-            # rank 0 logs itself: the run must exist before the job starts
-            tracked = create_training_mlflow_run(plan=plan)
-            plan = with_tracking_env(plan, tracked, child_metrics=True)
-            finalizers = [tracking_finalizer(tracked), *finalizers]
+        finalizers = [tracked.finalize, *finalizers]  # first: later ones see the run id
     if backup is not None:  # last: it sees the MLflow run id and backs up the ended run's store
         backup.tracking = tracked
         finalizers = [*finalizers, backup.finalize]
@@ -154,19 +149,32 @@ def launch(
         from nbexec.schedulers.multinode_run import MultiNodeRun
 
         run_class = MultiNodeRun
-    return start_run(plan, lambda: run_class(plan, sinks=sinks, finalizers=finalizers), tracked)
+    return start_run(
+        plan, lambda: run_class(plan, sinks=sinks, finalizers=finalizers), tracked,
+        after_inputs=tracked.start_opening if tracked is not None else None,
+    )
 
 
-def start_run(plan: LaunchPlan, make_run: Callable[[], TrainingRun], tracked: Any = None) -> TrainingRun:
+def start_run(
+    plan: LaunchPlan,
+    make_run: Callable[[], TrainingRun],
+    tracked: Any = None,
+    *,
+    after_inputs: Callable[[], None] | None = None,
+) -> TrainingRun:
     """Write the run's inputs (config, command), then make the handle and start it.
 
     Used by every scheduler that runs processes through a :class:`TrainingRun`
     (local, multi-node, Slurm). The handle is made only once the run dir is
-    written (it starts its sink thread). When the run cannot start, the MLflow
-    run (if any) is aborted and the error raised; ``run.tracking = tracked``.
+    written (it starts its sink thread); ``after_inputs`` runs just before
+    (the local launch starts opening its MLflow run there). When the run
+    cannot start, the MLflow run (if any) is aborted and the error raised;
+    ``run.tracking = tracked``.
     """
     try:
         write_run_inputs(plan)
+        if after_inputs is not None:
+            after_inputs()
         run = make_run()
         run._start()
     except BaseException as err:

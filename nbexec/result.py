@@ -104,7 +104,7 @@ class TrainingResult:
             command=tuple(data.get("command", ())),
             metrics=dict(data.get("metrics") or {}),
             checkpoint=Path(data["checkpoint"]) if data.get("checkpoint") else None,
-            root_cause=RootCause(**{k: rc.get(k) for k in RootCause.__dataclass_fields__}) if rc else None,
+            root_cause=RootCause(**{k: rc[k] for k in RootCause.__dataclass_fields__ if k in rc}) if rc else None,
             log_paths={k: Path(v) for k, v in (data.get("log_paths") or {}).items()},
             mlflow_run_id=data.get("mlflow_run_id"),
             backup=data.get("backup"),

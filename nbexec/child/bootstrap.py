@@ -3,18 +3,29 @@
     python -m nbexec.child.bootstrap script.py [args...]
     python -m nbexec.child.bootstrap -m pkg.module [args...]
 
-It does three things, then runs the target exactly as ``python script.py`` or
+It prepares the rank, then runs the target exactly as ``python script.py`` or
 ``python -m pkg.module`` would (same ``sys.argv``, ``__main__``, ``sys.path[0]``):
 
-1. Sends this rank's stdout and stderr to the parent over a unix socket, one
-   connection per stream, so the parent sees each rank's lines separately
-   (under bare torchrun all ranks share one stdout and lines get glued).
+1. Sends this rank's output to the parent over unix sockets, so the parent
+   sees each rank's lines separately (under bare torchrun all ranks share one
+   stdout and lines get glued). What Python code writes to ``sys.stdout`` and
+   ``sys.stderr`` travels on one packet channel, each packet tagged with its
+   stream, so stdout and stderr keep the order they were written in; file
+   descriptors 1 and 2 (C code, child processes) get a socket each.
 2. Dies with the launcher: if torchrun is killed, this rank gets SIGKILL.
-3. Records the exception that ends the rank (type, message, traceback, time)
-   in ``logs/rank<N>.error.json`` and in torchelastic's error file, so the
-   root cause is known even for scripts that do not use ``@record``.
+3. Joins the job's MLflow run: when the parent opens the run while the job
+   starts, the rank waits for it (``tracking.json``) and puts
+   ``MLFLOW_RUN_ID`` / ``MLFLOW_EXPERIMENT_ID`` in its environment before the
+   script runs, so the script's own MLflow logging (Hugging Face's Trainer,
+   accelerate, ``mlflow.start_run()``) lands in that run.
+4. Records the exception that ends the rank (type, message, traceback, the
+   user's file and line) in ``logs/rank<N>.error.json``, in torchelastic's
+   error file, and as a ``failure`` event, so the root cause is known even
+   for scripts that do not use ``@record``, and known before torchrun reports.
+5. Shows tracebacks from the user's code down: the bootstrap's and runpy's
+   frames are left out of what the rank prints.
 
-Only the standard library is imported here: a rank must start fast.
+Only the standard library (and nbexec's contract) is imported here: a rank must start fast.
 """
 
 from __future__ import annotations
@@ -31,11 +42,13 @@ import time
 import traceback
 from pathlib import Path
 
-ENV_LOG_SOCKET = "NBEXEC_LOG_SOCKET"
+from nbexec import contract
+
 FLUSH_INTERVAL_S = 0.05  # how stale buffered stdout may get before it is sent
-ENV_RUN_DIR = "NBEXEC_RUN_DIR"
+PACKET_PAYLOAD = 1 << 15  # bytes per packet on the python channel (well under a socket's message limit)
 PR_SET_PDEATHSIG = 1
 CLOSE_BARRIER_S = 60  # how long a rank that succeeded waits for its peers before closing its process group
+TRACKING_WAIT_S = 300.0  # longest wait for the parent to open the MLflow run (it gives up sooner)
 
 
 def main(argv: list[str]) -> None:
@@ -45,8 +58,9 @@ def main(argv: list[str]) -> None:
         raise SystemExit(2)
     rank = int(os.environ.get("RANK", "0"))
     _die_with_parent()
-    if _connect_streams(rank):
-        _buffer_stdout()
+    _connect_streams(rank)
+    sys.excepthook = _from_user_code(sys.excepthook)
+    _join_tracked_run()
     try:
         _run_target(argv)
     except SystemExit as exc:
@@ -112,31 +126,92 @@ def _die_with_parent() -> None:
         pass  # not fatal: the parent also kills the job's process tree on cancel
 
 
-def _connect_streams(rank: int) -> bool:
-    """Point fds 1 and 2 at the parent's socket; True when stdout was connected."""
-    path = os.environ.get(ENV_LOG_SOCKET)
-    if not path:
-        return False  # not launched by nbexec: keep the inherited stdout/stderr
-    connected = False
-    for fd, name in ((1, "stdout"), (2, "stderr")):
-        try:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.connect(path)
-            header = json.dumps({"rank": rank, "stream": name, "pid": os.getpid()})
-            sock.sendall(header.encode() + b"\n")
-        except OSError as err:
-            print(f"nbexec: rank {rank} could not connect its {name} to the parent "
-                  f"({err}); output goes to the launcher log", file=sys.stderr)
-            continue
-        sys.stdout.flush() if fd == 1 else sys.stderr.flush()
-        os.dup2(sock.fileno(), fd)  # C-level writes (NCCL, gloo, warnings) follow too
-        sock.close()
-        connected = connected or fd == 1
-    return connected
+# --- output -------------------------------------------------------------------------
 
 
-def _buffer_stdout() -> None:
-    """Send stdout in blocks, flushed every 50 ms, instead of one syscall per line.
+def _connect_streams(rank: int) -> None:
+    """Point fds 1 and 2, and Python's ``sys.stdout``/``sys.stderr``, at the parent."""
+    if not os.environ.get(contract.ENV_LOG_SOCKET):
+        return  # not launched by nbexec: keep the inherited stdout/stderr
+    fd_out = _connect_fd(rank, 1, "stdout")
+    _connect_fd(rank, 2, "stderr")
+    packets = _connect_packets(rank)
+    if packets is not None:
+        out_raw: io.RawIOBase = _PacketWriter(packets, b"o", fd=1)
+        err_raw: io.RawIOBase = _PacketWriter(packets, b"e", fd=2)
+    elif fd_out:  # no packet channel: Python's writes go through the fds (stdout first on stderr writes)
+        out_raw, err_raw = io.FileIO(1, "w", closefd=False), io.FileIO(2, "w", closefd=False)
+    else:
+        return
+    _replace_std_streams(out_raw, err_raw)
+
+
+def _connect_fd(rank: int, fd: int, name: str) -> bool:
+    """Point file descriptor ``fd`` at a stream socket of the parent's; True when connected."""
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(os.environ[contract.ENV_LOG_SOCKET])
+        header = json.dumps({"rank": rank, "stream": name, "pid": os.getpid()})
+        sock.sendall(header.encode() + b"\n")
+    except OSError as err:
+        print(f"nbexec: rank {rank} could not connect its {name} to the parent "
+              f"({err}); output goes to the launcher log", file=sys.stderr)
+        return False
+    sys.stdout.flush() if fd == 1 else sys.stderr.flush()
+    os.dup2(sock.fileno(), fd)  # C-level writes (NCCL, gloo, warnings) follow too
+    sock.close()
+    return True
+
+
+def _connect_packets(rank: int) -> socket.socket | None:
+    """The packet channel for Python-level writes, or None (then they go through the fds)."""
+    path = os.environ.get(contract.ENV_LOG_PACKETS)
+    if not path or not hasattr(socket, "SOCK_SEQPACKET"):
+        return None
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sock.connect(path)
+        sock.send(json.dumps({"rank": rank, "stream": "python", "pid": os.getpid()}).encode())
+    except OSError as err:
+        print(f"nbexec: rank {rank} could not open its output channel ({err}); "
+              "stdout and stderr may interleave out of order", file=sys.stderr)
+        return None
+    return sock
+
+
+class _PacketWriter(io.RawIOBase):
+    """A raw stream that sends each write as packets ``<tag><bytes>`` on a SOCK_SEQPACKET socket.
+
+    A packet is delivered whole or not at all, so processes forked from the
+    rank (data loader workers) can share the socket without tearing each
+    other's packets. ``fileno()`` is the real fd (1 or 2), for code that
+    hands it to a child process or to faulthandler.
+    """
+
+    def __init__(self, sock: socket.socket, tag: bytes, *, fd: int) -> None:
+        super().__init__()
+        self._sock = sock
+        self._tag = tag
+        self._fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(data).cast("B")
+        for start in range(0, len(view), PACKET_PAYLOAD):
+            self._sock.send(self._tag + view[start : start + PACKET_PAYLOAD].tobytes())
+        return len(view)
+
+
+def _replace_std_streams(out_raw: io.RawIOBase, err_raw: io.RawIOBase) -> None:
+    """New ``sys.stdout`` (buffered, flushed every 50 ms) and ``sys.stderr`` (unbuffered).
 
     PYTHONUNBUFFERED (kept for the rank's own child processes) makes every
     print a separate send: a flood then costs the rank ~6x more than writing
@@ -145,17 +220,17 @@ def _buffer_stdout() -> None:
     through one buffer, and anything written to stderr (which stays
     unbuffered, so errors show at once) first flushes stdout.
     """
-    import io
     import threading
 
     old_out, old_err = sys.stdout, sys.stderr
-    out_buffer = io.BufferedWriter(io.FileIO(1, "w", closefd=False), buffer_size=1 << 16)
+    old_out.flush()
+    old_err.flush()
+    out_buffer = io.BufferedWriter(out_raw, buffer_size=1 << 16)
     sys.stdout = io.TextIOWrapper(
         out_buffer, encoding=old_out.encoding, errors=old_out.errors, write_through=True
     )
     sys.stderr = _StderrAfterStdout(
-        io.FileIO(2, "w", closefd=False), encoding=old_err.encoding, errors=old_err.errors,
-        write_through=True,
+        err_raw, encoding=old_err.encoding, errors=old_err.errors, write_through=True,  # type: ignore[arg-type]
     )
 
     stop = threading.Event()
@@ -183,6 +258,11 @@ def _buffer_stdout() -> None:
     atexit.register(stop_flusher)
 
 
+def _buffer_stdout() -> None:
+    """Buffer fd 1's ``sys.stdout`` with the timed flush (no packet channel; kept for tests)."""
+    _replace_std_streams(io.FileIO(1, "w", closefd=False), io.FileIO(2, "w", closefd=False))
+
+
 class _StderrAfterStdout(io.TextIOWrapper):
     """stderr that flushes stdout first, so lines keep the order they were printed in."""
 
@@ -192,6 +272,67 @@ class _StderrAfterStdout(io.TextIOWrapper):
         except Exception:  # noqa: BLE001
             pass
         return super().write(text)
+
+
+def _from_user_code(hook):  # type: ignore[no-untyped-def]
+    """``sys.excepthook`` that prints a traceback from the user's code down.
+
+    The frames of this bootstrap and of runpy above the script are noise to
+    the person reading it (11 of them for a two-line script). A hook the
+    script installs itself replaces this one, frames and all.
+    """
+
+    def excepthook(exc_type, exc, tb):  # type: ignore[no-untyped-def]
+        trimmed = _user_frames(tb)
+        if isinstance(exc, BaseException) and trimmed is not tb:
+            exc.with_traceback(trimmed)  # the default hook prints exc.__traceback__, not tb
+        return hook(exc_type, exc, trimmed)
+
+    return excepthook
+
+
+# --- tracking -----------------------------------------------------------------------
+
+
+def _join_tracked_run() -> None:
+    """Put the job's MLflow run in this rank's environment, and keep MLflow calls in it.
+
+    The parent opens the run while torchrun and the ranks start and writes
+    ``tracking.json`` once it is open (or could not be opened: the job then
+    runs untracked). A script importing torch takes longer than that, so the
+    wait usually costs nothing; the parent tells how long it may take.
+    """
+    path = os.environ.get(contract.ENV_TRACKING_FILE)
+    if path:
+        info = _wait_for_json(Path(path), TRACKING_WAIT_S)
+        if info.get("state") == "open" and info.get("run_id"):
+            os.environ["MLFLOW_RUN_ID"] = str(info["run_id"])
+            os.environ["MLFLOW_EXPERIMENT_ID"] = str(info["experiment_id"])
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if run_id:
+        from nbexec.child.mlflow_pin import pin_fluent_runs
+
+        pin_fluent_runs(run_id, os.environ.get("MLFLOW_EXPERIMENT_ID"))
+
+
+def _wait_for_json(path: Path, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            data = json.loads(path.read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):  # not written yet (it is renamed into place whole)
+            pass
+        if time.monotonic() >= deadline:
+            print(f"nbexec: rank {os.environ.get('RANK', '?')}: the job's MLflow run was not ready after "
+                  f"{timeout:.0f} s; running without it", file=sys.stderr)
+            return {}
+        time.sleep(delay)
+        delay = min(0.05, delay * 1.5)
+
+
+# --- failures -----------------------------------------------------------------------
 
 
 def _exit_code(exc: SystemExit) -> int:
@@ -211,18 +352,45 @@ def _user_frames(tb: object) -> object:
     return tb
 
 
+def _user_location(tb: object) -> str:
+    """``file:line`` of the innermost frame in the user's own code (not the stdlib, a library or nbexec)."""
+    import sysconfig
+
+    skip = tuple(
+        {str(Path(p).resolve()) + os.sep for p in (sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib"))}
+        | {str(Path(__file__).resolve().parents[1]) + os.sep}
+    )
+    where = ""
+    while tb is not None:
+        code = tb.tb_frame.f_code  # type: ignore[attr-defined]
+        name = code.co_filename
+        if not name.startswith("<") and not str(Path(name).resolve()).startswith(skip):
+            where = f"{_short_path(name)}:{tb.tb_lineno}"  # type: ignore[attr-defined]
+        tb = tb.tb_next  # type: ignore[attr-defined]
+    return where
+
+
+def _short_path(name: str) -> str:
+    try:
+        return os.path.relpath(name) if not os.path.relpath(name).startswith("..") else name
+    except ValueError:
+        return name
+
+
 def _record_failure(rank: int, exc: BaseException, exit_code: int) -> None:
-    """Write the error record; never let bookkeeping hide the real exception."""
+    """Write the error record and the failure event; never let bookkeeping hide the real exception."""
     try:
         sys.stdout.flush()  # what the rank printed comes before its failure
     except Exception:  # noqa: BLE001
         pass
     try:
         if isinstance(exc, SystemExit):
-            tb_text = ""
+            tb_text = where = ""
             message = str(exc.code) if not isinstance(exc.code, int) else f"sys.exit({exc.code})"
         else:
-            tb_text = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
+            user_tb = _user_frames(exc.__traceback__)
+            tb_text = "".join(traceback.format_exception(type(exc), exc, user_tb))  # type: ignore[arg-type]
+            where = _user_location(user_tb)
             message = str(exc)
         exc_type = type(exc).__qualname__
         if type(exc).__module__ not in ("builtins", "__main__"):
@@ -234,14 +402,24 @@ def _record_failure(rank: int, exc: BaseException, exit_code: int) -> None:
             "exc_type": exc_type,
             "message": message,
             "traceback": tb_text,
+            "where": where,
             "time": now,
             "pid": os.getpid(),
         }
-        run_dir = os.environ.get(ENV_RUN_DIR)
+        run_dir = os.environ.get(contract.ENV_RUN_DIR)
         if run_dir:
-            path = Path(run_dir) / "logs" / f"rank{rank}.error.json"
+            path = contract.rank_error_path(Path(run_dir), rank)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(record, indent=2))
+        events = os.environ.get(contract.ENV_EVENTS)
+        if events:  # one O_APPEND write: whole even beside the trainer's own events
+            event = {"kind": "failure", "time": now, "rank": rank, "exit_code": exit_code,
+                     "exc_type": exc_type, "message": message[:2000], "where": where}
+            fd = os.open(events, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, (json.dumps(event) + "\n").encode())
+            finally:
+                os.close(fd)
         elastic_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
         if elastic_file and not isinstance(exc, SystemExit):
             # torchelastic's own format, so torchrun's summary shows the traceback too

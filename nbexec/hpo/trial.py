@@ -323,7 +323,7 @@ def hold_interrupt() -> Iterator[None]:
 
 def _final_result(run: TrainingRun) -> TrainingResult:
     run.wait()
-    result = run._result  # the outcome whatever it was; result() would raise for FAILED/KILLED
+    result = run.outcome  # whatever it was; result() would raise for FAILED/KILLED
     assert result is not None
     return result
 

@@ -51,6 +51,8 @@ class TrainingRun:
         self._events: list[Event] = []
         self._metrics: dict[str, float] = {}
         self._progress: Event | None = None
+        self._text_progress: Event | None = None  # read off a tqdm-style bar of rank 0
+        self._failures: list[Event] = []  # ranks' failure events, in the order they came
         self._checkpoint: Path | None = None
         self._finalizers = list(finalizers)
         self._dispatcher = Dispatcher(sinks)
@@ -65,9 +67,9 @@ class TrainingRun:
     def _start(self) -> None:
         """Write the run dir's inputs and start the launcher and the pump."""
         plan = self.plan
-        self._pump = LogPump(plan.run_dir, self._dispatcher, on_events=self._record_events)
-        env = dict(plan.env)
-        env[contract.ENV_LOG_SOCKET] = self._pump.socket_path
+        self._pump = LogPump(plan.run_dir, self._dispatcher, on_events=self._record_events,
+                             on_text_progress=self._record_text_progress)
+        env = {**plan.env, **self._pump.child_env()}
         self.started_at = time.time()
         try:
             self._proc = spawn_launcher(plan.argv, env)
@@ -147,6 +149,12 @@ class TrainingRun:
                     self._progress = ev
                 elif kind == "checkpoint" and ev.get("path"):
                     self._checkpoint = Path(ev["path"])
+                elif kind == "failure":
+                    self._failures.append(ev)
+
+    def _record_text_progress(self, progress: Event) -> None:
+        with self._lock:
+            self._text_progress = progress
 
     def _checkpoint_path(self) -> Path | None:
         if self._checkpoint is not None:
@@ -187,9 +195,20 @@ class TrainingRun:
 
     @property
     def progress(self) -> Event | None:
-        """The latest progress event (``step``, ``total``, ``epoch``...)."""
+        """The latest progress (``step``, ``total``, ``epoch``...).
+
+        From the trainer's progress events; for a script that sends none, read
+        off rank 0's tqdm-style bar (``source: "text"``, with ``rate`` in
+        steps/s and ``eta_s`` when the bar shows them).
+        """
         with self._lock:
-            return self._progress
+            return self._progress or self._text_progress
+
+    @property
+    def failures(self) -> list[Event]:
+        """The failure events of ranks that raised, in the order they came (empty while all is well)."""
+        with self._lock:
+            return list(self._failures)
 
     def lines(self, rank: int | None = 0, n: int | None = None) -> list[LogLine]:
         """The recent lines of one rank (``None``: the launcher), oldest first."""
@@ -227,6 +246,11 @@ class TrainingRun:
         if error is not None:
             raise error
         assert self._result is not None
+        return self._result
+
+    @property
+    def outcome(self) -> TrainingResult | None:
+        """The final result whatever the status (never raises); None while the job runs."""
         return self._result
 
     def exception(self) -> TrainingFailed | TrainingCancelled | None:

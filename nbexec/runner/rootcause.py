@@ -38,6 +38,7 @@ def find_root_cause(run_dir: Path, launcher_exit_code: int | None) -> RootCause:
             message=first.get("message") or "",
             traceback=first.get("traceback") or "",
             time=first.get("time"),
+            where=first.get("where") or "",
         )
     summary = _from_launcher_summary(run_dir / contract.LOG_DIR / contract.LAUNCHER_LOG)
     if summary is not None:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 QUEUE_BATCHES = 2048  # bounded: at most this many pending batches of lines/events
 QUEUE_LINES = 20_000  # and at most this many pending lines, whatever the batch sizes
+PARTIAL_EVERY_S = 2.0  # off a terminal, an unfinished line (a progress bar) is printed this often
 
 
 class Sink:
@@ -37,6 +38,13 @@ class Sink:
 
     def on_lines(self, lines: Sequence[LogLine]) -> None:
         """New whole lines, in arrival order."""
+
+    def on_partial(self, lines: Sequence[LogLine]) -> None:
+        """The unfinished line of some streams (``partial=True``; e.g. a ``\\r`` progress bar).
+
+        Each replaces the previous partial of its ``(rank, stream)``; the
+        finished line comes later through :meth:`on_lines`.
+        """
 
     def on_events(self, events: Sequence[Event]) -> None:
         """New progress/metric/checkpoint events from the trainer."""
@@ -71,6 +79,15 @@ class Dispatcher:
                 return
             self._queued_lines += len(lines)
         self._offer(("lines", lines), len(lines))
+
+    def put_partial(self, lines: list[LogLine]) -> None:
+        """Unfinished lines: shown if the sinks keep up, skipped (not counted) if not; the next replaces them."""
+        if not self.sinks:
+            return
+        try:
+            self._queue.put_nowait(("partial", lines))
+        except queue.Full:
+            pass
 
     def put_events(self, events: list[Event]) -> None:
         if self.sinks:
@@ -109,6 +126,9 @@ class Dispatcher:
                     if kind == "lines":
                         if getattr(sink, "wants_lines", True):
                             sink.on_lines(payload)  # type: ignore[arg-type]
+                    elif kind == "partial":
+                        if getattr(sink, "wants_lines", True):
+                            sink.on_partial(payload)  # type: ignore[arg-type]
                     elif kind == "events":
                         sink.on_events(payload)  # type: ignore[arg-type]
                     elif kind == "start":
@@ -124,30 +144,102 @@ class Dispatcher:
 class TerminalSink(Sink):
     """Prints ``[rank0] line`` for every line, and a short line per metrics event.
 
+    Unfinished lines (a ``\\r`` progress bar) show live. On a terminal they
+    are drawn in place on one status line below the output, as the script
+    would draw them itself (the lowest rank's, when several draw at once).
+    Elsewhere (a file, a CI log) the current picture is printed as a line of
+    its own at most every ``partial_every_s`` seconds per stream.
+
     Args:
         stream: where to print (stdout by default).
         ranks: only these ranks' lines (None: all); launcher lines always show.
+        live: draw unfinished lines in place (default: when ``stream`` is a terminal).
+        partial_every_s: off a terminal, how often an unfinished line is printed.
     """
 
-    def __init__(self, stream: TextIO | None = None, ranks: Iterable[int] | None = None) -> None:
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        ranks: Iterable[int] | None = None,
+        *,
+        live: bool | None = None,
+        partial_every_s: float = PARTIAL_EVERY_S,
+    ) -> None:
         self.stream = stream or sys.stdout
         self.ranks = set(ranks) if ranks is not None else None
+        if live is None:
+            isatty = getattr(self.stream, "isatty", None)
+            live = bool(isatty and isatty())
+        self.live = live
+        self.partial_every_s = partial_every_s
+        self._partials: dict[tuple[int | None, str], LogLine] = {}
+        self._printed_at: dict[tuple[int | None, str], float] = {}
+        self._status = ""  # what the status line shows now (live mode)
+
+    def _shown(self, line: LogLine) -> bool:
+        return self.ranks is None or line.rank is None or line.rank in self.ranks
 
     def on_lines(self, lines: Sequence[LogLine]) -> None:
-        shown = [
-            ln.format() for ln in lines if self.ranks is None or ln.rank is None or ln.rank in self.ranks
-        ]
-        if shown:
-            self.stream.write("\n".join(shown) + "\n")
-            self.stream.flush()
+        shown = [ln for ln in lines if self._shown(ln)]
+        if not shown:
+            return
+        for ln in shown:
+            self._partials.pop((ln.rank, ln.stream), None)
+        self._write("\n".join(ln.format() for ln in shown) + "\n")
+
+    def on_partial(self, lines: Sequence[LogLine]) -> None:
+        shown = [ln for ln in lines if self._shown(ln)]
+        if not shown:
+            return
+        if self.live:
+            for ln in shown:
+                self._partials[(ln.rank, ln.stream)] = ln
+            self._write("")
+            return
+        for ln in shown:
+            key = (ln.rank, ln.stream)
+            if ln.time - self._printed_at.get(key, float("-inf")) >= self.partial_every_s:
+                self._printed_at[key] = ln.time
+                self.stream.write(ln.format() + "\n")
+        self.stream.flush()
 
     def on_events(self, events: Sequence[Event]) -> None:
+        out = []
         for ev in events:
             if ev.get("kind") == "metrics" and isinstance(ev.get("metrics"), dict):
                 values = " ".join(f"{k}={v:.4g}" for k, v in ev["metrics"].items() if isinstance(v, (int, float)))
                 step = f" step {ev['step']}" if ev.get("step") is not None else ""
-                self.stream.write(f"[nbexec]{step} {values}\n")
-        self.stream.flush()
+                out.append(f"[nbexec]{step} {values}\n")
+        if out:
+            self._write("".join(out))
 
     def on_dropped(self, count: int) -> None:
-        self.stream.write(f"[nbexec] {count} lines not shown (output too fast); all are in the log files\n")
+        self._write(f"[nbexec] {count} lines not shown (output too fast); all are in the log files\n")
+
+    def on_end(self, result: TrainingResult) -> None:
+        self._partials.clear()
+        self._write("")
+
+    def _write(self, text: str) -> None:
+        """Write finished text above the status line, then redraw the status line (live mode)."""
+        if not self.live:
+            if text:
+                self.stream.write(text)
+                self.stream.flush()
+            return
+        status = ""
+        if self._partials:
+            lowest = min(self._partials, key=lambda key: (key[0] is None, key[0] or 0, key[1]))
+            status = _fit(self._partials[lowest].format())
+        clear = "\r\x1b[K" if self._status else ""
+        self.stream.write(clear + text + status)
+        self.stream.flush()
+        self._status = status
+
+
+def _fit(text: str) -> str:
+    """Cut a status line to the terminal's width: a wrapped line could not be redrawn in place."""
+    import shutil
+
+    width = shutil.get_terminal_size((100, 24)).columns
+    return text if len(text) < width else text[: max(1, width - 2)] + "…"

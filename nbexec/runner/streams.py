@@ -1,15 +1,31 @@
 """The stream pump: every rank's output and the launcher's, into files and sinks.
 
 One thread per job runs :meth:`LogPump.run`. It accepts the ranks'
-connections on a unix socket (the worker bootstrap connects stdout and stderr
-separately), reads the launcher's pipes, and tails ``events.jsonl``:
+connections, reads the launcher's pipes, and tails ``events.jsonl``. A rank
+(the worker bootstrap) connects three times:
 
-- complete lines are appended, raw, to ``logs/rank<N>.log`` (or
-  ``logs/launcher.log``) — files get every line, whatever the sinks do;
+- ``python``: a packet socket carrying what the rank's Python code writes to
+  ``sys.stdout`` and ``sys.stderr``, each packet tagged with its stream. One
+  channel for both keeps them in the order the rank wrote them.
+- ``stdout`` and ``stderr``: stream sockets behind file descriptors 1 and 2,
+  for what bypasses Python (C/C++ code, child processes). Their order relative
+  to each other, and to the packets, is the order they arrive in.
+
+What the pump does with the bytes:
+
+- complete lines are appended to ``logs/rank<N>.log`` (or ``logs/launcher.log``)
+  as their terminal picture (``\\r`` redraws applied, see :mod:`.lines`);
+  files get every line, whatever the sinks do;
 - the last lines of each source are kept in a bounded tail for ``lines()``;
 - lines and events are handed to a :class:`Dispatcher`, which feeds the
   sinks from its own thread through a bounded queue: a slow sink (a browser,
-  a terminal) drops display lines instead of slowing the job or growing memory.
+  a terminal) drops display lines instead of slowing the job or growing memory;
+- the unfinished end of a stream (a ``\\r`` progress bar) goes to the sinks as
+  a *partial* line, at most ten times a second per stream;
+- tqdm-style bars of rank 0 become text progress (``on_text_progress``), for
+  scripts that report no progress events;
+- once a rank has recorded its failure, torchrun's own report of it goes to
+  ``launcher.log`` only: the root cause is known, its dump would only repeat it.
 """
 
 from __future__ import annotations
@@ -29,16 +45,22 @@ from typing import IO, Any
 
 from nbexec import contract
 from nbexec.events import Event, EventTail
-from nbexec.runner.lines import LineSplitter, LogLine, display_text
+from nbexec.runner.lines import LineSplitter, LogLine, display_text, terminal_picture
 from nbexec.runner.sinks import Dispatcher
+from nbexec.runner.textprogress import parse_progress
 
 READ_SIZE = 1 << 16
+PACKET_SIZE = 1 << 16  # the bootstrap sends at most 32 KiB (+1 tag byte) per packet
+PACKETS_PER_WAKE = 64  # packets read from one connection before others get a turn
 POLL_S = 0.1  # how often events.jsonl is checked and the launcher polled
 # Once the launcher's pipes are closed it is exiting: poll it this often, so the
 # end of the job is seen within milliseconds rather than up to POLL_S later.
 EXIT_POLL_S = 0.005
 DRAIN_READS = 64  # at most this many stdout reads (4 MiB) before each stderr read: see _drain_stdout
 DRAIN_S = 3.0  # after the launcher exits, how long stray rank connections may stay open
+PARTIAL_INTERVAL_S = 0.1  # an unfinished line is shown at most this often per stream
+
+TAG_STREAMS = {b"o": "stdout", b"e": "stderr"}  # the packet channel's stream tags
 
 
 class _Source:
@@ -49,13 +71,31 @@ class _Source:
         self.stream = stream
         self.file = file
         self.splitter = LineSplitter()
+        self.prefix = f"[rank{rank}]: " if rank is not None else None  # torch's excepthook adds it
+        self.next_partial = 0.0  # when its unfinished line may be shown again
+        self.partial_shown = False
+
+    def text(self, raw: bytes) -> str:
+        """The display text of one of its lines (torch's redundant ``[rankN]:`` prefix dropped)."""
+        text = display_text(raw)
+        if self.prefix is not None and text.startswith(self.prefix):
+            return text[len(self.prefix) :]
+        return text
+
+
+class _Packets:
+    """A rank's ``python`` connection: one :class:`_Source` per stream tag."""
+
+    def __init__(self, sources: dict[bytes, _Source]) -> None:
+        self.sources = sources
 
 
 class _Pending:
-    """A rank connection whose header line has not fully arrived yet."""
+    """A rank connection whose header has not fully arrived yet."""
 
-    def __init__(self) -> None:
+    def __init__(self, packets: bool) -> None:
         self.buf = b""
+        self.packets = packets
 
 
 class LogPump:
@@ -67,6 +107,7 @@ class LogPump:
         dispatcher: Dispatcher,
         *,
         on_events: Callable[[list[Event]], None],
+        on_text_progress: Callable[[Event], None] | None = None,
         tail_lines: int = 2000,
     ) -> None:
         self.run_dir = run_dir
@@ -74,6 +115,7 @@ class LogPump:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._dispatcher = dispatcher
         self._on_events = on_events
+        self._on_text_progress = on_text_progress
         self._tail_lines = tail_lines
         # raw (stream, bytes, time): decoded only when someone reads the tail
         self._tails: dict[int | None, deque[tuple[str, bytes, float]]] = {}
@@ -81,20 +123,41 @@ class LogPump:
         self._files: dict[int | None, IO[bytes]] = {}
         self._events = EventTail(run_dir / contract.EVENTS_FILE)
         self._selector = selectors.DefaultSelector()
-        # A short private path: unix socket paths are limited to ~107 bytes.
+        # Short private paths: unix socket paths are limited to ~107 bytes.
         self._socket_dir = tempfile.mkdtemp(prefix="nbexec-")
         self.socket_path = os.path.join(self._socket_dir, "logs.sock")
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._server.bind(self.socket_path)
-        self._server.listen(256)
-        self._server.setblocking(False)
-        self._selector.register(self._server, selectors.EVENT_READ, "server")
+        self.packet_socket_path: str | None = os.path.join(self._socket_dir, "py.sock")
+        self._server = self._listen(socket.SOCK_STREAM, self.socket_path, "server")
+        try:
+            self._packet_server: socket.socket | None = self._listen(
+                socket.SOCK_SEQPACKET, self.packet_socket_path, "packet-server"
+            )
+        except (AttributeError, OSError):  # no SOCK_SEQPACKET (not Linux): Python writes go to fds 1 and 2
+            self._packet_server, self.packet_socket_path = None, None
         self._open_conns = 0
         self._open_pipes = 0
         self._stdout_of: dict[int | None, Any] = {}  # rank (None: the launcher) -> its stdout socket or pipe
+        self._dirty: dict[int, _Source] = {}  # sources whose unfinished line changed, by id
         self.ranks_seen: set[int] = set()
+        self.failed_ranks: list[int] = []  # ranks that recorded a failure, in the order seen
+        self.launcher_lines_hidden = 0  # torchrun's lines kept out of the sinks (they are in launcher.log)
+
+    def _listen(self, kind: int, path: str, tag: str) -> socket.socket:
+        server = socket.socket(socket.AF_UNIX, kind)
+        server.bind(path)
+        server.listen(256)
+        server.setblocking(False)
+        self._selector.register(server, selectors.EVENT_READ, tag)
+        return server
 
     # --- public -----------------------------------------------------------
+
+    def child_env(self) -> dict[str, str]:
+        """The variables that tell the ranks' bootstrap where to send their output."""
+        env = {contract.ENV_LOG_SOCKET: self.socket_path}
+        if self.packet_socket_path is not None:
+            env[contract.ENV_LOG_PACKETS] = self.packet_socket_path
+        return env
 
     def attach_pipe(self, fileobj: IO[bytes], stream: str) -> None:
         """Read one of the launcher's pipes (its own stdout or stderr)."""
@@ -107,7 +170,14 @@ class LogPump:
     def lines(self, rank: int | None) -> list[LogLine]:
         with self._tails_lock:
             raw = list(self._tails.get(rank, ()))
-        return [LogLine(rank, stream, display_text(data), t) for stream, data, t in raw]
+        prefix = f"[rank{rank}]: " if rank is not None else None
+        out = []
+        for stream, data, t in raw:
+            text = display_text(data)
+            if prefix is not None and text.startswith(prefix):
+                text = text[len(prefix) :]
+            out.append(LogLine(rank, stream, text, t))
+        return out
 
     def log_paths(self) -> dict[str, Path]:
         out = {f"rank{r}": contract.rank_log_path(self.run_dir, r) for r in sorted(self.ranks_seen)}
@@ -124,6 +194,8 @@ class LogPump:
                     if self._selector.get_map().get(key.fd) is key:  # not closed earlier in this round
                         self._handle(key)
                 now = time.monotonic()
+                if self._dirty:
+                    self._show_partials(now)
                 if now >= next_poll:  # files are readable live, at most POLL_S behind
                     next_poll = now + POLL_S
                     self._poll_events()
@@ -142,46 +214,77 @@ class LogPump:
     # --- internals ----------------------------------------------------------
 
     def _handle(self, key: selectors.SelectorKey) -> None:
-        if key.data == "server":
-            self._accept()
-        elif isinstance(key.data, _Pending):
+        data = key.data
+        if data == "server":
+            self._accept(self._server, packets=False)
+        elif data == "packet-server":
+            assert self._packet_server is not None
+            self._accept(self._packet_server, packets=True)
+        elif isinstance(data, _Pending):
             self._read_header(key)
+        elif isinstance(data, _Packets):
+            self._read_packets(key)
         else:
             self._read(key)
 
-    def _accept(self) -> None:
+    def _accept(self, server: socket.socket, *, packets: bool) -> None:
         while True:
             try:
-                conn, _ = self._server.accept()
+                conn, _ = server.accept()
             except (BlockingIOError, InterruptedError):
                 return
             conn.setblocking(False)
-            self._selector.register(conn, selectors.EVENT_READ, _Pending())
+            self._selector.register(conn, selectors.EVENT_READ, _Pending(packets))
             self._open_conns += 1
 
     def _read_header(self, key: selectors.SelectorKey) -> None:
         conn: socket.socket = key.fileobj  # type: ignore[assignment]
         pending: _Pending = key.data
-        chunk = self._recv(conn)
+        chunk = self._recv(conn, PACKET_SIZE if pending.packets else READ_SIZE)
+        if chunk is None:
+            return
         if not chunk:
             self._drop(conn, is_conn=True)
             return
-        pending.buf += chunk
-        header, sep, rest = pending.buf.partition(b"\n")
-        if not sep:
-            return
+        if pending.packets:  # the first packet is the header, whole
+            header, rest = chunk, b""
+        else:
+            pending.buf += chunk
+            header, sep, rest = pending.buf.partition(b"\n")
+            if not sep:
+                return
         try:
             info = json.loads(header)
             rank, stream = int(info["rank"]), str(info["stream"])
         except (ValueError, KeyError, TypeError):
             rank, stream = -1, "stderr"  # unknown peer: keep its bytes anyway
         self.ranks_seen.add(rank)
+        if pending.packets:
+            sources = {tag: _Source(rank, name, self._file(rank)) for tag, name in TAG_STREAMS.items()}
+            self._selector.modify(conn, selectors.EVENT_READ, _Packets(sources))
+            return
         source = _Source(rank, stream, self._file(rank))
         self._selector.modify(conn, selectors.EVENT_READ, source)
         if stream == "stdout":
             self._stdout_of[rank] = conn
         if rest:
             self._consume(source, rest)
+
+    def _read_packets(self, key: selectors.SelectorKey) -> None:
+        conn: socket.socket = key.fileobj  # type: ignore[assignment]
+        packets: _Packets = key.data
+        for _ in range(PACKETS_PER_WAKE):
+            packet = self._recv(conn, PACKET_SIZE)
+            if packet is None:
+                return
+            if not packet:  # the rank closed it (a packet always carries its tag byte)
+                for source in packets.sources.values():
+                    self._emit(source, source.splitter.flush())
+                self._drop(conn, is_conn=True)
+                return
+            source = packets.sources.get(packet[:1])
+            if source is not None:
+                self._consume(source, packet[1:])
 
     def _read(self, key: selectors.SelectorKey) -> None:
         source: _Source = key.data
@@ -192,7 +295,7 @@ class LogPump:
     def _read_once(self, obj: Any, source: _Source) -> bool:
         """One read of a source into its file; False when nothing was waiting or it closed."""
         is_conn = isinstance(obj, socket.socket)
-        chunk = self._recv(obj) if is_conn else _read_pipe(obj)
+        chunk = self._recv(obj, READ_SIZE) if is_conn else _read_pipe(obj)
         if chunk is None:
             return False
         if not chunk:
@@ -205,12 +308,14 @@ class LogPump:
     def _drain_stdout(self, rank: int | None) -> None:
         """Before a stderr read: take what already waits on the same rank's stdout.
 
-        A process writes stdout before stderr (a print, then a traceback), but the
-        two reach the pump on separate sockets (pipes for the launcher), so stderr
-        can be readable while an earlier stdout backlog is still queued. Reading
-        that backlog first keeps the rank file in the order the rank wrote. The
-        drain is bounded (what a socket buffer holds): a rank flooding stdout
-        cannot keep its stderr from being read.
+        For the streams behind fds 1 and 2 (C code, child processes, the
+        launcher): a process writes stdout before stderr (a print, then a
+        traceback), but the two reach the pump on separate sockets (pipes for
+        the launcher), so stderr can be readable while an earlier stdout
+        backlog is still queued. Reading that backlog first keeps the rank file
+        in the order the rank wrote. The drain is bounded (what a socket
+        buffer holds): a rank flooding stdout cannot keep its stderr from
+        being read. Python-level writes do not need this: they share one channel.
         """
         obj = self._stdout_of.get(rank)
         if obj is None:
@@ -222,10 +327,14 @@ class LogPump:
 
     def _consume(self, source: _Source, chunk: bytes) -> None:
         self._emit(source, source.splitter.feed(chunk))
+        if source.splitter.pending or source.partial_shown:
+            self._dirty[id(source)] = source
 
     def _emit(self, source: _Source, raw_lines: list[bytes]) -> None:
         if not raw_lines:
             return
+        if any(b"\r" in r for r in raw_lines):
+            raw_lines = [terminal_picture(r) for r in raw_lines]
         source.file.write(b"\n".join(raw_lines) + b"\n")
         now = time.time()
         with self._tails_lock:
@@ -234,30 +343,77 @@ class LogPump:
                 tail = self._tails[source.rank] = deque(maxlen=self._tail_lines)
             stream = source.stream
             tail.extend((stream, r, now) for r in raw_lines[-self._tail_lines :])
+        source.partial_shown = False  # the finished line replaces it in the views
+        if source.rank == 0 and self._on_text_progress is not None:
+            self._text_progress(raw_lines[-1], now)
+        if source.rank is None and self._rank_failure_known():
+            self.launcher_lines_hidden += len(raw_lines)
+            return
         if self._dispatcher.wants_lines:
-            self._dispatcher.put_lines(
-                [LogLine(source.rank, source.stream, display_text(r), now) for r in raw_lines]
-            )
+            self._dispatcher.put_lines([LogLine(source.rank, stream, source.text(r), now) for r in raw_lines])
+
+    def _show_partials(self, now: float) -> None:
+        """Hand the sinks the unfinished line of each stream that changed, at most every PARTIAL_INTERVAL_S."""
+        due = [s for s in self._dirty.values() if now >= s.next_partial]
+        if not due:
+            return
+        partials = []
+        wall = time.time()
+        for source in due:
+            del self._dirty[id(source)]
+            pending = source.splitter.pending
+            if not pending:
+                continue  # finished since: the whole line went out already
+            source.next_partial = now + PARTIAL_INTERVAL_S
+            source.partial_shown = True
+            if source.rank == 0 and self._on_text_progress is not None:
+                self._text_progress(pending, wall)
+            if source.rank is None and self._rank_failure_known():
+                continue
+            partials.append(LogLine(source.rank, source.stream, source.text(pending), wall, partial=True))
+        if partials and self._dispatcher.wants_lines:
+            self._dispatcher.put_partial(partials)
+
+    def _text_progress(self, raw: bytes, now: float) -> None:
+        if b"/" not in raw:  # every bar has "n/total"; most lines are not bars
+            return
+        progress = parse_progress(display_text(raw))
+        if progress is not None and self._on_text_progress is not None:
+            progress.update(time=now, rank=0)
+            self._on_text_progress(progress)
+
+    def _rank_failure_known(self) -> bool:
+        """Whether a rank has recorded its failure (its event comes before the rank exits)."""
+        if not self.failed_ranks:
+            self._poll_events()
+        return bool(self.failed_ranks)
 
     def _poll_events(self) -> None:
         events = self._events.read_new()
         if events:
+            for ev in events:
+                if ev.get("kind") == "failure" and isinstance(ev.get("rank"), int):
+                    self.failed_ranks.append(ev["rank"])
             self._on_events(events)
             self._dispatcher.put_events(events)
 
     @staticmethod
-    def _recv(conn: socket.socket) -> bytes | None:
+    def _recv(conn: socket.socket, size: int) -> bytes | None:
         try:
-            return conn.recv(READ_SIZE)
+            return conn.recv(size)
         except (BlockingIOError, InterruptedError):
             return None
         except OSError:
             return b""
 
     def _drop(self, obj: Any, *, is_conn: bool) -> None:
-        source = self._selector.unregister(obj).data
-        if isinstance(source, _Source) and self._stdout_of.get(source.rank) is obj:
-            del self._stdout_of[source.rank]
+        data = self._selector.unregister(obj).data
+        sources = data.sources.values() if isinstance(data, _Packets) else [data]
+        for source in sources:
+            if isinstance(source, _Source):
+                self._dirty.pop(id(source), None)
+                if self._stdout_of.get(source.rank) is obj:
+                    del self._stdout_of[source.rank]
         obj.close()
         if is_conn:
             self._open_conns -= 1
@@ -282,9 +438,11 @@ class LogPump:
     def _close(self) -> None:
         self._poll_events()
         for key in list(self._selector.get_map().values()):
-            source = key.data
-            if isinstance(source, _Source):
-                self._emit(source, source.splitter.flush())
+            data = key.data
+            sources = data.sources.values() if isinstance(data, _Packets) else [data]
+            for source in sources:
+                if isinstance(source, _Source):
+                    self._emit(source, source.splitter.flush())
             self._selector.unregister(key.fileobj)
             key.fileobj.close()  # type: ignore[union-attr]
         self._selector.close()

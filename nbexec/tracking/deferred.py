@@ -1,26 +1,37 @@
-"""Open the job's MLflow run while the job starts, not before it.
+"""Open the job's MLflow run while the job starts, and hand it to the ranks when it is open.
 
 In a fresh process, opening a run costs ~2.5 s here (importing mlflow and its
-database layer), more than torchrun's whole start-up. When the parent logs the
-metrics (``tracking.metrics_from: parent``, the default) the ranks never need
-the run id, so the launch only checks that the store is reachable (fast, and
-still before anything is spawned) and a thread opens the run meanwhile:
+database layer), more than torchrun's whole start-up. So the launch only
+checks that the store is reachable (fast, and still before anything is
+spawned), and a thread opens the run while torchrun and the ranks start:
 
-- the metrics sink forwards events once the run is open (earlier ones are
-  sent at the end from ``events.jsonl``: nothing is lost);
+- every rank gets ``MLFLOW_TRACKING_URI`` and ``MLFLOW_EXPERIMENT_NAME`` in
+  its environment at spawn, and a path to ``tracking.json``, which this
+  module writes (atomically) once the run is open. The worker bootstrap waits
+  for that file before the script runs and adds ``MLFLOW_RUN_ID`` and
+  ``MLFLOW_EXPERIMENT_ID``. The script's own MLflow logging (Hugging Face's
+  Trainer, accelerate, ``mlflow.*``) and nbexec's rank-0 logger
+  (``metrics_from: rank0``) then log into this one run;
+- with ``metrics_from: parent`` the metrics sink forwards rank 0's events once
+  the run is open (earlier ones are sent at the end from ``events.jsonl``);
 - the finalizer waits for the run, then ends it with the job's outcome;
-- if opening fails after the job started, the job goes on untracked, with a
-  warning, and its result says so (no ``mlflow_run_id``).
+- if opening fails after the job started, ``tracking.json`` says so, the
+  ranks go on without a run id, the job goes on untracked with a warning,
+  and its result says so (no ``mlflow_run_id``).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from nbexec import contract
 from nbexec.errors import TrackingError
 from nbexec.events import Event
 from nbexec.runner.sinks import Sink
@@ -31,33 +42,81 @@ if TYPE_CHECKING:
     from nbexec.tracking.run import TrackedRun
 
 OPEN_TIMEOUT_S = 300.0
+# Inherited variables that would point a rank at another run or experiment than the job's.
+_STALE_MLFLOW_VARS = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_PARENT_RUN_ID")
 
 
 class DeferredTrackedRun:
     """A :class:`TrackedRun` being opened in the background; same reading API.
+
+    Attributes:
+        plan: the launch plan with the ranks' tracking environment added; launch this one.
 
     Raises (at construction):
         TrackingError: the store is unreachable (nothing has been spawned).
     """
 
     def __init__(self, plan: LaunchPlan) -> None:
-        from nbexec.tracking.store import check_store_reachable, normalize_tracking_uri, resolve_tracking_uri
+        from nbexec.tracking.child_logger import ENV_CHILD_METRICS
+        from nbexec.tracking.env import CREDENTIAL_VARS, store_env
+        from nbexec.tracking.store import (
+            check_store_reachable,
+            normalize_tracking_uri,
+            resolve_experiment,
+            resolve_tracking_uri,
+        )
 
-        check_store_reachable(normalize_tracking_uri(resolve_tracking_uri(config=plan.config)))
+        self.tracking_uri = normalize_tracking_uri(resolve_tracking_uri(config=plan.config))
+        self.experiment_name = resolve_experiment(config=plan.config)
+        check_store_reachable(self.tracking_uri)
+        added = store_env(self.tracking_uri, self.experiment_name, base_env=plan.env)
+        added[ENV_CHILD_METRICS] = "1" if plan.config.tracking.metrics_from == "rank0" else "0"
+        added[contract.ENV_TRACKING_FILE] = str(plan.run_dir / contract.TRACKING_FILE)
+        env = {k: v for k, v in plan.env.items() if k not in _STALE_MLFLOW_VARS}
+        shown = {k: v for k, v in added.items() if k not in CREDENTIAL_VARS}
+        self.plan = replace(plan, env={**env, **added}, env_set={**plan.env_set, **shown})
         self._future: Future[TrackedRun] = Future()
         self._started = time.time()  # the run's start in MLflow is the job's, not when MLflow was ready
-        threading.Thread(target=self._open, args=(plan,), name="nbexec-mlflow-open", daemon=True).start()
+        self._opening = False
 
-    def _open(self, plan: LaunchPlan) -> None:
+    def start_opening(self) -> None:
+        """Open the run in a thread (call once the run dir exists); ``tracking.json`` follows."""
+        self._started = time.time()
+        self._opening = True
+        threading.Thread(target=self._open, name="nbexec-mlflow-open", daemon=True).start()
+
+    def _open(self) -> None:
         try:
             from nbexec.tracking.create import create_training_mlflow_run
 
-            self._future.set_result(create_training_mlflow_run(plan=plan, start_time=self._started))
+            tracked = create_training_mlflow_run(
+                plan=self.plan, tracking_uri=self.tracking_uri, experiment=self.experiment_name,
+                start_time=self._started,
+            )
         except BaseException as err:  # noqa: BLE001 - reported by finalize()
+            self._tell_ranks({"state": "untracked", "reason": f"{type(err).__name__}: {err}"[:500]})
             self._future.set_exception(err)
+            return
+        self._tell_ranks({
+            "state": "open", "tracking_uri": tracked.tracking_uri, "experiment_id": tracked.experiment_id,
+            "experiment_name": self.experiment_name, "run_id": tracked.run_id,
+        })
+        self._future.set_result(tracked)
+
+    def _tell_ranks(self, info: dict[str, Any]) -> None:
+        """Write ``tracking.json`` whole (temp file + rename): a rank never reads half of it."""
+        path = self.plan.run_dir / contract.TRACKING_FILE
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(info, indent=2))
+            os.replace(tmp, path)
+        except OSError:
+            pass  # the run dir is gone: the job is over, or the ranks give up waiting
 
     def tracked(self, timeout: float | None = OPEN_TIMEOUT_S) -> TrackedRun | None:
-        """The open run (waits for it), or None when it could not be opened."""
+        """The open run (waits for it), or None when it could not be (or was never) opened."""
+        if not self._opening:
+            return None
         try:
             return self._future.result(timeout)
         except Exception:  # noqa: BLE001
@@ -96,7 +155,10 @@ class DeferredTrackedRun:
             tracked.abort(error)
 
     def __repr__(self) -> str:
-        state = "opening" if not self._future.done() else f"run {self.run_id}"
+        if not self._opening:
+            state = "not opened"
+        else:
+            state = "opening" if not self._future.done() else f"run {self.run_id}"
         return f"<DeferredTrackedRun {state}>"
 
 

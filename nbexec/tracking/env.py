@@ -47,27 +47,41 @@ def setup_mlflow_tracking_env(
         base_env: the environment credentials are taken from (default ``os.environ``).
 
     Returns:
-        ``MLFLOW_TRACKING_URI``, ``MLFLOW_RUN_ID``, ``MLFLOW_EXPERIMENT_ID``, the
-        credentials present in ``base_env``, and short HTTP retry settings for a
-        remote store. A new dict; nothing is changed in place.
+        ``MLFLOW_TRACKING_URI``, ``MLFLOW_RUN_ID``, ``MLFLOW_EXPERIMENT_ID``,
+        ``MLFLOW_EXPERIMENT_NAME`` (the run's experiment), the credentials
+        present in ``base_env``, and short HTTP retry settings for a remote
+        store. A new dict; nothing is changed in place.
 
     Raises:
         TrackingError: ``run`` is an id and the store cannot be reached.
     """
-    base = os.environ if base_env is None else base_env
     if isinstance(run, str):
         from nbexec.tracking.store import get_client, setup_mlflow
 
         uri = setup_mlflow().tracking_uri
+        client = get_client(uri)
         run_id = run
-        experiment_id = get_client(uri).get_run(run_id).info.experiment_id
+        experiment_id = str(client.get_run(run_id).info.experiment_id)
+        experiment_name = client.get_experiment(experiment_id).name
     else:
-        uri, run_id, experiment_id = run.tracking_uri, run.run_id, run.experiment_id
-    env = {
-        "MLFLOW_TRACKING_URI": uri,
-        "MLFLOW_RUN_ID": run_id,
-        "MLFLOW_EXPERIMENT_ID": str(experiment_id),
-    }
+        uri, run_id, experiment_id = run.tracking_uri, run.run_id, str(run.experiment_id)
+        # a nested run lives in its parent's experiment, which may not be the configured one
+        experiment_name = run.setup.experiment_name if experiment_id == str(run.setup.experiment_id) else None
+    env = store_env(uri, experiment_name, base_env=base_env)
+    env.update({"MLFLOW_RUN_ID": run_id, "MLFLOW_EXPERIMENT_ID": experiment_id})
+    return env
+
+
+def store_env(uri: str, experiment_name: str | None, *, base_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What every rank needs to reach the store: the URI, the experiment's name, credentials.
+
+    The run id is not in it: with a run opened while the job starts, the ranks
+    learn it from ``tracking.json`` (see :mod:`nbexec.tracking.deferred`).
+    """
+    base = os.environ if base_env is None else base_env
+    env = {"MLFLOW_TRACKING_URI": uri}
+    if experiment_name:
+        env["MLFLOW_EXPERIMENT_NAME"] = experiment_name
     env.update({name: base[name] for name in CREDENTIAL_VARS if base.get(name)})
     if uri.startswith(("http://", "https://")):
         env.update({k: v for k, v in CHILD_HTTP_DEFAULTS.items() if k not in base})

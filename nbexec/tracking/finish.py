@@ -144,3 +144,28 @@ def failure_note(status: str, headline: str, scrubber: Scrubber, *, traceback: s
         tail = "\n".join(traceback.rstrip().splitlines()[-TRACEBACK_LINES:])
         parts.append(f"```\n{tail}\n```")
     return truncate(scrubber.text("\n\n".join(parts)), MAX_TAG_VALUE)
+
+
+def end_nested_runs(client: MlflowClient, run_id: str, experiment_id: str, status: str) -> int:
+    """End the runs nested under ``run_id`` that a rank opened and left RUNNING.
+
+    A rank that is cancelled (SIGTERM) or crashes never reaches MLflow's own
+    ``end_run``; its nested runs (``mlflow.start_run(nested=True)``, HF's
+    ``MLFLOW_NESTED_RUN``) would stay RUNNING forever. They end with the job's status.
+
+    Returns:
+        How many runs were ended.
+    """
+    left = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{run_id}' and attributes.status = 'RUNNING'",
+        max_results=1000,
+    )
+    for run in left:
+        client.set_terminated(run.info.run_id, status=status)
+    return len(left)
+
+
+def logged_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
+    """The latest value of every metric in the run, whichever process logged it."""
+    return dict(client.get_run(run_id).data.metrics)

@@ -102,13 +102,16 @@ class TrackedRun:
     def finish(self, result: TrainingResult) -> TrainingResult:
         """End the run from a job's result; the body of :func:`tracking_finalizer`.
 
-        Logs the metric history the child did not, uploads the run dir's files,
-        sets the outcome tags and the status matching ``result.status``.
+        Logs the metric history the child did not, reads back every metric in
+        the run (also those the script logged itself), uploads the run dir's
+        files, ends runs a rank left RUNNING under it, sets the outcome tags
+        and the status matching ``result.status``.
         Never raises: a failing store gives a :class:`TrackingWarning` and the
         result comes back unchanged (without ``mlflow_run_id``).
 
         Returns:
-            ``result`` with ``mlflow_run_id`` set, once the run's status is set.
+            ``result`` with ``mlflow_run_id`` set once the run's status is set,
+            and the run's metrics added to ``result.metrics``.
         """
         with self._lock:
             if self.ended:
@@ -119,7 +122,13 @@ class TrackedRun:
             if gone:
                 self._warn(f"the store is gone ({gone})", result.run_dir)
                 return result
-            from nbexec.tracking.finish import failure_note, log_metric_history, upload_artifacts
+            from nbexec.tracking.finish import (
+                end_nested_runs,
+                failure_note,
+                log_metric_history,
+                logged_metrics,
+                upload_artifacts,
+            )
 
             client = get_client(self.tracking_uri)
             problems: list[str] = []
@@ -133,17 +142,24 @@ class TrackedRun:
                     traceback=rc.traceback if rc else "", run_dir=result.run_dir,
                     log_paths=sorted(result.log_paths.items()),
                 )
-            steps = (
-                ("metrics", lambda: log_metric_history(client, self.run_id, result)),
-                # only how it ended: the launch-time tags (git commit...) describe what ran
-                ("tags", lambda: self._log_tags(client, {**result_tags(result), **extra})),
-                ("artifacts", lambda: upload_artifacts(client, self.run_id, result.run_dir, self._scrubber, result)),
-            )
-            for what, step in steps:
+            def attempt(what: str, step: Any) -> Any:
                 try:
-                    step()
+                    return step()
                 except Exception as err:  # noqa: BLE001 - the outcome must not be lost
                     problems.append(f"{what}: {one_line(err)}")
+                    return None
+
+            attempt("metrics", lambda: log_metric_history(client, self.run_id, result))
+            # what the script logged itself (HF Trainer, mlflow.log_metric) is the job's too
+            logged = attempt("reading metrics back", lambda: logged_metrics(client, self.run_id))
+            if logged:
+                result = replace(result, metrics={**result.metrics,
+                                                  **{k: v for k, v in logged.items() if k not in result.metrics}})
+            # only how it ended: the launch-time tags (git commit...) describe what ran
+            attempt("tags", lambda: self._log_tags(client, {**result_tags(result), **extra}))
+            attempt("artifacts", lambda: upload_artifacts(client, self.run_id, result.run_dir, self._scrubber, result))
+            attempt("nested runs", lambda: end_nested_runs(client, self.run_id, self.experiment_id,
+                                                           _mlflow_status(result.status)))
             try:
                 client.set_terminated(self.run_id, status=_mlflow_status(result.status),
                                       end_time=int(result.ended_at * 1000))

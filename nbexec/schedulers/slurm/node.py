@@ -72,7 +72,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: run.cancel(grace=2.0))
     run._start()
     status = run.wait()
-    result = run._result
+    result = run.outcome
     code = result.exit_code if result is not None and result.exit_code is not None else 1
     print(f"nbexec: node {node_id} {status.value} (exit {code})", file=sys.stderr, flush=True)
     if code < 0:
