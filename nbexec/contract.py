@@ -17,6 +17,7 @@ ENV_CHECKPOINT_DIR = "NBEXEC_CHECKPOINT_DIR"
 ENV_LOG_SOCKET = "NBEXEC_LOG_SOCKET"  # unix stream socket behind a rank's fds 1 and 2
 ENV_LOG_PACKETS = "NBEXEC_LOG_PACKETS"  # unix packet socket for a rank's Python-level stdout/stderr
 ENV_TRACKING_FILE = "NBEXEC_TRACKING_FILE"  # tracking.json: ranks wait for it, then join the MLflow run
+ENV_JOB_RUN_ID = "NBEXEC_MLFLOW_RUN_ID"  # the job's MLflow run in a rank (MLflow deletes MLFLOW_RUN_ID once used)
 ENV_RESUME_FROM = "NBEXEC_RESUME_FROM"  # checkpoint dir to resume from, if any
 ENV_BACKEND = "NBEXEC_BACKEND"  # resolved process-group backend: gloo or nccl
 ENV_EVENTS_ALL_RANKS = "NBEXEC_EVENTS_ALL_RANKS"  # "1": every rank reports events

@@ -312,6 +312,8 @@ def _join_tracked_run() -> None:
     if run_id:
         from nbexec.child.mlflow_pin import pin_fluent_runs
 
+        os.environ[contract.ENV_JOB_RUN_ID] = run_id  # runs the script creates nest under it (mlflow_context)
+
         pin_fluent_runs(run_id, os.environ.get("MLFLOW_EXPERIMENT_ID"))
 
 

@@ -46,7 +46,11 @@ def progress_fraction(progress: Mapping[str, Any] | None) -> float | None:
 
 
 def progress_label(progress: Mapping[str, Any] | None) -> str:
-    """``step 50/250 (20%) · epoch 1``; ``waiting for the first step`` before any event."""
+    """``step 50/250 (20%) · epoch 1 · 4.2 steps/s · ETA 47.6 s``; ``waiting for the first step`` before any.
+
+    Progress read off a script's own tqdm bar (``source: "text"``) is
+    prefixed with the bar's description, e.g. ``Epoch 0: step 9/20 (45%)``.
+    """
     if not progress:
         return "waiting for the first step"
     step, total = progress.get("step"), progress.get("total")
@@ -54,10 +58,19 @@ def progress_label(progress: Mapping[str, Any] | None) -> str:
     fraction = progress_fraction(progress)
     if fraction is not None:
         text = f"step {step}/{total} ({fraction:.0%})"
+    desc = progress.get("desc")
+    if desc:
+        text = f"{desc}: {text}"
     epoch = progress.get("epoch")
     if epoch is not None:
         epochs = progress.get("epochs")
         text += f" · epoch {epoch}" + (f"/{epochs}" if epochs is not None else "")
+    rate = progress.get("rate")
+    if isinstance(rate, (int, float)) and rate > 0:
+        text += f" · {rate:.3g} steps/s"
+    eta = progress.get("eta_s")
+    if isinstance(eta, (int, float)) and (fraction is None or fraction < 1):
+        text += f" · ETA {duration(eta)}"
     return text
 
 

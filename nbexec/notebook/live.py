@@ -76,6 +76,8 @@ class LiveRunView(Sink):
         publish: where renderings go (default: an IPython display output).
         max_rate: display updates per second, at most.
         clock: wall clock, for elapsed time (injectable for tests).
+        on_follow_failure: called with the new selection when the view switches
+            by itself to the rank that failed (the panel keeps its picker in step).
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class LiveRunView(Sink):
         publish: Publisher | None = None,
         max_rate: float = MAX_RATE,
         clock: Callable[[], float] = time.time,
+        on_follow_failure: Callable[[tuple[int, ...]], None] | None = None,
     ) -> None:
         from nbexec.redact import redact_argv
 
@@ -111,6 +114,8 @@ class LiveRunView(Sink):
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
+        self._on_follow_failure = on_follow_failure
+        self._followed_failure = False
 
     # --- driven by the magic (main thread) -----------------------------------------
 
@@ -153,14 +158,38 @@ class LiveRunView(Sink):
         if not self.quiet and self.tail.add(lines):
             self._dirty.set()
 
+    def on_partial(self, lines: Sequence[LogLine]) -> None:
+        if not self.quiet and self.tail.set_partial(lines):
+            self._dirty.set()
+
     def on_events(self, events: Sequence[Event]) -> None:
+        for ev in events:
+            if ev.get("kind") == "failure" and isinstance(ev.get("rank"), int):
+                self._follow_failure(ev["rank"])
         self._dirty.set()
+
+    def _follow_failure(self, rank: int) -> None:
+        """Show the first rank that failed, as soon as it does (later failures are its peers reacting)."""
+        if self._followed_failure:
+            return
+        self._followed_failure = True
+        ranks = self.tail.ranks
+        if ranks is None or rank in ranks:
+            return
+        self.tail.select((rank,))
+        if self._on_follow_failure is not None:
+            try:
+                self._on_follow_failure((rank,))
+            except Exception:  # noqa: BLE001 - a display hook must not break the view
+                pass
 
     def on_dropped(self, count: int) -> None:
         self.tail.note_dropped(count)
         self._dirty.set()
 
     def on_end(self, result: TrainingResult) -> None:
+        if result.root_cause is not None and result.root_cause.rank is not None:
+            self._follow_failure(result.root_cause.rank)  # "last lines" are the failed rank's
         self._stop.set()
         self._dirty.set()
         refresher = self._refresher

@@ -198,6 +198,7 @@ class TrainingPanel:
                 ranks=_ranks(self.rank_picker.value),
                 code_version=code_version(git_tags(), nbexec.__version__),
                 publish=self._publish,
+                on_follow_failure=self._show_failed_rank,
             )
             self.view = view
             self.curve.layout.display = "none"
@@ -237,6 +238,12 @@ class TrainingPanel:
         options = [(f"rank {r}", str(r)) for r in range(nproc)] + [("all ranks", ALL_RANKS)]
         self.rank_picker.options = options
         self.rank_picker.value = keep if keep in {v for _, v in options} else "0"
+
+    def _show_failed_rank(self, ranks: tuple[int, ...]) -> None:
+        """The view switched to the rank that failed: the picker says so too."""
+        value = str(ranks[0])
+        if value in {v for _, v in self.rank_picker.options}:
+            self.rank_picker.value = value
 
     def _on_rank_picked(self, change: Mapping[str, Any]) -> None:
         if self.view is not None:

@@ -57,6 +57,7 @@ class LineTail:
         self.max_chars = max_chars
         self._buffers: dict[object, deque[tuple[int, LogLine]]] = {}  # source -> (order, line)
         self._seen: dict[object, int] = {}  # source -> lines ever added
+        self._partials: dict[tuple[object, str], LogLine] = {}  # (source, stream) -> its unfinished line
         self._order = 0
         self._dropped = 0  # lines the dispatcher skipped before they reached the view
         self._lock = threading.Lock()
@@ -87,6 +88,20 @@ class LineTail:
                 buffer.append((self._order, self._shorten(ln)))
                 self._order += 1
                 self._seen[key] = self._seen.get(key, 0) + 1
+                self._partials.pop((key, ln.stream), None)  # the finished line replaces it
+                shown += _source_shown(key, self.ranks)
+        return shown
+
+    def set_partial(self, lines: Iterable[LogLine]) -> int:
+        """Show each line as its stream's unfinished end (a ``\\r`` bar), replacing the previous one.
+
+        Returns how many of them the selection shows.
+        """
+        shown = 0
+        with self._lock:
+            for ln in lines:
+                key = _source(ln)
+                self._partials[(key, ln.stream)] = self._shorten(ln)
                 shown += _source_shown(key, self.ranks)
         return shown
 
@@ -95,14 +110,21 @@ class LineTail:
             self._dropped += count
 
     def snapshot(self) -> tuple[tuple[LogLine, ...], int, int]:
-        """``(lines, hidden, dropped)``: the tail, how many earlier selected lines
-        are no longer in it, and how many lines were skipped as too fast to show."""
+        """``(lines, hidden, dropped)``: the tail (unfinished lines last, ``partial=True``),
+        how many earlier selected lines are no longer in it, and how many lines
+        were skipped as too fast to show."""
         with self._lock:
             chosen = [key for key in self._buffers if _source_shown(key, self.ranks)]
             merged = heapq.merge(*(self._buffers[key] for key in chosen))
-            lines = tuple(ln for _, ln in merged)[-self.maxlen :]
+            partials = sorted(
+                (ln for (key, _), ln in self._partials.items() if _source_shown(key, self.ranks)),
+                key=lambda ln: ln.time,
+            )[-self.maxlen :]
+            room = self.maxlen - len(partials)
+            whole = tuple(ln for _, ln in merged)
+            whole = whole[max(0, len(whole) - room) :] if room > 0 else ()
             seen = sum(self._seen[key] for key in chosen)
-            return lines, seen - len(lines), self._dropped
+            return whole + tuple(partials), seen - len(whole), self._dropped
 
     def _shorten(self, line: LogLine) -> LogLine:
         if len(line.text) <= self.max_chars:

@@ -1,10 +1,15 @@
 """Progress read off a tqdm-style bar in a rank's output, for scripts that send no progress events.
 
-tqdm (and what builds on it: Hugging Face's Trainer, accelerate, Lightning's
-default bar) draws ``{desc}: {percent}%|{bar}| {n}/{total} [{elapsed}<{remaining}, {rate}]``,
-e.g. ``Epoch 0:  45%|████▌     | 9/20 [00:04<00:05,  2.01it/s, loss=0.3]``.
-:func:`parse_progress` turns the last such bar on a line into a progress
-event like the child API's (``step``, ``total``), plus ``rate`` (steps per
+Two kinds of bar are read:
+
+- tqdm's (Hugging Face's Trainer, accelerate, Lightning's ``TQDMProgressBar``):
+  ``{desc}: {percent}%|{bar}| {n}/{total} [{elapsed}<{remaining}, {rate}]``,
+  e.g. ``Epoch 0:  45%|████▌     | 9/20 [00:04<00:05,  2.01it/s, loss=0.3]``;
+- Lightning's ``RichProgressBar`` (its default when ``rich`` is installed):
+  ``Epoch 0/2 ━━━━━━━━━ 9/20 0:00:04 • 0:00:05 2.01it/s v_num: 0``.
+
+:func:`parse_progress` turns the last bar on a line into a progress event
+like the child API's (``step``, ``total``), plus ``rate`` (steps per
 second), ``eta_s`` and ``desc``, marked ``source: "text"``.
 """
 
@@ -18,7 +23,12 @@ _BAR = re.compile(
     r"(?P<n>\d+(?:\.\d+)?[kMGT]?)/(?P<total>\d+(?:\.\d+)?[kMGT]?|\?)\s*"
     r"\[(?P<elapsed>[\d:]+)(?:<(?P<remaining>[\d:]+|\?))?,\s*(?P<rate>[\d.]+|\?)\s*(?P<unit>s/it|\w*/s)"
 )
+_RICH = re.compile(
+    r"(?P<n>\d+)/(?P<total>\d+)\s+(?P<elapsed>\d+:\d\d:\d\d)\s+\u2022\s+(?P<remaining>\d+:\d\d:\d\d|-:--:--)"
+    r"\s+(?P<rate>[\d.]+)?(?P<unit>it/s|s/it)?"
+)
 _DESC = re.compile(r"^\s*(?P<desc>.*?):?\s*\d{1,3}%\|")
+_RICH_DESC = re.compile(r"^\s*(?P<desc>.*?)\s*[\u2501\u2578\u257a]")  # text before the bar's line characters
 _SCALE = {"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 
 
@@ -27,6 +37,11 @@ def parse_progress(text: str) -> dict[str, Any] | None:
     match = None
     for match in _BAR.finditer(text):  # the last bar on the line is the one on screen
         pass
+    desc_re = _DESC
+    if match is None:
+        for match in _RICH.finditer(text):
+            pass
+        desc_re = _RICH_DESC
     if match is None:
         return None
     step = _number(match["n"])
@@ -42,7 +57,7 @@ def parse_progress(text: str) -> dict[str, Any] | None:
     remaining = _seconds(match["remaining"])
     if remaining is not None:
         event["eta_s"] = remaining
-    desc = _DESC.match(text[: match.start()])
+    desc = desc_re.match(text[: match.start()])
     if desc and desc["desc"].strip():
         event["desc"] = desc["desc"].strip()
     return event

@@ -146,26 +146,42 @@ def failure_note(status: str, headline: str, scrubber: Scrubber, *, traceback: s
     return truncate(scrubber.text("\n\n".join(parts)), MAX_TAG_VALUE)
 
 
-def end_nested_runs(client: MlflowClient, run_id: str, experiment_id: str, status: str) -> int:
-    """End the runs nested under ``run_id`` that a rank opened and left RUNNING.
+def nested_runs(client: MlflowClient, run_id: str, experiment_id: str) -> list[Any]:
+    """The runs nested under ``run_id``, in any experiment of the store.
+
+    Ranks make them with ``mlflow.start_run(nested=True)`` or HF's
+    ``MLFLOW_NESTED_RUN`` (in the job's experiment), or through a library
+    that creates a run of its own, e.g. Lightning's ``MLFlowLogger`` in its
+    ``lightning_logs`` experiment (nested by :mod:`nbexec.child.mlflow_context`).
+    """
+    experiments = {experiment_id} | {e.experiment_id for e in client.search_experiments(max_results=1000)}
+    return list(client.search_runs(sorted(experiments), filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'",
+                                   max_results=1000))
+
+
+def end_nested_runs(client: MlflowClient, runs: Sequence[Any], status: str) -> int:
+    """End the nested runs a rank left RUNNING, with the job's status.
 
     A rank that is cancelled (SIGTERM) or crashes never reaches MLflow's own
-    ``end_run``; its nested runs (``mlflow.start_run(nested=True)``, HF's
-    ``MLFLOW_NESTED_RUN``) would stay RUNNING forever. They end with the job's status.
+    ``end_run`` (nor Lightning's ``finalize``); its runs would stay RUNNING forever.
 
     Returns:
         How many runs were ended.
     """
-    left = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{run_id}' and attributes.status = 'RUNNING'",
-        max_results=1000,
-    )
+    left = [run for run in runs if run.info.status == "RUNNING"]
     for run in left:
         client.set_terminated(run.info.run_id, status=status)
     return len(left)
 
 
-def logged_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
-    """The latest value of every metric in the run, whichever process logged it."""
-    return dict(client.get_run(run_id).data.metrics)
+def logged_metrics(client: MlflowClient, run_id: str, nested: Sequence[Any] = ()) -> dict[str, float]:
+    """The latest value of every metric in the run, whichever process logged it.
+
+    Metrics of ``nested`` runs fill in names the run itself does not have
+    (a Lightning logger left at its defaults logs into a run of its own).
+    """
+    metrics = dict(client.get_run(run_id).data.metrics)
+    for run in nested:
+        for key, value in run.data.metrics.items():
+            metrics.setdefault(key, value)
+    return metrics

@@ -127,6 +127,7 @@ class TrackedRun:
                 failure_note,
                 log_metric_history,
                 logged_metrics,
+                nested_runs,
                 upload_artifacts,
             )
 
@@ -150,16 +151,16 @@ class TrackedRun:
                     return None
 
             attempt("metrics", lambda: log_metric_history(client, self.run_id, result))
-            # what the script logged itself (HF Trainer, mlflow.log_metric) is the job's too
-            logged = attempt("reading metrics back", lambda: logged_metrics(client, self.run_id))
+            nested = attempt("nested runs", lambda: nested_runs(client, self.run_id, self.experiment_id)) or []
+            # what the script logged itself (HF Trainer, mlflow.log_metric, Lightning) is the job's too
+            logged = attempt("reading metrics back", lambda: logged_metrics(client, self.run_id, nested))
             if logged:
                 result = replace(result, metrics={**result.metrics,
                                                   **{k: v for k, v in logged.items() if k not in result.metrics}})
             # only how it ended: the launch-time tags (git commit...) describe what ran
             attempt("tags", lambda: self._log_tags(client, {**result_tags(result), **extra}))
             attempt("artifacts", lambda: upload_artifacts(client, self.run_id, result.run_dir, self._scrubber, result))
-            attempt("nested runs", lambda: end_nested_runs(client, self.run_id, self.experiment_id,
-                                                           _mlflow_status(result.status)))
+            attempt("ending nested runs", lambda: end_nested_runs(client, nested, _mlflow_status(result.status)))
             try:
                 client.set_terminated(self.run_id, status=_mlflow_status(result.status),
                                       end_time=int(result.ended_at * 1000))

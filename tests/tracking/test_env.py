@@ -28,6 +28,7 @@ def test_env_for_a_local_store(store_uri: str, config: TrainingConfig) -> None:
         "MLFLOW_TRACKING_URI": store_uri,
         "MLFLOW_RUN_ID": tracked.run_id,
         "MLFLOW_EXPERIMENT_ID": tracked.experiment_id,
+        "MLFLOW_EXPERIMENT_NAME": "tests",  # HF's Trainer and accelerate choose the experiment by name
     }
     assert tracked.env({}) == env
 
@@ -38,6 +39,7 @@ def test_env_from_a_run_id(store_uri: str, config: TrainingConfig) -> None:
     assert env["MLFLOW_RUN_ID"] == tracked.run_id
     assert env["MLFLOW_EXPERIMENT_ID"] == tracked.experiment_id
     assert env["MLFLOW_TRACKING_URI"] == setup_mlflow().tracking_uri == store_uri
+    assert env["MLFLOW_EXPERIMENT_NAME"] == "tests"
 
 
 def test_credentials_pass_through_and_a_remote_store_gets_short_retries() -> None:
@@ -54,6 +56,7 @@ def test_credentials_pass_through_and_a_remote_store_gets_short_retries() -> Non
         "MLFLOW_TRACKING_URI": "https://mlflow.example.com",
         "MLFLOW_RUN_ID": "abc123",
         "MLFLOW_EXPERIMENT_ID": "7",
+        "MLFLOW_EXPERIMENT_NAME": "ner",
         "MLFLOW_TRACKING_USERNAME": "me",
         "MLFLOW_TRACKING_PASSWORD": ENV_SECRET,
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -64,11 +65,11 @@ def test_trainer_metrics_reach_mlflow_once_whoever_sends_them(store_uri, client,
     tags = client.get_run(result.mlflow_run_id).data.tags
     assert tags["nbexec.child_logged"] == "true"  # streamed live, by the parent or by rank 0
     child_env = (tmp_path / run.name / "command.txt").read_text()
-    if metrics_from == "rank0":  # the run existed before the job: its id went to the ranks
-        assert f"MLFLOW_RUN_ID={result.mlflow_run_id}" in child_env
-        assert "NBEXEC_MLFLOW_CHILD_METRICS=1" in child_env
-    else:  # opened while the job started; the ranks never touch MLflow
-        assert "MLFLOW_RUN_ID" not in child_env
+    # Either way the run is opened while the job starts; the ranks get its id from tracking.json.
+    joined = json.loads((tmp_path / run.name / "tracking.json").read_text())
+    assert joined["state"] == "open" and joined["run_id"] == result.mlflow_run_id
+    assert f"MLFLOW_TRACKING_URI={store_uri}" in child_env
+    assert f"NBEXEC_MLFLOW_CHILD_METRICS={1 if metrics_from == 'rank0' else 0}" in child_env
 
 
 @pytest.mark.slow
