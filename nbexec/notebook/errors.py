@@ -40,6 +40,8 @@ def failure_lines(err: TrainingFailed) -> list[str]:
     """A failed run: the rank, its exception, its traceback, the log files."""
     rc = err.root_cause
     lines = [f"{RED}TrainingFailed{RESET}: {BOLD}{rc.headline()}{RESET} (run {err.run_name})"]
+    if rc.where:
+        lines.append(f"at {rc.where}")
     if rc.traceback:
         where = f"rank {rc.rank}" if rc.rank is not None else "the launcher"
         lines.append(f"traceback from {where}:")

@@ -215,6 +215,8 @@ def _failure_html(s: RunSummary) -> str:
     assert rc is not None
     colour = markup.status_colour(RunStatus.FAILED)
     out = f'<div style="color:{colour};font-weight:600;margin:4px 0">{markup.esc(rc.headline())}</div>'
+    if rc.where:
+        out += f'<div style="{markup.MUTED}">at <code>{markup.esc(rc.where)}</code></div>'
     if s.show_traceback and rc.traceback:
         where = f"rank {rc.rank}" if rc.rank is not None else "the launcher"
         out += markup.details(f"traceback from {where}", markup.pre(rc.traceback.rstrip(), max_height_em=30))
@@ -226,6 +228,8 @@ def render_summary_text(s: RunSummary) -> str:
     lines = [f"nbexec: {_headline(s)}"]
     if s.root_cause is not None:
         lines.append(f"  failure:    {s.root_cause.headline()}")
+        if s.root_cause.where:
+            lines.append(f"  at:         {s.root_cause.where}")
         if s.show_traceback and s.root_cause.traceback:
             lines += ["    " + ln for ln in s.root_cause.traceback.rstrip().splitlines()]
     lines.append(f"  metrics:    {formats.metrics_line(s.metrics) or 'none reported'}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, TextIO
 
@@ -147,8 +148,9 @@ class TerminalSink(Sink):
     Unfinished lines (a ``\\r`` progress bar) show live. On a terminal they
     are drawn in place on one status line below the output, as the script
     would draw them itself (the lowest rank's, when several draw at once).
-    Elsewhere (a file, a CI log) the current picture is printed as a line of
-    its own at most every ``partial_every_s`` seconds per stream.
+    Elsewhere (a file, a CI log) the latest picture of each is printed as a
+    line of its own, at most every ``partial_every_s`` seconds per stream,
+    and also when it stays unchanged (a bar waiting on a slow step).
 
     Args:
         stream: where to print (stdout by default).
@@ -172,9 +174,11 @@ class TerminalSink(Sink):
             live = bool(isatty and isatty())
         self.live = live
         self.partial_every_s = partial_every_s
-        self._partials: dict[tuple[int | None, str], LogLine] = {}
-        self._printed_at: dict[tuple[int | None, str], float] = {}
+        self._partials: dict[tuple[int | None, str], LogLine] = {}  # shown (live) or waiting to be printed
+        self._printed_at: dict[tuple[int | None, str], float] = {}  # off a terminal: last print, monotonic
         self._status = ""  # what the status line shows now (live mode)
+        self._lock = threading.Lock()  # the dispatcher thread and the timer both print
+        self._timer: threading.Timer | None = None
 
     def _shown(self, line: LogLine) -> bool:
         return self.ranks is None or line.rank is None or line.rank in self.ranks
@@ -183,25 +187,22 @@ class TerminalSink(Sink):
         shown = [ln for ln in lines if self._shown(ln)]
         if not shown:
             return
-        for ln in shown:
-            self._partials.pop((ln.rank, ln.stream), None)
-        self._write("\n".join(ln.format() for ln in shown) + "\n")
+        with self._lock:
+            for ln in shown:
+                self._partials.pop((ln.rank, ln.stream), None)
+            self._write("\n".join(ln.format() for ln in shown) + "\n")
 
     def on_partial(self, lines: Sequence[LogLine]) -> None:
         shown = [ln for ln in lines if self._shown(ln)]
         if not shown:
             return
-        if self.live:
+        with self._lock:
             for ln in shown:
                 self._partials[(ln.rank, ln.stream)] = ln
-            self._write("")
-            return
-        for ln in shown:
-            key = (ln.rank, ln.stream)
-            if ln.time - self._printed_at.get(key, float("-inf")) >= self.partial_every_s:
-                self._printed_at[key] = ln.time
-                self.stream.write(ln.format() + "\n")
-        self.stream.flush()
+            if self.live:
+                self._write("")
+            else:
+                self._print_due_partials()
 
     def on_events(self, events: Sequence[Event]) -> None:
         out = []
@@ -211,14 +212,43 @@ class TerminalSink(Sink):
                 step = f" step {ev['step']}" if ev.get("step") is not None else ""
                 out.append(f"[nbexec]{step} {values}\n")
         if out:
-            self._write("".join(out))
+            with self._lock:
+                self._write("".join(out))
 
     def on_dropped(self, count: int) -> None:
-        self._write(f"[nbexec] {count} lines not shown (output too fast); all are in the log files\n")
+        with self._lock:
+            self._write(f"[nbexec] {count} lines not shown (output too fast); all are in the log files\n")
 
     def on_end(self, result: TrainingResult) -> None:
-        self._partials.clear()
-        self._write("")
+        with self._lock:
+            self._partials.clear()
+            if self._timer is not None:
+                self._timer.cancel()
+            self._write("")
+
+    def _print_due_partials(self) -> None:
+        """Off a terminal: print each waiting unfinished line whose interval is over; wake up for the rest."""
+        now = time.monotonic()
+        wait = None
+        for key, ln in list(self._partials.items()):
+            due = self._printed_at.get(key, float("-inf")) + self.partial_every_s
+            if now >= due:
+                self._printed_at[key] = now
+                del self._partials[key]
+                self.stream.write(ln.format() + "\n")
+            else:
+                wait = due - now if wait is None else min(wait, due - now)
+        self.stream.flush()
+        if wait is not None and (self._timer is None or not self._timer.is_alive()):
+            self._timer = threading.Timer(wait, self._on_timer)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _on_timer(self) -> None:
+        with self._lock:
+            self._timer = None  # this one is done: _print_due_partials may start the next
+            if self._partials:
+                self._print_due_partials()
 
     def _write(self, text: str) -> None:
         """Write finished text above the status line, then redraw the status line (live mode)."""

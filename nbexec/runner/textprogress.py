@@ -34,13 +34,10 @@ _SCALE = {"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 
 def parse_progress(text: str) -> dict[str, Any] | None:
     """The progress a tqdm-style bar in ``text`` shows, or None when there is no bar."""
-    match = None
-    for match in _BAR.finditer(text):  # the last bar on the line is the one on screen
-        pass
+    match, start = _last(_BAR, text)  # the last bar on the line is the one on screen
     desc_re = _DESC
     if match is None:
-        for match in _RICH.finditer(text):
-            pass
+        match, start = _last(_RICH, text)
         desc_re = _RICH_DESC
     if match is None:
         return None
@@ -57,10 +54,21 @@ def parse_progress(text: str) -> dict[str, Any] | None:
     remaining = _seconds(match["remaining"])
     if remaining is not None:
         event["eta_s"] = remaining
-    desc = desc_re.match(text[: match.start()])
-    if desc and desc["desc"].strip():
-        event["desc"] = desc["desc"].strip()
+    desc = desc_re.match(text[start : match.start()])
+    label = desc["desc"].strip(" ],") if desc else ""  # "] " ends the bar before it on the line
+    if label:
+        event["desc"] = label
     return event
+
+
+def _last(pattern: re.Pattern[str], text: str) -> tuple[re.Match[str] | None, int]:
+    """The last match in ``text``, and where its own part of the line starts (after the one before)."""
+    last, start = None, 0
+    for match in pattern.finditer(text):
+        if last is not None:
+            start = last.end()
+        last = match
+    return last, start
 
 
 def _number(text: str | None) -> float | None:

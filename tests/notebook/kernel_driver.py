@@ -72,12 +72,14 @@ class Kernel:
     def pid(self) -> int:
         return self.km.provisioner.process.pid  # type: ignore[union-attr]
 
-    def run(self, code: str, timeout: float = 120.0, *, interrupt_after: Any = None) -> Cell:
+    def run(self, code: str, timeout: float = 120.0, *, interrupt_after: Any = None, react: Any = None) -> Cell:
         """Execute ``code``; return once the kernel is idle again.
 
         Args:
             interrupt_after: a predicate on the messages so far; when it first holds,
                 the kernel is interrupted (as the stop button does).
+            react: called with the messages so far after each one (e.g. to let a
+                waiting job go on once the test has seen what it waits for).
         """
         msg_id = self.kc.execute(code)
         cell = Cell(code=code, reply={})
@@ -107,6 +109,8 @@ class Kernel:
                 idle = msg["content"]["execution_state"] == "idle"
                 continue
             cell.messages.append(msg)
+            if react is not None:
+                react(cell.messages)
             if interrupt_after is not None and not interrupted and interrupt_after(cell.messages):
                 interrupted = True
                 self.km.interrupt_kernel()

@@ -137,6 +137,21 @@ def test_choosing_another_rank_shows_its_recent_lines_at_once() -> None:
     assert tail.snapshot()[1] == 14 - 3
 
 
+def test_an_unfinished_line_shows_last_until_its_finished_line_replaces_it() -> None:
+    tail = LineTail((0,), maxlen=3)
+    tail.add([line(0, f"zero {i}") for i in range(5)])
+    bar = LogLine(0, "stderr", "train:  30%|###", 1.0, partial=True)
+    assert tail.set_partial([bar, LogLine(1, "stderr", "rank 1's bar", 1.0, partial=True)]) == 1
+    lines, hidden, _ = tail.snapshot()
+    assert [ln.text for ln in lines] == ["zero 3", "zero 4", "train:  30%|###"] and lines[-1].partial
+    assert hidden == 3
+    tail.set_partial([LogLine(0, "stderr", "train:  60%|######", 2.0, partial=True)])  # replaces the 30% one
+    assert [ln.text for ln in tail.snapshot()[0]][-1] == "train:  60%|######"
+    tail.add([line(0, "train: 100%|##########", stream="stderr")])
+    assert [ln.text for ln in tail.snapshot()[0]] == ["zero 3", "zero 4", "train: 100%|##########"]
+    assert not any(ln.partial for ln in tail.snapshot()[0])
+
+
 def test_the_view_says_what_it_does_not_show() -> None:
     snap = snapshot(lines=(line(0, "last"),), hidden=12_345, dropped=678)
     for out in (render_html(snap), render_text(snap)):
@@ -237,6 +252,8 @@ def test_formats() -> None:
     assert formats.duration(3720) == "1 h 02 min"
     assert formats.metric_value(float("nan")) == "nan" and formats.metric_value(3) == "3"
     assert formats.progress_label({"step": 7}) == "step 7"
+    read_off_a_bar = {"step": 9, "total": 20, "rate": 2.01, "eta_s": 5.0, "desc": "Epoch 0", "source": "text"}
+    assert formats.progress_label(read_off_a_bar) == "Epoch 0: step 9/20 (45%) · 2.01 steps/s · ETA 5.0 s"
     assert formats.progress_fraction({"step": 7, "total": 0}) is None
     assert formats.text_bar(0.5, 4) == "[##..]"
 

@@ -8,11 +8,11 @@ After a cancel, no run a rank opened is left RUNNING.
 from __future__ import annotations
 
 import pytest
+from runner.conftest import wait_until
 
 import nbexec
 from nbexec.result import RunStatus
 
-from runner.conftest import wait_until
 from .conftest import SCRIPTS, runs_in, runs_under
 
 pytest.importorskip("transformers")

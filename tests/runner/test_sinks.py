@@ -8,6 +8,8 @@ import threading
 from nbexec.runner.lines import LogLine
 from nbexec.runner.sinks import QUEUE_BATCHES, Dispatcher, Sink, TerminalSink
 
+from .conftest import wait_until
+
 
 class BlockedSink(Sink):
     def __init__(self) -> None:
@@ -76,3 +78,38 @@ def test_pending_lines_are_bounded_by_count_not_only_by_batches():
     dispatcher.end("RESULT")
     assert len(sink.lines) <= QUEUE_LINES + 1000
     assert len(sink.lines) + sink.dropped == QUEUE_LINES // 1000 * 3 * 1000
+
+
+def bar(rank: int, text: str, partial: bool = True) -> LogLine:
+    return LogLine(rank, "stderr", text, 0.0, partial=partial)
+
+
+def test_on_a_terminal_an_unfinished_line_is_redrawn_in_place_below_the_output():
+    out = io.StringIO()
+    sink = TerminalSink(stream=out, live=True)
+    sink.on_partial([bar(0, "train:  10%|#")])
+    sink.on_partial([bar(0, "train:  20%|##")])
+    sink.on_lines([LogLine(1, "stdout", "a line from rank 1", 0.0)])  # printed above the status line
+    sink.on_lines([bar(0, "train: 100%|##########", partial=False)])  # the finished bar replaces it
+    assert out.getvalue() == (
+        "[rank0!] train:  10%|#"
+        "\r\x1b[K[rank0!] train:  20%|##"
+        "\r\x1b[K[rank1] a line from rank 1\n[rank0!] train:  20%|##"
+        "\r\x1b[K[rank0!] train: 100%|##########\n"
+    )
+
+
+def test_off_a_terminal_an_unfinished_line_is_printed_now_and_then_and_when_it_stays():
+    out = io.StringIO()
+    sink = TerminalSink(stream=out, live=False, partial_every_s=0.2)
+    sink.on_partial([bar(0, "train:  10%")])  # the first one at once
+    sink.on_partial([bar(0, "train:  20%")])  # within the interval: waits
+    assert out.getvalue() == "[rank0!] train:  10%\n"
+    # nothing else comes (a slow step): the waiting picture is still printed once its interval is over
+    wait_until(lambda: "20%" in out.getvalue(), 30, "the waiting bar to be printed")
+    assert out.getvalue() == "[rank0!] train:  10%\n[rank0!] train:  20%\n"
+    sink.on_partial([bar(0, "train:  30%")])
+    sink.on_lines([bar(0, "train: 100%", partial=False)])  # finished before its turn: 30% is never printed
+    sink.on_end(None)
+    assert out.getvalue().splitlines()[-1] == "[rank0!] train: 100%"
+    assert "30%" not in out.getvalue()
