@@ -198,6 +198,9 @@ def _run_in_terminal(plan: LaunchPlan, args: argparse.Namespace, ranks: tuple[in
         def on_lines(self, lines: Sequence[LogLine]) -> None:
             super().on_lines([ln for ln in lines if is_shown(ln, ranks)])
 
+        def on_partial(self, lines: Sequence[LogLine]) -> None:
+            super().on_partial([ln for ln in lines if is_shown(ln, ranks)])
+
     sinks = [] if args.quiet else [RankLines()]
     print(f"nbexec: starting {plan.run_name}: {plan.nproc} x {plan.backend}, logs in {plan.log_dir}", flush=True)
     run = launch(plan=plan, sinks=sinks)

@@ -59,6 +59,9 @@ EXIT_POLL_S = 0.005
 DRAIN_READS = 64  # at most this many stdout reads (4 MiB) before each stderr read: see _drain_stdout
 DRAIN_S = 3.0  # after the launcher exits, how long stray rank connections may stay open
 PARTIAL_INTERVAL_S = 0.1  # an unfinished line is shown at most this often per stream
+# An unfinished line without a \r (a prompt, a print(end="")) is shown once it has waited this long for
+# its newline: in a flood, every read ends mid-line, and those halves are finished a moment later.
+PARTIAL_SETTLE_S = 0.2
 
 TAG_STREAMS = {b"o": "stdout", b"e": "stderr"}  # the packet channel's stream tags
 
@@ -73,7 +76,7 @@ class _Source:
         self.splitter = LineSplitter()
         self.prefix = f"[rank{rank}]: " if rank is not None else None  # torch's excepthook adds it
         self.next_partial = 0.0  # when its unfinished line may be shown again
-        self.partial_shown = False
+        self.pending_since = 0.0  # when its unfinished line began (monotonic)
 
     def text(self, raw: bytes) -> str:
         """The display text of one of its lines (torch's redundant ``[rankN]:`` prefix dropped)."""
@@ -326,8 +329,12 @@ class LogPump:
                 return
 
     def _consume(self, source: _Source, chunk: bytes) -> None:
-        self._emit(source, source.splitter.feed(chunk))
-        if source.splitter.pending or source.partial_shown:
+        had_pending = bool(source.splitter.pending)
+        finished = source.splitter.feed(chunk)
+        self._emit(source, finished)
+        if source.splitter.pending:
+            if finished or not had_pending:
+                source.pending_since = time.monotonic()
             self._dirty[id(source)] = source
 
     def _emit(self, source: _Source, raw_lines: list[bytes]) -> None:
@@ -343,7 +350,6 @@ class LogPump:
                 tail = self._tails[source.rank] = deque(maxlen=self._tail_lines)
             stream = source.stream
             tail.extend((stream, r, now) for r in raw_lines[-self._tail_lines :])
-        source.partial_shown = False  # the finished line replaces it in the views
         if source.rank == 0 and self._on_text_progress is not None:
             self._text_progress(raw_lines[-1], now)
         if source.rank is None and self._rank_failure_known():
@@ -354,7 +360,10 @@ class LogPump:
 
     def _show_partials(self, now: float) -> None:
         """Hand the sinks the unfinished line of each stream that changed, at most every PARTIAL_INTERVAL_S."""
-        due = [s for s in self._dirty.values() if now >= s.next_partial]
+        due = [
+            s for s in self._dirty.values()
+            if now >= s.next_partial and (b"\r" in s.splitter.pending or now - s.pending_since >= PARTIAL_SETTLE_S)
+        ]
         if not due:
             return
         partials = []
@@ -365,7 +374,6 @@ class LogPump:
             if not pending:
                 continue  # finished since: the whole line went out already
             source.next_partial = now + PARTIAL_INTERVAL_S
-            source.partial_shown = True
             if source.rank == 0 and self._on_text_progress is not None:
                 self._text_progress(pending, wall)
             if source.rank is None and self._rank_failure_known():
