@@ -91,12 +91,16 @@ class TrackingConfig:
     """MLflow tracking. ``metrics_from``: who sends metrics to MLflow — the
     ``parent`` (from rank 0's events; costs the training loop nothing) or
     ``rank0`` itself (batched in a background thread; also works when the
-    parent is gone, e.g. a job that outlives a notebook session)."""
+    parent is gone, e.g. a job that outlives a notebook session).
+    ``required``: open the run before anything is spawned, so a store that
+    refuses it stops the launch (by default the run is opened while the job
+    starts, and a job whose run cannot be opened goes on untracked, saying so)."""
 
     enabled: bool = True
     uri: str | None = None
     experiment: str = "nbexec"
     metrics_from: str = "parent"
+    required: bool = False
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,7 @@ CHECKS: dict[str, dict[str, Any]] = {
         "uri": _opt_str,
         "experiment": _experiment,
         "metrics_from": _choice(("parent", "rank0")),
+        "required": _bool,
     },
     "backup": {"enabled": _bool, "target": _opt_str},
 }
