@@ -94,13 +94,16 @@ class TrackingConfig:
     parent is gone, e.g. a job that outlives a notebook session).
     ``required``: open the run before anything is spawned, so a store that
     refuses it stops the launch (by default the run is opened while the job
-    starts, and a job whose run cannot be opened goes on untracked, saying so)."""
+    starts, and a job whose run cannot be opened goes on untracked, saying so).
+    ``timeout``: seconds nbexec waits for MLflow to open or end the run; past
+    that the job goes on (or its result is written) without it."""
 
     enabled: bool = True
     uri: str | None = None
     experiment: str = "nbexec"
     metrics_from: str = "parent"
     required: bool = False
+    timeout: float = 60.0
 
 
 @dataclass(frozen=True)

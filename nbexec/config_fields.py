@@ -49,6 +49,12 @@ def _int(path: str, value: Any, *, low: int, high: int | None = None) -> int:
     return value
 
 
+def _seconds(path: str, value: Any, *, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise _fail(path, value, f"use a number of seconds between {low:g} and {high:g}")
+    return float(value)
+
+
 def _nproc(path: str, value: Any) -> int | str:
     if value == "auto":
         return "auto"
@@ -173,6 +179,7 @@ CHECKS: dict[str, dict[str, Any]] = {
         "experiment": _experiment,
         "metrics_from": _choice(("parent", "rank0")),
         "required": _bool,
+        "timeout": lambda p, v: _seconds(p, v, low=1, high=3600),
     },
     "backup": {"enabled": _bool, "target": _opt_str},
 }
