@@ -40,6 +40,10 @@ class TrainingResult:
         log_paths: ``{"rank0": path, ..., "launcher": path}``.
         backup: the backup made after the run (``BackupRecord.to_dict()``),
             ``{"error": ..., "location": ...}`` when it failed, None when off.
+        tracking: how the MLflow run went: ``{"state": "tracked", "run_id", "experiment_id",
+            "uri"}``, ``{"state": "untracked", "reason"}`` when the job ran without its run
+            (it could not be opened or ended), ``{"state": "off"}``; None when not known
+            here (e.g. a node other than node 0).
     """
 
     run_name: str
@@ -58,6 +62,7 @@ class TrainingResult:
     log_paths: dict[str, Path] = field(default_factory=dict)
     mlflow_run_id: str | None = None
     backup: dict[str, Any] | None = None
+    tracking: dict[str, Any] | None = None
 
     @property
     def duration_s(self) -> float:
@@ -66,6 +71,13 @@ class TrainingResult:
     @property
     def ok(self) -> bool:
         return self.status is RunStatus.FINISHED
+
+    @property
+    def untracked_reason(self) -> str | None:
+        """Why a job that should have been tracked has no MLflow run, or None."""
+        if self.tracking and self.tracking.get("state") == "untracked":
+            return str(self.tracking.get("reason") or "its MLflow run could not be opened")
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +98,7 @@ class TrainingResult:
             "log_paths": {k: str(v) for k, v in self.log_paths.items()},
             "mlflow_run_id": self.mlflow_run_id,
             "backup": self.backup,
+            "tracking": self.tracking,
         }
 
     @classmethod
@@ -108,6 +121,7 @@ class TrainingResult:
             log_paths={k: Path(v) for k, v in (data.get("log_paths") or {}).items()},
             mlflow_run_id=data.get("mlflow_run_id"),
             backup=data.get("backup"),
+            tracking=data.get("tracking"),
         )
 
     def write(self) -> Path:

@@ -119,12 +119,16 @@ class TrainingRun:
             checkpoint=self._checkpoint_path(),
             root_cause=root_cause,
             log_paths=self._pump.log_paths() if self._pump else {},
+            tracking=None if self.plan.config.tracking.enabled else {"state": "off"},
         )
         for finalize in self._finalizers:
             try:
                 result = finalize(result)
             except Exception as err:  # noqa: BLE001 - bookkeeping must not lose the outcome
                 self._dispatcher.put_lines([LogLine(None, "stderr", f"nbexec: {err}", time.time())])
+        if result.untracked_reason:  # said where the job's lines go, and kept in result.json
+            note = f"nbexec: the job ran untracked: {result.untracked_reason}"
+            self._dispatcher.put_lines([LogLine(None, "stderr", note, time.time())])
         try:
             result.write()
         finally:

@@ -15,9 +15,15 @@ spawned), and a thread opens the run while torchrun and the ranks start:
 - with ``metrics_from: parent`` the metrics sink forwards rank 0's events once
   the run is open (earlier ones are sent at the end from ``events.jsonl``);
 - the finalizer waits for the run, then ends it with the job's outcome;
-- if opening fails after the job started, ``tracking.json`` says so, the
-  ranks go on without a run id, the job goes on untracked with a warning,
-  and its result says so (no ``mlflow_run_id``).
+- if opening fails after the job started, or MLflow does not answer within
+  ``tracking.timeout`` seconds, ``tracking.json`` says so, the ranks go on
+  without a run id, the job goes on untracked, and its result says so
+  (``result.tracking``, no ``mlflow_run_id``). A run that opens after nbexec
+  stopped waiting is ended FAILED at once, so it never stays RUNNING;
+- ending the run is bounded by the same timeout: the job's outcome is never
+  held up, or changed, by a store that hangs;
+- with ``tracking.required: true`` the run is opened before anything is
+  spawned instead, and a store that refuses it stops the launch.
 """
 
 from __future__ import annotations
@@ -32,7 +38,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from nbexec import contract
-from nbexec.errors import TrackingError
 from nbexec.events import Event
 from nbexec.runner.sinks import Sink
 
@@ -41,7 +46,7 @@ if TYPE_CHECKING:
     from nbexec.result import TrainingResult
     from nbexec.tracking.run import TrackedRun
 
-OPEN_TIMEOUT_S = 300.0
+OPEN_TIMEOUT_S = 300.0  # only for callers reading the run; opening itself is bounded by tracking.timeout
 # Inherited variables that would point a rank at another run or experiment than the job's.
 _STALE_MLFLOW_VARS = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_PARENT_RUN_ID")
 
@@ -75,33 +80,63 @@ class DeferredTrackedRun:
         env = {k: v for k, v in plan.env.items() if k not in _STALE_MLFLOW_VARS}
         shown = {k: v for k, v in added.items() if k not in CREDENTIAL_VARS}
         self.plan = replace(plan, env={**env, **added}, env_set={**plan.env_set, **shown})
+        self.timeout = plan.config.tracking.timeout
         self._future: Future[TrackedRun] = Future()
         self._started = time.time()  # the run's start in MLflow is the job's, not when MLflow was ready
         self._opening = False
+        self._lock = threading.Lock()
+        if plan.config.tracking.required:  # before anything is spawned: TrackingError stops the launch
+            self._opening = True
+            self._future.set_result(self._create())
 
     def start_opening(self) -> None:
-        """Open the run in a thread (call once the run dir exists); ``tracking.json`` follows."""
+        """Open the run in a thread (call once the run dir exists); ``tracking.json`` follows.
+
+        With ``tracking.required`` the run is open already: only ``tracking.json`` is written.
+        """
+        if self._future.done():
+            self._tell_ranks(_open_state(self._future.result(), self.experiment_name))
+            return
         self._started = time.time()
         self._opening = True
         threading.Thread(target=self._open, name="nbexec-mlflow-open", daemon=True).start()
+        give_up = threading.Timer(self.timeout, self._give_up)
+        give_up.daemon = True
+        give_up.start()
+
+    def _create(self) -> TrackedRun:
+        from nbexec.tracking.create import create_training_mlflow_run
+
+        return create_training_mlflow_run(
+            plan=self.plan, tracking_uri=self.tracking_uri, experiment=self.experiment_name,
+            start_time=self._started,
+        )
 
     def _open(self) -> None:
         try:
-            from nbexec.tracking.create import create_training_mlflow_run
-
-            tracked = create_training_mlflow_run(
-                plan=self.plan, tracking_uri=self.tracking_uri, experiment=self.experiment_name,
-                start_time=self._started,
-            )
-        except BaseException as err:  # noqa: BLE001 - reported by finalize()
-            self._tell_ranks({"state": "untracked", "reason": f"{type(err).__name__}: {err}"[:500]})
-            self._future.set_exception(err)
+            tracked = self._create()
+        except BaseException as err:  # noqa: BLE001 - reported in the result
+            with self._lock:
+                if not self._future.done():
+                    self._tell_ranks({"state": "untracked", "reason": _reason(err)})
+                    self._future.set_exception(err)
             return
-        self._tell_ranks({
-            "state": "open", "tracking_uri": tracked.tracking_uri, "experiment_id": tracked.experiment_id,
-            "experiment_name": self.experiment_name, "run_id": tracked.run_id,
-        })
-        self._future.set_result(tracked)
+        with self._lock:
+            late = self._future.done()  # _give_up came first
+            if not late:
+                self._tell_ranks(_open_state(tracked, self.experiment_name))
+                self._future.set_result(tracked)
+        if late:  # nobody will end it: do it now, so it never stays RUNNING
+            tracked.end("FAILED", failure=f"MLflow opened the run after nbexec stopped waiting ({self.timeout:g} s, "
+                                          "tracking.timeout); the job ran untracked")
+
+    def _give_up(self) -> None:
+        with self._lock:
+            if self._future.done():
+                return
+            err = TimeoutError(f"MLflow did not open the run within {self.timeout:g} s (tracking.timeout)")
+            self._tell_ranks({"state": "untracked", "reason": str(err)})
+            self._future.set_exception(err)
 
     def _tell_ranks(self, info: dict[str, Any]) -> None:
         """Write ``tracking.json`` whole (temp file + rename): a rank never reads half of it."""
@@ -140,14 +175,36 @@ class DeferredTrackedRun:
         return _DeferredMetricsSink(self)
 
     def finalize(self, result: TrainingResult) -> TrainingResult:
-        """The finalizer: wait for the run, then end it from the job's result."""
+        """The finalizer: wait for the run, then end it from the job's result (bounded by ``tracking.timeout``).
+
+        Never raises: a run that could not be opened, or a store that does not
+        answer, gives ``result.tracking`` state ``untracked`` with the reason;
+        the job's status is the job's.
+        """
+        from dataclasses import replace
+
+        from nbexec.tracking.run import untracked
+
         try:
             tracked = self._future.result(OPEN_TIMEOUT_S)
         except Exception as err:  # noqa: BLE001 - the training outcome must not be lost
-            # Raised to the run handle, which keeps the result as it is and shows this
-            # as an "nbexec:" line wherever the job's lines go (cell view, terminal).
-            raise TrackingError(f"the job ran untracked: its MLflow run could not be opened ({err})") from err
-        return tracked.finish(result)
+            return replace(result, tracking=untracked(f"its MLflow run could not be opened ({_reason(err)})"))
+        ended: Future[TrainingResult] = Future()
+
+        def finish() -> None:
+            try:
+                ended.set_result(tracked.finish(result))
+            except BaseException as err:  # noqa: BLE001
+                ended.set_exception(err)
+
+        threading.Thread(target=finish, name="nbexec-mlflow-end", daemon=True).start()
+        try:
+            return ended.result(self.timeout)
+        except Exception as err:  # noqa: BLE001 - a hung or failing store must not hold the result
+            what = (f"MLflow did not answer within {self.timeout:g} s (tracking.timeout)"
+                    if isinstance(err, TimeoutError) else _reason(err))
+            return replace(result, tracking=untracked(
+                f"MLflow run {tracked.run_id} could not be ended: {what}; it may show RUNNING"))
 
     def abort(self, error: BaseException) -> None:
         tracked = self.tracked()
@@ -160,6 +217,19 @@ class DeferredTrackedRun:
         else:
             state = "opening" if not self._future.done() else f"run {self.run_id}"
         return f"<DeferredTrackedRun {state}>"
+
+
+def _open_state(tracked: TrackedRun, experiment_name: str) -> dict[str, Any]:
+    """What ``tracking.json`` tells the ranks about an open run."""
+    from nbexec.tracking.store import uri_for_display
+
+    return {"state": "open", "tracking_uri": uri_for_display(tracked.tracking_uri),
+            "experiment_id": tracked.experiment_id, "experiment_name": experiment_name, "run_id": tracked.run_id}
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else repr(err)}"[:500]
 
 
 class _DeferredMetricsSink(Sink):

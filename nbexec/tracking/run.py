@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -115,13 +115,13 @@ class TrackedRun:
         """
         with self._lock:
             if self.ended:
-                return replace(result, mlflow_run_id=self.run_id)
+                return replace(result, mlflow_run_id=self.run_id, tracking=self._state())
             gone = store_gone(self.tracking_uri)
             for sink in self._sinks:  # what it still holds is sent now; the rest comes from events.jsonl
                 sink.close(timeout=1.0 if gone else 30.0)
             if gone:
                 self._warn(f"the store is gone ({gone})", result.run_dir)
-                return result
+                return replace(result, tracking=untracked(f"the MLflow store is gone ({gone})"))
             from nbexec.tracking.finish import (
                 end_nested_runs,
                 failure_note,
@@ -167,11 +167,12 @@ class TrackedRun:
             except Exception as err:  # noqa: BLE001
                 problems.append(f"status: {one_line(err)}")
                 self._warn("; ".join(problems), result.run_dir)
-                return result
+                return replace(result, tracking=untracked(f"MLflow run {self.run_id} could not be ended: "
+                                                          + "; ".join(problems)))
             self.status = result.status
             if problems:
                 self._warn("; ".join(problems), result.run_dir)
-            return replace(result, mlflow_run_id=self.run_id)
+            return replace(result, mlflow_run_id=self.run_id, tracking=self._state(problems))
 
     def end(
         self,
@@ -235,6 +236,16 @@ class TrackedRun:
         client.set_terminated(self.run_id, status=_mlflow_status(status))
         self.status = status
 
+    def _state(self, problems: Sequence[str] = ()) -> dict[str, Any]:
+        """What ``result.json`` records of this run (no credentials: they are cut from the URI)."""
+        from nbexec.tracking.store import uri_for_display
+
+        state: dict[str, Any] = {"state": "tracked", "run_id": self.run_id, "experiment_id": self.experiment_id,
+                                 "uri": uri_for_display(self.tracking_uri)}
+        if problems:
+            state["problems"] = self._scrubber.text("; ".join(problems))
+        return state
+
     def _log_tags(self, client: Any, tags: Mapping[str, object]) -> None:
         """Send tags, secrets scrubbed and values cut to MLflow's limit."""
         from mlflow.entities import RunTag
@@ -294,6 +305,11 @@ def _result_headline(result: TrainingResult) -> str:
 
 def _mlflow_status(status: RunStatus) -> str:
     return status.value if status.is_terminal() else RunStatus.FAILED.value
+
+
+def untracked(reason: str) -> dict[str, Any]:
+    """``result.tracking`` of a job that ran without its MLflow run."""
+    return {"state": "untracked", "reason": reason}
 
 
 def one_line(err: BaseException) -> str:

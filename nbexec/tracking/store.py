@@ -9,6 +9,7 @@ store, call ``mlflow.set_tracking_uri(setup.tracking_uri)``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shlex
@@ -122,6 +123,7 @@ def setup_mlflow(
                 _current = cached
                 return cached
             forget_database(uri)
+        ensure_sqlite_store(uri)
         setup = _create_setup(uri, name)
         _setups[(uri, name)] = setup
         _current = setup
@@ -183,6 +185,14 @@ def normalize_tracking_uri(uri: str) -> str:
         query = uri.partition("?")[2]
         return "sqlite:///" + str(path) + (f"?{query}" if query else "")
     return uri
+
+
+def uri_for_display(uri: str) -> str:
+    """``uri`` without credentials (``https://user:secret@host`` -> ``https://host``), for files and messages."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or "@" not in rest.partition("/")[0]:
+        return uri
+    return f"{scheme}://{rest.partition('@')[2]}"
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -273,8 +283,192 @@ def _check_sqlite(uri: str, path: Path) -> None:
     if path.exists():
         if not path.is_file() or not os.access(path, os.R_OK | os.W_OK):
             raise TrackingError(f"MLflow store {uri}: {path} is not a writable file; {fix}")
+        check_sqlite_schema(uri, path)
     elif not os.access(path.parent, os.W_OK | os.X_OK):
         raise TrackingError(f"MLflow store {uri}: directory {path.parent} is not writable; {fix}")
+
+
+# --- SQLite stores: made whole, checked before use -------------------------------------
+
+CREATE_LOCK_WAIT_S = 300.0  # how long to wait for another process creating the same store
+
+
+def check_sqlite_schema(uri: str, path: Path) -> None:
+    """Refuse a SQLite store MLflow cannot use, with the fix; a missing or empty one is fine.
+
+    Read with the standard library only (no mlflow import: this runs before
+    every launch). A store whose creation or upgrade was cut off (a job killed
+    while MLflow made its tables) has tables but no schema version, or a version
+    behind the tables it holds; MLflow then fails on every call ("table ...
+    already exists") and every later job would run untracked.
+
+    Raises:
+        TrackingError: naming the file, what is wrong and how to repair or move it.
+    """
+    state, found = _schema_state(path)
+    if state in ("missing", "empty", "current", "unknown"):
+        return
+    moved = path.with_name(path.name + ".broken")
+    aside = f"mv {shlex.quote(str(path))} {shlex.quote(str(moved))}"
+    if state == "no-version":
+        raise TrackingError(
+            f"MLflow store {uri} is half-created: it has tables but no schema version (MLflow was "
+            f"interrupted while creating it). It holds no usable runs: move it aside ({aside}) and "
+            f"run again, and nbexec creates a new store; {_DISABLE_HINT}"
+        )
+    head = _schema_head()
+    if state == "ahead":
+        raise TrackingError(
+            f"MLflow store {uri} has schema version {found}, which this MLflow ({_mlflow_version()}) "
+            f"does not know: it was made by a newer MLflow. Upgrade mlflow in this environment "
+            f"(pip install -U mlflow), or use another store (tracking.uri); {_DISABLE_HINT}"
+        )
+    raise TrackingError(
+        f"MLflow store {uri} has schema version {found}, this MLflow expects {head}: it was made by an "
+        f"older MLflow, or MLflow was interrupted while upgrading it. Back it up, then upgrade it: "
+        f"mlflow db upgrade {shlex.quote(uri)}. If that fails ('already exists'), the upgrade was cut "
+        f"off: move it aside ({aside}) and run again for a new store; {_DISABLE_HINT}"
+    )
+
+
+def ensure_sqlite_store(uri: str) -> None:
+    """Create a new SQLite store whole, or check an existing one.
+
+    MLflow creates and migrates a new store's tables in place, which takes
+    seconds; a job killed meanwhile, or several jobs starting at once in a
+    new directory, left a half-made file that broke every later job. Here a
+    new store is made in a temporary file beside it and renamed into place,
+    under a lock file (``.mlflow.db.lock``): concurrent creators wait for one,
+    and the real path only ever holds a complete store.
+
+    Raises:
+        TrackingError: the store is unusable (see :func:`check_sqlite_schema`),
+            or another process has been creating it for too long.
+    """
+    path = sqlite_path(uri)
+    if path is None:
+        return
+    if _schema_state(path)[0] not in ("missing", "empty"):
+        check_sqlite_schema(uri, path)
+        return
+    with _create_lock(uri, path):
+        if _schema_state(path)[0] not in ("missing", "empty"):  # made by another process meanwhile
+            check_sqlite_schema(uri, path)
+            return
+        for stale in path.parent.glob(f".{path.name}.creating-*"):  # left by a creator that was killed
+            stale.unlink(missing_ok=True)
+        tmp = path.with_name(f".{path.name}.creating-{os.getpid()}")
+        tmp_uri = "sqlite:///" + str(tmp)
+        try:
+            get_client(tmp_uri).search_experiments(max_results=1)  # MLflow makes and migrates the schema
+        except Exception as err:  # noqa: BLE001 - MLflow/SQLAlchemy errors alike
+            tmp.unlink(missing_ok=True)
+            raise TrackingError(
+                f"MLflow store {uri} could not be created: {_first_line(err)}; {_DISABLE_HINT}"
+            ) from err
+        finally:
+            forget_database(tmp_uri)
+        with open(tmp, "rb+") as fh:  # on disk before it is visible under its name
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+
+class _create_lock:  # noqa: N801 - used as a context manager, reads as a statement
+    """An exclusive ``flock`` on ``.<db>.lock`` beside the store; waits for another creator."""
+
+    def __init__(self, uri: str, path: Path) -> None:
+        self.uri = uri
+        self.path = path.with_name(f".{path.name}.lock")
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        import fcntl
+        import time
+
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + CREATE_LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(self.fd)
+                    raise TrackingError(
+                        f"MLflow store {self.uri}: another process has been creating it for over "
+                        f"{CREATE_LOCK_WAIT_S:.0f} s (it holds {self.path}); try again, {_DISABLE_HINT}"
+                    ) from None
+                time.sleep(0.05)
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)  # releases the lock
+
+
+def _schema_state(path: Path) -> tuple[str, str | None]:
+    """``(state, version)``: missing, empty, current, behind, ahead, no-version, or unknown (busy, not SQLite)."""
+    import sqlite3
+
+    if not path.exists():
+        return "missing", None
+    if path.stat().st_size == 0:
+        return "empty", None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not tables:
+                return "empty", None
+            if "alembic_version" not in tables:
+                return "no-version", None
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return "unknown", None  # locked for long, or not a database: MLflow says what it finds
+    if row is None:
+        return "no-version", None
+    version = str(row[0])
+    head = _schema_head()
+    if head is None or version == head:
+        return "current", version
+    return ("behind" if version in _schema_revisions() else "ahead"), version
+
+
+def _schema_head() -> str | None:
+    revisions = _schema_revisions()
+    heads = set(revisions) - {down for downs in revisions.values() for down in downs}
+    return heads.pop() if len(heads) == 1 else None
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_revisions() -> dict[str, tuple[str, ...]]:
+    """The installed MLflow's schema migrations, ``{revision: down revisions}``, read from its files
+    (importing mlflow would cost seconds before every launch)."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec("mlflow")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    versions = Path(next(iter(spec.submodule_search_locations))) / "store" / "db_migrations" / "versions"
+    revision_re = re.compile(r"^revision\s*=\s*['\"](\w+)['\"]", re.M)
+    down_re = re.compile(r"^down_revision\s*=\s*(.+)$", re.M)
+    out: dict[str, tuple[str, ...]] = {}
+    for script in versions.glob("*.py"):
+        text = script.read_text(errors="replace")
+        rev, down = revision_re.search(text), down_re.search(text)
+        if rev:
+            out[rev.group(1)] = tuple(re.findall(r"['\"](\w+)['\"]", down.group(1))) if down else ()
+    return out
+
+
+def _mlflow_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mlflow")
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def _still_there(setup: TrackingSetup) -> bool:

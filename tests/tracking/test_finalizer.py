@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -129,7 +130,9 @@ def test_deleted_store_warns_and_keeps_the_result(store_uri: str, config: Traini
     Path(store_uri[len("sqlite:///") :]).unlink()
     with pytest.warns(TrackingWarning, match="no longer exists"):
         amended = tracking_finalizer(tracked)(result)
-    assert amended is result
+    assert replace(amended, tracking=None) == result  # the outcome is kept
+    assert amended.mlflow_run_id is None
+    assert amended.untracked_reason and "no longer exists" in amended.untracked_reason  # and says it
     assert not Path(store_uri[len("sqlite:///") :]).exists()  # no empty database made in its place
 
 
@@ -141,7 +144,7 @@ def test_unreachable_server_warns_and_keeps_the_result(config: TrainingConfig, p
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         amended = tracking_finalizer(tracked)(result)
-    assert amended is result
+    assert replace(amended, tracking=None) == result and amended.untracked_reason
     messages = [str(w.message) for w in caught if issubclass(w.category, TrackingWarning)]
     assert len(messages) == 1
     assert uri in messages[0] and "not reachable" in messages[0] and str(plan.run_dir) in messages[0]
