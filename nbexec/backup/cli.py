@@ -4,6 +4,8 @@
     nbexec backup --verify LOCATION
     nbexec restore LOCATION [--run-dir DIR] [--mlflow-db FILE] [--overwrite]
 
+A restore is all or nothing: it fails before changing anything, or puts everything back.
+
 Exit codes: 0 done, 4 backup or restore failed (the message says why and what to do).
 """
 
@@ -35,13 +37,15 @@ def add_backup_commands(sub: Any) -> None:
     restore = sub.add_parser(
         "restore",
         help="restore a backup (checkpoint, run dir, mlflow.db, artifacts, study), verified",
-        description="Restore a backup made by nbexec; prints the checkpoint to pass to --resume.",
+        description="Restore a backup made by nbexec, verified and all or nothing; prints the checkpoint to pass "
+                    "to --resume.",
     )
     restore.add_argument("location", help="the backup folder (holds nbexec-backup.json)")
     restore.add_argument("--run-dir", help="put the run directory here instead of where it came from")
     restore.add_argument("--mlflow-db", help="put mlflow.db here instead of where it came from")
     restore.add_argument("--overwrite", action="store_true",
-                         help="replace files that differ (a database is moved aside first)")
+                         help="replace files that differ (a replaced database is kept beside it as "
+                              "<name>.before-restore-<time>)")
 
 
 def run_backup_command(args: argparse.Namespace) -> int:

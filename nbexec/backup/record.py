@@ -4,6 +4,11 @@ The manifest (``nbexec-backup.json``, written last) lists every file of the
 backup with its size and sha256, grouped in components (``run``, ``mlflow.db``,
 ``mlartifacts``, a checkpoint ...) that remember where they came from, so a
 restore can put each one back.
+
+A manifest is read as untrusted input (a backup on a shared Drive can be
+edited by someone else): every path in it must be one nbexec writes — relative,
+``/``-separated, without ``..``, ``.`` or empty parts — or it is refused before
+anything reads or writes through it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from nbexec.errors import BackupError
 MANIFEST_NAME = "nbexec-backup.json"
 MANIFEST_FORMAT = "nbexec-backup"
 MANIFEST_VERSION = 1
+KINDS = ("dir", "file", "sqlite")
+TAMPERED = "the backup may have been tampered with (nbexec never writes such entries)"
 
 
 class BackupWarning(UserWarning):
@@ -137,6 +144,13 @@ class Manifest:
             raise BackupError(
                 f"{path} was written by a newer nbexec (manifest version {data.get('version')}); upgrade nbexec"
             )
+        problems = manifest_problems(data)
+        if problems:
+            raise BackupError(
+                f"{path} cannot be trusted: {len(problems)} bad entr{'y' if len(problems) == 1 else 'ies'}:\n  "
+                + "\n  ".join(problems[:10])
+                + f"\n{TAMPERED}; nothing was changed. Restore from a backup you trust, or back the source up again"
+            )
         return cls(
             components=dict(data.get("components") or {}),
             files=dict(data.get("files") or {}),
@@ -164,10 +178,68 @@ class Manifest:
         return {k: v for k, v in self.files.items() if k == prefix or k.startswith(prefix + "/")}
 
 
+def manifest_problems(data: Mapping[str, Any]) -> list[str]:
+    """Every entry of a parsed manifest that nbexec would never write, named (empty: all is well)."""
+    problems = []
+    components = data.get("components") or {}
+    files = data.get("files") or {}
+    if not isinstance(components, dict) or not isinstance(files, dict):
+        return ["'components' and 'files' must be JSON objects"]
+    for name, comp in components.items():
+        if not isinstance(comp, dict):
+            problems.append(f"component {name!r} is not a JSON object")
+            continue
+        kind, source, where = comp.get("kind"), comp.get("source"), comp.get("path")
+        if kind not in KINDS:
+            problems.append(f"component {name!r}: kind {kind!r} is not one of {KINDS}")
+        problem = path_problem(where)
+        if problem:
+            problems.append(f"component {name!r}: path {where!r} {problem}")
+        if not isinstance(source, str) or "\0" in source:  # whether it is absolute matters to restores only
+            problems.append(f"component {name!r}: source {source!r} is not a path")
+    for key, entry in files.items():
+        problem = path_problem(key)
+        if problem:
+            problems.append(f"file {key!r} {problem}")
+            continue
+        if not isinstance(entry, dict):
+            problems.append(f"file {key!r}: its entry is not a JSON object")
+            continue
+        size, digest = entry.get("size"), entry.get("sha256")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            problems.append(f"file {key!r}: size {size!r} is not a byte count")
+        if not isinstance(digest, str) or len(digest) != 64 or digest.strip("0123456789abcdef"):
+            problems.append(f"file {key!r}: sha256 {digest!r} is not a sha256 hex digest")
+    return problems
+
+
+def path_problem(path: object) -> str | None:
+    """Why ``path`` is not a path nbexec writes in a backup location, or None when it is one.
+
+    Such a path is relative and ``/``-separated, with no ``..``, ``.`` or empty
+    part (``run//etc/x`` would join to ``/etc/x``) and no NUL byte.
+    """
+    if not isinstance(path, str) or not path:
+        return "is not a relative path"
+    if "\0" in path:
+        return "holds a NUL byte"
+    if path.startswith("/"):
+        return "is absolute (it would point outside the backup)"
+    parts = path.split("/")
+    if ".." in parts:
+        return "climbs out with '..'"
+    if "" in parts:
+        return "has an empty part ('run//x' joins as the absolute '/x')"
+    if "." in parts:
+        return "has a '.' part"
+    return None
+
+
 def utc_now() -> str:
     """The current time as ISO-8601 UTC with milliseconds (``2026-11-26T07:01:02.123Z``)."""
     now = datetime.fromtimestamp(time.time(), tz=timezone.utc)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
-__all__ = ["BackupRecord", "BackupWarning", "Manifest", "MANIFEST_NAME", "utc_now"]
+__all__ = ["BackupRecord", "BackupWarning", "Manifest", "MANIFEST_NAME", "TAMPERED", "manifest_problems",
+           "path_problem", "utc_now"]
