@@ -38,6 +38,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from nbexec import contract
+from nbexec.errors import TrackingError
 from nbexec.events import Event
 from nbexec.runner.sinks import Sink
 
@@ -86,17 +87,26 @@ class DeferredTrackedRun:
         self._opening = False
         self._lock = threading.Lock()
         if plan.config.tracking.required:  # before anything is spawned: TrackingError stops the launch
-            self._opening = True
-            self._future.set_result(self._create())
+            self._open_in_background()
+            try:
+                self._future.result()  # set by the opening thread or, after tracking.timeout, by _give_up
+            except Exception as err:  # noqa: BLE001 - MLflow, SQLAlchemy, HTTP and timeouts alike
+                raise TrackingError(
+                    f"tracking.required: the MLflow run could not be opened in {self.tracking_uri} "
+                    f"({_reason(err)}); nothing was started"
+                ) from err
 
     def start_opening(self) -> None:
         """Open the run in a thread (call once the run dir exists); ``tracking.json`` follows.
 
         With ``tracking.required`` the run is open already: only ``tracking.json`` is written.
         """
-        if self._future.done():
+        if self._opening:
             self._tell_ranks(_open_state(self._future.result(), self.experiment_name))
             return
+        self._open_in_background()
+
+    def _open_in_background(self) -> None:
         self._started = time.time()
         self._opening = True
         threading.Thread(target=self._open, name="nbexec-mlflow-open", daemon=True).start()
