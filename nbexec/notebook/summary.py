@@ -45,6 +45,7 @@ class RunSummary:
     show_traceback: bool = True
     lineage_record: Any = None  # a nbexec.lineage.Lineage: the full table (study, trial, backup), run ids linked
     backup: Mapping[str, Any] | None = None
+    untracked: str | None = None  # why a job that should have been tracked has no MLflow run
 
     @classmethod
     def from_result(
@@ -102,6 +103,7 @@ class RunSummary:
             show_traceback=show_traceback,
             lineage_record=lineage,
             backup=result.backup,
+            untracked=result.untracked_reason,
         )
 
 
@@ -186,6 +188,9 @@ def render_summary_html(s: RunSummary) -> str:
         exp = f" in experiment <b>{markup.esc(s.mlflow_experiment)}</b>" if s.mlflow_experiment else ""
         where = f"<br>{markup.link_or_code(s.mlflow_where)}" if s.mlflow_where else ""
         rows.append(("MLflow run", f"<code>{markup.esc(s.mlflow_run_id)}</code>{exp}{where}"))
+    elif s.untracked:
+        colour = markup.status_colour(RunStatus.FAILED)
+        rows.append(("MLflow run", f'<span style="color:{colour}">NOT tracked: {markup.esc(s.untracked)}</span>'))
     else:
         rows.append(("MLflow run", "not tracked"))
     rows.append(("checkpoint", f"<code>{markup.esc(s.checkpoint)}</code>" if s.checkpoint else "none written"))
@@ -238,6 +243,8 @@ def render_summary_text(s: RunSummary) -> str:
         lines.append(f"  mlflow:     {s.mlflow_run_id}{exp}")
         if s.mlflow_where:
             lines.append(f"  open:       {s.mlflow_where}")
+    elif s.untracked:
+        lines.append(f"  mlflow:     NOT tracked: {s.untracked}")
     else:
         lines.append("  mlflow:     not tracked")
     lines.append(f"  checkpoint: {s.checkpoint or 'none written'}")
