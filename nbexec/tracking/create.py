@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from nbexec.errors import TrackingError
 from nbexec.redact import Scrubber
 from nbexec.result import RunStatus
+from nbexec.tracking.abandoned import launcher_tags
 from nbexec.tracking.batching import log_batch_chunked
 from nbexec.tracking.params import flatten_params, training_params
 from nbexec.tracking.run import TrackedRun, one_line
@@ -132,6 +133,7 @@ def _open_run(
     notebook = str(notebook_path) if notebook_path else None
     all_tags = build_training_tags(config=config, plan=plan, extra=tags, notebook_path=notebook, scrubber=scrubber)
     all_tags["nbexec.status"] = RunStatus.RUNNING.value
+    all_tags.update(launcher_tags())  # so a run this process cannot end is found later (abandoned.py)
     experiment_id = setup.experiment_id
     run_name = run_name or (plan.run_name if plan is not None else None)
     try:

@@ -139,6 +139,8 @@ class DeferredTrackedRun:
         if late:  # nobody will end it: do it now, so it never stays RUNNING
             tracked.end("FAILED", failure=f"MLflow opened the run after nbexec stopped waiting ({self.timeout:g} s, "
                                           "tracking.timeout); the job ran untracked")
+            return
+        _end_abandoned_runs(tracked)
 
     def _give_up(self) -> None:
         with self._lock:
@@ -227,6 +229,17 @@ class DeferredTrackedRun:
         else:
             state = "opening" if not self._future.done() else f"run {self.run_id}"
         return f"<DeferredTrackedRun {state}>"
+
+
+def _end_abandoned_runs(tracked: TrackedRun) -> None:
+    """While the job runs: end the runs earlier launchers on this host left RUNNING when they died."""
+    try:
+        from nbexec.tracking.abandoned import mark_abandoned_runs
+        from nbexec.tracking.store import get_client
+
+        mark_abandoned_runs(get_client(tracked.tracking_uri))
+    except Exception:  # noqa: BLE001 - housekeeping: never the job's problem
+        pass
 
 
 def _open_state(tracked: TrackedRun, experiment_name: str) -> dict[str, Any]:
