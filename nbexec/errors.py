@@ -41,6 +41,24 @@ class EnvironmentCheckError(NbexecError, RuntimeError):
         )
 
 
+class RunDirectoryTaken(EnvironmentCheckError, FileExistsError):
+    """The run directory already holds files: an earlier run, or another job given the same
+    run name that got there first. Nothing of it is touched, and nothing was started.
+
+    Also a ``FileExistsError``, which is what writing the run dir raised before.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        super().__init__([
+            f"run directory {self.run_dir} already exists and is not empty; choose another output.run_name "
+            "(or leave it unset for a fresh one) so no earlier run is overwritten"
+        ])
+
+    def __reduce__(self) -> tuple[type, tuple[Path]]:
+        return (type(self), (self.run_dir,))
+
+
 @dataclass(frozen=True)
 class RootCause:
     """Why the first failing rank failed.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nbexec import contract
-from nbexec.errors import NbexecError, RootCause, TrainingCancelled, TrainingFailed
+from nbexec.errors import NbexecError, RootCause, RunDirectoryTaken, TrainingCancelled, TrainingFailed
 from nbexec.events import Event
 from nbexec.plan import LaunchPlan
 from nbexec.result import RunStatus, TrainingResult
@@ -22,6 +23,11 @@ from nbexec.runner.sinks import Dispatcher, Sink
 from nbexec.runner.streams import LogPump
 
 MAX_EVENTS = 100_000  # events kept in memory; events.jsonl keeps them all
+# The exit code a KILLED result records, always: minus SIGTERM, the signal cancel() sends
+# (Popen's convention). What the processes themselves returned depends on a race between
+# the signal and their own exit (0 when the job was just finishing, -15 or -9 otherwise),
+# and says nothing more about the run than that it was stopped.
+KILLED_EXIT_CODE = -int(signal.SIGTERM)
 
 # Called once the job is over, before waiters wake up; may return an amended
 # result (e.g. with the MLflow run id). Used by tracking and backup layers.
@@ -104,6 +110,8 @@ class TrainingRun:
     def _finish(self, exit_code: int) -> None:
         status = self._final_status(exit_code)
         root_cause = self._root_cause(exit_code) if status is RunStatus.FAILED else None
+        if status is RunStatus.KILLED:
+            exit_code = KILLED_EXIT_CODE
         result = TrainingResult(
             run_name=self.plan.run_name,
             run_dir=self.plan.run_dir,
@@ -304,26 +312,35 @@ DRAIN_TIMEOUT = 30.0  # cancel() waits this long for the bookkeeping after the k
 def write_run_inputs(plan: LaunchPlan) -> None:
     """Create the run dir and write ``config.yaml`` and ``command.txt`` (secrets redacted).
 
+    The run dir is claimed atomically (its ``logs/`` is made with ``exist_ok=False``):
+    of two jobs given the same run name at once, one gets it, the other the error.
+
     Raises:
-        FileExistsError: the run dir already holds files (nothing is overwritten).
+        RunDirectoryTaken: the run dir already holds files, or another job claimed it
+            first (an EnvironmentCheckError and a FileExistsError; nothing is overwritten).
     """
     import yaml
 
     from nbexec.redact import redact_argv, split_secrets
 
     run_dir = plan.run_dir
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise FileExistsError(f"run directory {run_dir} already exists and is not empty")
-    (run_dir / contract.LOG_DIR).mkdir(parents=True, exist_ok=True)
+    try:
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+            raise FileExistsError(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / contract.LOG_DIR).mkdir()
+    except FileExistsError:
+        raise RunDirectoryTaken(run_dir) from None
     clean, _ = split_secrets(plan.config.to_dict())
-    (run_dir / contract.CONFIG_FILE).write_text(yaml.safe_dump(clean, sort_keys=False))
+    (run_dir / contract.CONFIG_FILE).write_text(yaml.safe_dump(clean, sort_keys=False), encoding="utf-8")
     env_lines = "\n".join(f"{k}={v}" for k, v in plan.recorded_env().items())
     argv = redact_argv(plan.argv)  # e.g. "--hf-token VALUE" in the script args
     (run_dir / contract.COMMAND_FILE).write_text(
         f"# argv, exactly but for secrets (JSON list; no shell is involved)\n{json.dumps(argv)}\n"
         f"# the same, shell-quoted for copying into a terminal\n{shlex.join(argv)}\n"
-        f"# environment nbexec set, and relevant inherited variables (secrets redacted)\n{env_lines}\n"
+        f"# environment nbexec set, and relevant inherited variables (secrets redacted)\n{env_lines}\n",
+        encoding="utf-8",
     )
 
 
-__all__ = ["TrainingRun", "Finalizer", "write_run_inputs"]
+__all__ = ["TrainingRun", "Finalizer", "KILLED_EXIT_CODE", "write_run_inputs"]
