@@ -247,6 +247,17 @@ def _read_file(path: Path) -> dict[str, Any]:
     return _parse_text(path.read_text(encoding="utf-8"), origin=str(path))
 
 
+# Bounds on a config document, so a hostile or broken file fails fast instead of
+# expanding for minutes ("billion laughs": 9 lines of nested aliases are 10^9 values)
+# or overflowing the stack. Real configs are a few hundred values, a few levels deep.
+MAX_CONFIG_VALUES = 100_000
+MAX_CONFIG_DEPTH = 64
+
+
+class _ShapeError(Exception):
+    """A document too large, too deep or recursive (the message says which and where)."""
+
+
 def _parse_text(text: str, *, origin: str) -> dict[str, Any]:
     import yaml
 
@@ -254,25 +265,114 @@ def _parse_text(text: str, *, origin: str) -> dict[str, Any]:
     if origin.endswith(".json") or text.lstrip().startswith("{"):
         try:  # real JSON first: YAML rejects some valid JSON (tab indentation)
             data = json.loads(text)
+        except RecursionError:
+            raise _shape_error(origin, text, _ShapeError(_too_deep(""))) from None
         except ValueError:
             data = None
         else:
+            try:
+                _check_json_depth(data)
+            except _ShapeError as err:
+                raise _shape_error(origin, text, err) from None
             return _check_mapping(data, origin)
     try:
         data = yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ConfigError(f"{origin} is not valid YAML/JSON: {err}", value=text[:200]) from err
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise _shape_error(origin, text, _ShapeError(_too_deep(""))) from None
+    except _ShapeError as err:
+        raise _shape_error(origin, text, err) from None
     return _check_mapping(data, origin)
 
 
+def _shape_error(origin: str, text: str, err: _ShapeError) -> ConfigError:
+    return ConfigError(f"{origin}: {err}", value=text[:200])
+
+
+def _too_deep(where: str) -> str:
+    return (f"it is nested more than {MAX_CONFIG_DEPTH} levels deep{where}; "
+            "a config is a few sections of keys and short lists: flatten it")
+
+
+def _check_json_depth(data: Any) -> None:
+    todo = [(data, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_CONFIG_DEPTH:
+                raise _ShapeError(_too_deep(""))
+            todo += [(v, depth + 1) for v in (value.values() if isinstance(value, dict) else value)]
+
+
+def _check_node_tree(root: Any) -> None:
+    """Refuse a composed YAML document that is recursive, too deep, or expands too far.
+
+    Aliases make the node graph a DAG whose expanded size can be exponential in
+    its length; sizes are summed per distinct node (memoised), so this check is
+    linear in the document, and runs before anything is constructed.
+
+    Raises:
+        _ShapeError: naming the line and what to do.
+    """
+    import yaml
+
+    def children(node: Any) -> list[Any]:
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        return []
+
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    active: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        key = id(node)
+        if expanded:
+            active.discard(key)
+            kids = children(node)
+            size[key] = 1 + sum(size[id(k)] for k in kids)
+            depth[key] = 1 + max((depth[id(k)] for k in kids), default=0)
+            line = f" (line {node.start_mark.line + 1})"
+            if depth[key] > MAX_CONFIG_DEPTH:
+                raise _ShapeError(_too_deep(line))
+            if size[key] > MAX_CONFIG_VALUES:
+                raise _ShapeError(
+                    f"its YAML aliases expand to more than {MAX_CONFIG_VALUES} values{line}, far more than "
+                    "a config holds (an alias bomb?); write the values out, or use fewer aliases (*name)"
+                    if len(size) < MAX_CONFIG_VALUES else
+                    f"it has more than {MAX_CONFIG_VALUES} values{line}, far more than a config holds; "
+                    "keep data in files and give their paths (e.g. data.path)"
+                )
+            continue
+        if key in size:
+            continue
+        if key in active:
+            raise _ShapeError(
+                f"a YAML alias refers to itself (the collection at line {node.start_mark.line + 1} contains "
+                "itself); a config must be a tree: write the values out"
+            )
+        active.add(key)
+        stack.append((node, True))
+        stack += [(k, False) for k in children(node) if id(k) not in size]
+
+
 def _loader() -> type:
-    """PyYAML's SafeLoader, but reading ``3e-5`` as a float (YAML 1.2), not a string."""
+    """PyYAML's SafeLoader, but reading ``3e-5`` as a float (YAML 1.2), not a string, and
+    refusing documents that are recursive or expand too far (:func:`_check_node_tree`)."""
     global _LOADER
     if _LOADER is None:
         import yaml
 
         class Loader(yaml.SafeLoader):
-            pass
+            def compose_document(self) -> Any:
+                node = super().compose_document()
+                if node is not None:
+                    _check_node_tree(node)
+                return node
 
         Loader.add_implicit_resolver(
             "tag:yaml.org,2002:float",
@@ -300,13 +400,43 @@ def _check_mapping(data: Any, origin: str) -> dict[str, Any]:
 
 def parse_value(text: str) -> Any:
     """A config value written as text (an override's right side, an MLflow param), read as
-    YAML 1.2 would (``1e-5`` is a float, not a string); text YAML cannot read stays text."""
+    YAML 1.2 would (``1e-5`` is a float, not a string); text YAML cannot read stays text.
+
+    Raises:
+        ConfigError: the text is a recursive, too deep or too large structure (an alias bomb).
+    """
     import yaml
 
     try:
         return yaml.load(text, Loader=_loader()) if text.strip() else None  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError:
         return text
+    except RecursionError:
+        raise ConfigError(_too_deep(""), value=text[:200]) from None
+    except _ShapeError as err:
+        raise ConfigError(str(err), value=text[:200]) from None
+
+
+def quote_value(text: str) -> str:
+    """``text`` as a YAML double-quoted scalar that :func:`parse_value` reads back unchanged.
+
+    For building ``key=value`` overrides from paths and names. Printable
+    characters stay as they are (any Unicode: JSON's ``\\ud83d\\ude00``
+    surrogate pairs for an emoji would read back as two lone surrogates);
+    control characters, YAML line breaks (NEL, U+2028/9), BOMs and lone
+    surrogates become ``\\uXXXX`` escapes.
+    """
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif (0x20 <= code <= 0x7E or 0xA0 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD or code > 0xFFFF) \
+                and char not in "\u2028\u2029\ufeff":
+            out.append(char)
+        else:
+            out.append(f"\\u{code:04x}")
+    return '"' + "".join(out) + '"'
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:
@@ -326,7 +456,10 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
             field=key,
             value=item,
         )
-    value = parse_value(text)
+    try:
+        value = parse_value(text)
+    except ConfigError as err:
+        raise ConfigError(f"override {key}=...: {err}", field=key, value=text[:200]) from None
     node = raw
     for depth, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})

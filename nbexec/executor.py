@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nbexec.checks import verify_training_environment
-from nbexec.config import TrainingConfig, load_config
+from nbexec.config import BUILTIN_TRAINER_MODULE, TrainingConfig, load_config
 from nbexec.errors import EnvironmentCheckError
 from nbexec.hardware import HardwareInfo
 from nbexec.plan import LaunchPlan, plan_training
@@ -55,17 +55,17 @@ def prepare(
         extra.append(f"launch.nproc={nproc}")
     if run_name is not None:
         extra.append(f"output.run_name={_yaml_str(run_name)}")
+    # The target goes in with the first validation: the built-in trainer's fields
+    # are checked only when it is the one that runs (quoted, a path reads back exactly).
+    if entrypoint is not None:
+        extra += [f"launch.entrypoint={_yaml_str(entrypoint)}", "launch.module=null"]
+    if module is not None:
+        extra += [f"launch.module={_yaml_str(module)}", "launch.entrypoint=null"]
     cfg = load_config(config, overrides=extra)
-    # Entrypoint and args are set on the dict, not as text overrides: a path or
-    # argument must never be re-parsed (a "-" or ":" in it would change meaning).
-    if entrypoint is not None or module is not None or script_args is not None:
+    # Script args are set on the dict, not as text overrides: each is kept as given.
+    if script_args is not None:
         raw = cfg.to_dict()
-        if entrypoint is not None:
-            raw["launch"]["entrypoint"], raw["launch"]["module"] = str(entrypoint), None
-        if module is not None:
-            raw["launch"]["module"], raw["launch"]["entrypoint"] = module, None
-        if script_args is not None:
-            raw["launch"]["args"] = list(script_args)
+        raw["launch"]["args"] = list(script_args)
         cfg = load_config(raw)
     if hardware is None and cfg.launch.scheduler != "local":
         from nbexec.schedulers import scheduler_hardware
@@ -78,6 +78,12 @@ def prepare(
         problems.append(
             f"resume checkpoint {plan.resume_from} {state}; give the checkpoint directory of an earlier run"
         )
+    elif plan.resume_from is not None and cfg.launch.target_module == BUILTIN_TRAINER_MODULE:
+        from nbexec.trainers.token_classification.state import resume_problem
+
+        problem = resume_problem(plan.resume_from)  # a damaged state file, a run dir for its checkpoint...
+        if problem is not None:
+            problems.append(problem)
     try:
         verify_training_environment(plan)
     except EnvironmentCheckError as err:
@@ -223,6 +229,6 @@ def execute_training_subprocess(
 
 def _yaml_str(value: object) -> str:
     """Quote a path/name for an override so YAML reads it back as the same string."""
-    import json
+    from nbexec.config import quote_value
 
-    return json.dumps(str(value))
+    return quote_value(str(value))

@@ -36,7 +36,7 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, ranks_default: str =
     target.add_argument("--entrypoint", help="training script to run instead of the built-in trainer")
     target.add_argument("-m", "--module", help="module to run (like python -m) instead of the built-in trainer")
     parser.add_argument("--resume", metavar="CHECKPOINT_DIR", help="resume from an earlier run's checkpoint")
-    parser.add_argument("--rank", dest="ranks", type=int, action="append",
+    parser.add_argument("--rank", dest="ranks", type=rank_number, action="append",
                         help=f"show only these ranks' lines (repeatable; default: {ranks_default})")
     parser.add_argument("--quiet", action="store_true", help="do not stream the job's lines")
     parser.add_argument("--no-tracking", action="store_true", help="do not open an MLflow run")
@@ -45,6 +45,39 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, ranks_default: str =
                         help="back the checkpoint up after a successful run (backup.target; 'off' disables)")
     parser.add_argument("--dry-run", action="store_true", help="show the plan (command, env, run dir) and stop")
     add_scale_out_arguments(parser)
+
+
+def rank_number(text: str) -> int:
+    """``--rank``'s value: a rank of the job, 0 or more (the magic says the same).
+
+    Raises:
+        argparse.ArgumentTypeError: not a whole number >= 0 (argparse exits 2 with it).
+    """
+    try:
+        rank = int(text)
+    except ValueError:
+        rank = -1
+    if rank < 0:
+        raise argparse.ArgumentTypeError(f"--rank takes ranks 0, 1, ...; not {text}")
+    return rank
+
+
+def check_ranks(ranks: Sequence[int] | None, plan: LaunchPlan) -> None:
+    """Refuse ``--rank`` values the job will not have (they would hide every line).
+
+    Raises:
+        ConfigError: naming the rank and the job's ranks.
+    """
+    from nbexec.errors import ConfigError
+
+    world = plan.nproc * plan.config.launch.max_nodes
+    beyond = [r for r in ranks or () if r >= world]
+    if beyond:
+        raise ConfigError(
+            f"--rank {beyond[0]}: the job has ranks 0 to {world - 1} ({plan.nproc} process(es) per node "
+            f"x {plan.config.launch.max_nodes} node(s)); pick one of those, or leave --rank out",
+            field="ranks", value=beyond[0],
+        )
 
 
 def add_scale_out_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,22 +107,24 @@ def split_script_args(argv: Sequence[str]) -> tuple[list[str], list[str] | None]
 
 def config_overrides(args: argparse.Namespace) -> list[str]:
     """The config overrides the options stand for (``--set`` ones first)."""
+    from nbexec.config import quote_value
+
     overrides = list(args.overrides or [])
     if getattr(args, "no_tracking", False):
         overrides.append("tracking.enabled=false")
     if getattr(args, "experiment", None):
-        overrides.append(f"tracking.experiment={json.dumps(args.experiment)}")
+        overrides.append(f"tracking.experiment={quote_value(args.experiment)}")
     for option, key in (("nnodes", "nnodes"), ("node_rank", "node_rank"), ("rdzv_endpoint", "rdzv_endpoint"),
                         ("rdzv_id", "rdzv_id"), ("scheduler", "scheduler")):
         value = getattr(args, option, None)
         if value is not None:
-            overrides.append(f"launch.{key}={json.dumps(value)}")
+            overrides.append(f"launch.{key}={quote_value(value) if isinstance(value, str) else json.dumps(value)}")
     backup = getattr(args, "backup", None)
     if backup is not None:
         if backup.strip().lower() == "off":
             overrides.append("backup.enabled=false")
         else:
-            overrides += ["backup.enabled=true", f"backup.target={json.dumps(backup)}"]
+            overrides += ["backup.enabled=true", f"backup.target={quote_value(backup)}"]
     return overrides
 
 
@@ -119,16 +154,21 @@ def prepare_from_args(
         config: the config source; None takes ``args.config`` (a path, or the defaults).
 
     Raises:
-        ConfigError, EnvironmentCheckError: as :func:`nbexec.executor.prepare`.
+        ConfigError, EnvironmentCheckError: as :func:`nbexec.executor.prepare`; ConfigError
+            also for a ``--rank`` the job will not have.
     """
     from nbexec.executor import prepare
 
-    return prepare(config if config is not None else args.config, **prepare_kwargs(args, script_args))
+    plan = prepare(config if config is not None else args.config, **prepare_kwargs(args, script_args))
+    check_ranks(getattr(args, "ranks", None), plan)
+    return plan
 
 
 __all__ = [
     "add_train_arguments",
     "add_scale_out_arguments",
+    "rank_number",
+    "check_ranks",
     "split_script_args",
     "config_overrides",
     "prepare_kwargs",

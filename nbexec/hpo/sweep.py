@@ -149,8 +149,8 @@ def run_hpo(
         The :class:`HpoResult`.
 
     Raises:
-        ConfigError: bad config, space, objective, direction or n_trials, or a study of that
-            name made for other inputs; nothing is started.
+        ConfigError: bad config, space, objective, direction or n_trials, a study file that
+            is not an Optuna study, or a study of that name made for other inputs; nothing is started.
         EnvironmentCheckError: Optuna is not installed (``pip install 'nbexec[hpo]'``).
         TrackingError: the MLflow store cannot be reached; nothing is started.
         KeyboardInterrupt: the running trial's job is cancelled; run again to resume.
@@ -161,19 +161,18 @@ def run_hpo(
     cfg = load_config(config, overrides=overrides)
     space = SearchSpace.parse(search_space)
     _check_args(n_trials, objective, direction)
+    path = Path(study_path).absolute()
+    check_study_file(path)  # before the data is generated: a wrong --study writes nothing
     backbone, data_path, fingerprint = study_inputs(cfg)
     if data_path:  # every trial (and the final run) reads the same data, wherever it starts
         cfg = apply_params(cfg, {"data.path": data_path})
     key = compute_study_key_hash(backbone=backbone, data_fingerprint=fingerprint, search_space=space,
                                  objective=objective, direction=direction)
     name = study_name or f"hpo-{backbone}-{key[:8]}"
-    path = Path(study_path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{path}"
-    study = optuna.create_study(
-        study_name=name, storage=storage, direction=direction, load_if_exists=True,
-        sampler=sampler, pruner=pruner or optuna.pruners.MedianPruner(),
-    )
+    study = _open_study(optuna, path, study_name=name, storage=storage, direction=direction, load_if_exists=True,
+                        sampler=sampler, pruner=pruner or optuna.pruners.MedianPruner())
     if sampler is None:
         # A resumed session must not replay the first session's draws (they would repeat its params):
         # the seed moves on with the trials already in the study, and stays reproducible.
@@ -220,6 +219,68 @@ def require_optuna() -> Any:
             [f"Optuna is not installed ({err}); install the HPO extra: pip install 'nbexec[hpo]'"]
         ) from err
     return optuna
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+_STUDY_FIX = "give a new file, or a study file made by nbexec hpo (--study PATH, or study_path=)"
+
+
+def check_study_file(path: Path) -> None:
+    """Refuse a study path that is not (and cannot become) an Optuna SQLite study.
+
+    A missing or empty file is fine (the study is created). Nothing is written.
+
+    Raises:
+        ConfigError: ``field="study_path"``: a directory, a file that is not an SQLite
+            database, or an SQLite database of something else (an MLflow store...).
+    """
+    import sqlite3
+
+    def refuse(problem: str) -> ConfigError:
+        return ConfigError(f"study file {path} {problem}; {_STUDY_FIX}", field="study_path", value=str(path))
+
+    if path.is_dir():
+        raise refuse("is a directory")
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise refuse(f"cannot be created: {blocker} is a file, not a folder")
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+    except OSError as err:
+        raise refuse(f"cannot be read ({err.strerror or err})") from err
+    if head != SQLITE_HEADER:
+        raise refuse(f"is not an SQLite database (it starts with {head[:12]!r})")
+    try:
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            db.close()
+    except sqlite3.Error as err:
+        raise refuse(f"is not a readable SQLite database ({err})") from err
+    if tables and not {"studies", "version_info"} <= tables:
+        raise refuse(f"is an SQLite database but not an Optuna study (its tables: {', '.join(sorted(tables)[:8])})")
+
+
+def _open_study(optuna: Any, path: Path, **kwargs: Any) -> Any:
+    """``optuna.create_study`` with the database's own failures said in nbexec's words.
+
+    Raises:
+        EnvironmentCheckError: the study file cannot be opened or written (permissions, a lock...).
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return optuna.create_study(**kwargs)
+    except SQLAlchemyError as err:
+        cause = getattr(err, "orig", None) or err
+        raise EnvironmentCheckError(
+            [f"the study file {path} cannot be opened ({cause}); check that it can be read and written, "
+             "or give another (--study PATH, or study_path=)"]
+        ) from err
 
 
 def study_inputs(cfg: TrainingConfig) -> tuple[str, str | None, str | None]:

@@ -74,13 +74,34 @@ def sbatch(script: Path, env: Mapping[str, str]) -> str:
     """Submit ``script``; the job inherits ``env`` (``--export=ALL``). Returns the job id.
 
     Raises:
-        NbexecError: Slurm refused the job (its message, e.g. a bad partition).
+        EnvironmentCheckError: nothing was submitted: Slurm refused the job (its message,
+            e.g. a bad partition), or the ``sbatch`` on PATH could not be run, hung, or
+            printed no job id. The message names the batch script, to try by hand.
     """
-    done = _run(["sbatch", "--parsable", "--export=ALL", str(script)], env)
+    tool = shutil.which("sbatch", path=env.get("PATH")) or "sbatch"
+    try:
+        done = _run(["sbatch", "--parsable", "--export=ALL", str(script)], env, check=False)
+    except subprocess.TimeoutExpired:
+        raise _not_submitted(f"sbatch ({tool}) did not answer within {TIMEOUT_S:g} s; the Slurm controller may be "
+                             "down or overloaded (check with: scontrol ping)", script) from None
+    except OSError as err:
+        raise _not_submitted(f"sbatch ({tool}) could not be run: {err.strerror or err}; check that it is Slurm's "
+                             "sbatch (sbatch --version) and executable", script) from None
+    said = (done.stderr or done.stdout).strip()
+    if done.returncode != 0:
+        raise _not_submitted(
+            f"sbatch failed (exit {done.returncode}): {said or '(it printed nothing)'}; check the launch.slurm "
+            "options (partition, account, time, gpus_per_node ...) and that sbatch works here", script)
     match = _JOB_ID_RE.match(done.stdout.strip())
     if match is None:
-        raise NbexecError(f"sbatch printed no job id: {done.stdout.strip()!r}")
+        raise _not_submitted(
+            f"sbatch printed no job id: {done.stdout.strip()[:500]!r}; the sbatch first on PATH ({tool}) does not "
+            "answer like Slurm's `sbatch --parsable`: check `which sbatch` and `sbatch --version`", script)
     return match.group(1)
+
+
+def _not_submitted(problem: str, script: Path) -> EnvironmentCheckError:
+    return EnvironmentCheckError([f"{problem}. Nothing was submitted; the batch script is {script}"])
 
 
 def squeue_state(job_id: str, env: Mapping[str, str] | None) -> str | None:

@@ -186,9 +186,9 @@ def submit_slurm(plan: LaunchPlan, *, sinks: Sequence[Sink] = (), finalizers: Se
     job's outcome.
 
     Raises:
-        EnvironmentCheckError: Slurm's tools are missing.
+        EnvironmentCheckError: Slurm's tools are missing, or sbatch refused the job (its
+            message), could not be run or printed no job id; nothing was submitted.
         TrackingError: the MLflow store is unreachable (nothing submitted).
-        NbexecError: sbatch refused the job (its message).
     """
     commands.check_tools(plan.env)
     tracked: Any = None

@@ -8,6 +8,6 @@ bare torchrun, or alone::
 
 Modules: ``schema`` (config defaults and validation, no torch), ``data``
 (synthetic NER dataset, generated once per ``data.path``), ``model``,
-``metrics``, ``checkpoint`` and ``train`` (the DDP loop). Importing this
+``metrics``, ``checkpoint`` (``state``: its state file, no torch) and ``train`` (the DDP loop). Importing this
 package imports nothing heavy; torch is imported by the modules that need it.
 """

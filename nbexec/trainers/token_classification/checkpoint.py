@@ -10,7 +10,9 @@ Layout of a checkpoint directory::
 Each file is written to a temporary name and ``os.replace``-d into place, and
 ``trainer_state.json`` goes last, so a crash leaves the previous state file.
 Its recorded hashes tell a reader whether the ``.pt`` files beside it belong
-to it (a crash between the writes would leave newer weights behind).
+to it (a crash between the writes would leave newer weights behind). Reading
+the state file (and checking a resume target before launch, without torch)
+is :mod:`.state`'s.
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ from typing import Any, BinaryIO
 
 import torch
 
+from nbexec.trainers.token_classification.state import (
+    MODEL_FILE,
+    OPTIMIZER_FILE,
+    STATE_FILE,
+    CheckpointError,
+    read_trainer_state,
+)
+
 __all__ = [
     "MODEL_FILE",
     "OPTIMIZER_FILE",
@@ -35,14 +45,7 @@ __all__ = [
     "save_checkpoint",
 ]
 
-MODEL_FILE = "model.pt"
-OPTIMIZER_FILE = "optimizer.pt"
-STATE_FILE = "trainer_state.json"
 FORMAT_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint directory is missing files or its files do not belong together."""
 
 
 def save_checkpoint(
@@ -65,16 +68,6 @@ def save_checkpoint(
     text = json.dumps(state, indent=1, sort_keys=True, default=float).encode() + b"\n"
     _write_atomic(directory / STATE_FILE, lambda fh: fh.write(text))
     return directory
-
-
-def read_trainer_state(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """``trainer_state.json`` of a checkpoint directory."""
-    path = Path(directory) / STATE_FILE
-    if not path.is_file():
-        raise CheckpointError(
-            f"{str(directory)!r} is not a checkpoint of this trainer: {STATE_FILE} is missing"
-        )
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def load_checkpoint(

@@ -3,7 +3,7 @@
 No torch here: the core config loader calls :func:`validate` before anything
 is spawned, and importing nbexec must stay light.
 
-Known fields (unknown keys are allowed and passed through untouched):
+Known fields:
 
     model:    backbone "tiny-encoder"; d_model, layers, heads, ff_dim ints >= 1
               (d_model divisible by heads); dropout float in [0, 1)
@@ -15,6 +15,13 @@ Known fields (unknown keys are allowed and passed through untouched):
               working directory of the job); num_train, num_val ints >= 1;
               seq_len int >= 4; seed int (the dataset's own seed, so changing
               training.seed does not change the data)
+
+A key the trainer does not read is passed through untouched (a secret for your
+tooling, a note), except one that looks like a misspelt known key
+(``training.epoch``, ``training.learing_rate``, ``training.lr``): the trainer
+would silently ignore it, so it is refused with a did-you-mean. A user's own
+script (``launch.entrypoint``/``launch.module``) is not checked against these
+fields at all.
 
 Float fields also accept numeric strings such as ``"3e-5"``, because YAML 1.1
 (and so ``training.learning_rate=3e-5`` overrides) reads that as text;
@@ -28,6 +35,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from nbexec.config_fields import did_you_mean
 from nbexec.errors import ConfigError
 
 __all__ = ["BACKBONES", "DEFAULTS", "resolved", "validate"]
@@ -157,6 +165,36 @@ _CHECKS: dict[str, dict[str, Check]] = {
 }
 
 
+# Names other trainers use for the built-in trainer's fields (difflib sees no likeness).
+ALIASES: dict[str, dict[str, str]] = {
+    "training": {"lr": "learning_rate", "num_train_epochs": "epochs", "num_epochs": "epochs",
+                 "per_device_train_batch_size": "batch_size", "bs": "batch_size", "batch": "batch_size",
+                 "steps": "max_steps"},
+    "model": {"hidden_size": "d_model", "num_layers": "layers", "num_heads": "heads", "n_heads": "heads",
+              "dropout_rate": "dropout"},
+    "data": {},
+}
+
+
+def _misspelt(section: str, key: object) -> ConfigError | None:
+    """The error for a key that looks like a known field of ``section`` misspelt, else None."""
+    name = str(key)
+    known = list(_CHECKS[section])
+    # Stricter than nbexec's own sections (0.6): here other keys are allowed, so only a near miss is refused.
+    hint = did_you_mean(name, known, cutoff=0.75)
+    if not hint and name in ALIASES[section]:
+        hint = f" (did you mean {ALIASES[section][name]!r}?)"
+    if not hint:
+        return None
+    return ConfigError(
+        f"unknown key {section}.{name}{hint}; allowed in {section}: {', '.join(known)} "
+        "(the built-in trainer would silently ignore it; other keys are free only for your own script, "
+        "--entrypoint)",
+        field=f"{section}.{name}",
+        value=name,
+    )
+
+
 def validate(model: Mapping[str, Any], training: Mapping[str, Any], data: Mapping[str, Any]) -> None:
     """Check the known fields of the trainer's sections.
 
@@ -165,7 +203,7 @@ def validate(model: Mapping[str, Any], training: Mapping[str, Any], data: Mappin
 
     Raises:
         ConfigError: naming the field (``field="training.learning_rate"``), the
-            bad value and what is allowed.
+            bad value and what is allowed; or a misspelt key, with a did-you-mean.
     """
     resolved(model, training, data)
 
@@ -192,6 +230,8 @@ def resolved(
         merged = copy.deepcopy(DEFAULTS[name])
         for key, value in section.items():
             check = _CHECKS[name].get(key)
+            if check is None and (error := _misspelt(name, key)) is not None:
+                raise error
             merged[key] = check(f"{name}.{key}", value) if check else _plain(value)
         out[name] = merged
     m = out["model"]
