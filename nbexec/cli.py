@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list, script_args = split_script_args(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(args_list)
+    _quiet_backup_warnings()
     try:
         if args.command == "train":
             return _train(args, script_args)
@@ -93,6 +94,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BackupError as err:  # the backup target is unusable: nothing was started
         print(f"nbexec: backup: {err}", file=sys.stderr)
         return EXIT_ENV
+
+
+def _quiet_backup_warnings() -> None:
+    """The summary's ``backup:`` line says a failed backup cleanly; Python's raw warning would repeat it."""
+    import warnings
+
+    from nbexec.backup.record import BackupWarning
+
+    warnings.filterwarnings("ignore", message=r"training .* FINISHED, but its backup", category=BackupWarning)
 
 
 def _train(args: argparse.Namespace, script_args: list[str] | None) -> int:

@@ -74,6 +74,12 @@ def hpo_command(args: argparse.Namespace) -> int:
                                                                                       flush=True), **kwargs)
     print(result.report())
     if args.final:
+        import warnings
+
+        from nbexec.hpo.final import BackupWarning
+
+        # the line printed below says how the backup went; Python's raw warning would repeat it
+        warnings.filterwarnings("ignore", category=BackupWarning)
         final = run_final_training_workflow(result.study_path, study_name=result.study_name,
                                             overrides=kwargs["overrides"], stream=not args.quiet,
                                             **backup_kwargs(args.backup))
