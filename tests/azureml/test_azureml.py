@@ -208,7 +208,7 @@ def test_completed_job_streams_lines_runs_finalizers_then_on_end(tmp_path: Path,
     _check_job(fake_azure.jobs.submitted[0], tmp_path)
     assert run.job_name == "job-123" and run.studio_url == "https://studio/job-123"
     assert run.status is RunStatus.RUNNING
-    wait_until(lambda: sink.started is run, 10, "on_start")
+    wait_until(lambda: sink.started is run, 120, "on_start")
     # the streamer child builds its client through the test hook; nothing secret on its command line
     assert run._streamer.args[3:6] == ["--job", "job-123", "--log-dir"] and "s3cret" not in str(run._streamer.args)
 
@@ -216,15 +216,15 @@ def test_completed_job_streams_lines_runs_finalizers_then_on_end(tmp_path: Path,
     fake_azure.jobs.remote_print("epoch 1 loss 0.50", "epoch 2 loss 0.25")
     wait_until(lambda: [ln.text for ln in run.lines(0)] == ["epoch 1 loss 0.50", "epoch 2 loss 0.25"], 30,
                "rank 0's lines in lines()")
-    wait_until(lambda: sink.texts(0) == ["epoch 1 loss 0.50", "epoch 2 loss 0.25"], 10, "lines in the sink")
-    wait_until(lambda: run.azureml_state == "Running", 10, "the Running state")
+    wait_until(lambda: sink.texts(0) == ["epoch 1 loss 0.50", "epoch 2 loss 0.25"], 120, "lines in the sink")
+    wait_until(lambda: run.azureml_state == "Running", 120, "the Running state")
     wait_until(lambda: any("[rank0] epoch 2 loss 0.25" in b["text/plain"] and "RUNNING" in b["text/plain"]
-                           for b in list(published)), 10, "the live view showing the lines")
+                           for b in list(published)), 120, "the live view showing the lines")
     assert run.status is RunStatus.RUNNING and not run.done() and order == []
 
     fake_azure.jobs.remote_print("training done")
     fake_azure.jobs.set_state("Completed")
-    assert run.wait(timeout=30) is RunStatus.FINISHED
+    assert run.wait(timeout=120) is RunStatus.FINISHED
     result = run.result()
     assert run.azureml_state == "Completed"
     assert [ln.text for ln in run.lines(0, 1)] == ["training done"]  # the last lines, after the job was over
@@ -256,7 +256,7 @@ def test_failed_job_reports_rank0_traceback_and_ends_mlflow_failed(tmp_path: Pat
     wait_until(lambda: "ValueError: batch 7 is empty" in sink.texts(0), 30, "the traceback in the sink")
     assert run.status is RunStatus.RUNNING
     fake_azure.jobs.set_state("Failed")
-    assert run.wait(timeout=30) is RunStatus.FAILED
+    assert run.wait(timeout=120) is RunStatus.FAILED
     with pytest.raises(TrainingFailed) as caught:
         run.result()
     cause = caught.value.root_cause
@@ -288,7 +288,7 @@ def test_a_status_azure_never_answers_ends_the_run_failed_with_why(tmp_path: Pat
         raise ConnectionError("workspace unreachable")
 
     monkeypatch.setattr(fake_azure.jobs, "get", unreachable)
-    assert run.wait(timeout=30) is RunStatus.FAILED
+    assert run.wait(timeout=120) is RunStatus.FAILED
     assert len(calls) == 3
     cause = run.exception().root_cause
     assert "could not read the job's status 3 times: workspace unreachable" in cause.message
@@ -330,7 +330,7 @@ def test_a_streamer_that_dies_is_restarted_without_repeating_lines(tmp_path: Pat
     fake_azure.jobs.remote_print("epoch 3")
     wait_until(lambda: sink.texts(0)[-1:] == ["epoch 3"], 30, "a line after the restart")
     fake_azure.jobs.set_state("Completed")
-    assert run.wait(timeout=30) is RunStatus.FINISHED
+    assert run.wait(timeout=120) is RunStatus.FINISHED
     assert [ln.text for ln in run.lines(0)] == ["epoch 1", "epoch 2", "epoch 3"]
     assert sink.texts(0) == ["epoch 1", "epoch 2", "epoch 3"]
 
@@ -351,7 +351,7 @@ def test_the_streamer_exits_when_the_submitter_closes_its_stdin(tmp_path: Path, 
                    and (plan.log_dir / "rank0.log").read_text() == "epoch 1\n", 30, "the streamed line")
         assert proc.poll() is None  # the job still runs: it keeps streaming
         proc.stdin.close()
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=120) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

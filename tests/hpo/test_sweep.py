@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from runner.conftest import wait_until
 
 from nbexec.errors import ConfigError
 from nbexec.hpo import run_hpo
@@ -123,14 +124,21 @@ def test_a_pruner_stops_a_trial_from_its_intermediate_values(project: Path, clie
 
 
 def test_a_trial_past_its_timeout_is_cancelled_and_failed(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOLD_TRIAL", "0")  # trial 0 would wait for a file nobody writes
+    # Trial 0 waits for a file nobody writes: only the timeout can end it, however fast the
+    # machine. The trial that must complete runs in a later session without a timeout, so
+    # a slow machine cannot time it out too.
+    monkeypatch.setenv("HOLD_TRIAL", "0")
     monkeypatch.setenv("RELEASE_FILE", str(project / "never"))
     config = script_config(epochs=2)
     config["tracking"] = {"enabled": False}
-    result = run_hpo(config, LR_SPACE, 2, study_path="study.db", trial_timeout=4)
-    assert [t.state for t in result.trials] == ["FAIL", "COMPLETE"]
-    assert "timed out" in result.trials[0].failure and "after 4 s" in result.trials[0].failure
-    assert json.loads((Path(result.trials[0].run_dir) / "result.json").read_text())["status"] == "KILLED"
+
+    held = run_hpo(config, LR_SPACE, 1, study_path="study.db", trial_timeout=4)
+    timed_out = "timed out: the job was cancelled after 4 s (trial_timeout)"
+    assert [(t.state, t.failure) for t in held.trials] == [("FAIL", timed_out)]
+    assert json.loads((Path(held.trials[0].run_dir) / "result.json").read_text())["status"] == "KILLED"
+
+    result = run_hpo(config, LR_SPACE, 2, study_path="study.db")
+    assert [(t.state, t.failure) for t in result.trials] == [("FAIL", timed_out), ("COMPLETE", None)]
 
 
 def test_untracked_sweep(project: Path) -> None:
@@ -173,20 +181,30 @@ def test_resuming_a_study_with_other_inputs_is_refused(project: Path) -> None:
     assert len(load_study(project / "study.db").trials) == len(first.trials) == 1
 
 
+def _waiting_for_a_flock() -> bool:
+    """A thread of this process is blocked in ``flock`` (Linux: a ``-> FLOCK`` line with our pid in
+    /proc/locks). With tracking off, the study lock is the only flock the sweep takes."""
+    mine = str(os.getpid())
+    return any(fields[1:3] == ["->", "FLOCK"] and fields[5] == mine
+               for fields in (line.split() for line in Path("/proc/locks").read_text().splitlines())
+               if len(fields) > 5)
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="sees the study lock's waiters in /proc/locks")
 def test_two_workers_racing_for_the_last_trial_make_only_one(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Two sweeps of one study, each in its own thread, both wanting 1 trial. Both
-    # read the study before either asks for a trial: the barrier in ask() makes
-    # them meet there, so without the study lock both would add one.
+    # Two sweeps of one study, each in its own thread, both wanting 1 trial. A worker in
+    # ask() waits there until the other one is in ask() too (no lock: both read the study
+    # first, so both would add a trial) or is waiting for the study lock (the lock works).
+    # Nothing is timed: each worker waits for what the other one does.
     config = script_config(epochs=1)
     config["tracking"] = {"enabled": False}
     real_ask = optuna.study.Study.ask
-    meet = threading.Barrier(2, timeout=3)
+    asking: list[int] = []
 
     def ask_together(study, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        try:
-            meet.wait()
-        except threading.BrokenBarrierError:  # the other worker is held at the lock: no race
-            pass
+        asking.append(threading.get_ident())
+        wait_until(lambda: len(asking) == 2 or _waiting_for_a_flock(), 240,
+                   "the other worker in ask() or at the study lock")
         return real_ask(study, *args, **kwargs)
 
     monkeypatch.setattr(optuna.study.Study, "ask", ask_together)
@@ -203,7 +221,8 @@ def test_two_workers_racing_for_the_last_trial_make_only_one(project: Path, monk
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=120)
+        thread.join(timeout=240)  # guards a hang only (pytest's own timeout is 300 s)
+    assert not any(t.is_alive() for t in threads), "a worker never finished"
 
     assert errors == []
     assert len(load_study(project / "study.db").trials) == 1

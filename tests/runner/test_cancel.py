@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
@@ -31,10 +30,8 @@ def test_cancel_mid_run_leaves_no_process(tmp_path, scripts):
     # torchrun + 2 workers + 2 grandchildren
     assert len(tree) >= 5
 
-    started = time.monotonic()
-    run.cancel(grace=5)
+    run.cancel(grace=5)  # returns once no process of the job is left, whatever the machine's speed
     assert alive(tree) == []
-    assert time.monotonic() - started < 10
     assert run.status is RunStatus.KILLED
     run.cancel()  # idempotent
     assert run.status is RunStatus.KILLED
@@ -60,9 +57,7 @@ def test_killing_the_launching_process_kills_the_job(tmp_path, scripts):
 
         os.kill(kernel.pid, signal.SIGKILL)
         kernel.wait()
-        deadline = time.monotonic() + 10
-        while alive(tree) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert alive(tree) == [], [p.cmdline() for p in alive(tree)]
+        # the guard stops the job (grace period, then SIGKILL); the wait only guards a hang
+        wait_until(lambda: not alive(tree), 120, "the job to stop after its launching process died")
     finally:
         kernel.kill()

@@ -99,14 +99,30 @@ def test_on_a_terminal_an_unfinished_line_is_redrawn_in_place_below_the_output()
     )
 
 
-def test_off_a_terminal_an_unfinished_line_is_printed_now_and_then_and_when_it_stays():
+class FrozenClock:
+    """``time`` for the sink, with a ``monotonic()`` that moves only when the test says so: a
+    stalled test thread on a loaded machine must not make two calls fall in different intervals."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_off_a_terminal_an_unfinished_line_is_printed_now_and_then_and_when_it_stays(monkeypatch):
+    from nbexec.runner import sinks
+
+    clock = FrozenClock()
+    monkeypatch.setattr(sinks, "time", clock)
     out = io.StringIO()
     sink = TerminalSink(stream=out, live=False, partial_every_s=0.2)
     sink.on_partial([bar(0, "train:  10%")])  # the first one at once
     sink.on_partial([bar(0, "train:  20%")])  # within the interval: waits
     assert out.getvalue() == "[rank0!] train:  10%\n"
     # nothing else comes (a slow step): the waiting picture is still printed once its interval is over
-    wait_until(lambda: "20%" in out.getvalue(), 30, "the waiting bar to be printed")
+    clock.now += 0.2
+    wait_until(lambda: "20%" in out.getvalue(), 120, "the waiting bar to be printed")
     assert out.getvalue() == "[rank0!] train:  10%\n[rank0!] train:  20%\n"
     sink.on_partial([bar(0, "train:  30%")])
     sink.on_lines([bar(0, "train: 100%", partial=False)])  # finished before its turn: 30% is never printed
