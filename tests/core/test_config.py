@@ -39,7 +39,8 @@ DEFAULTS: dict[str, Any] = {
         "azureml": {},
     },
     "output": {"dir": "outputs", "run_name": None},
-    "tracking": {"enabled": True, "uri": None, "experiment": "nbexec", "metrics_from": "parent"},
+    "tracking": {"enabled": True, "uri": None, "experiment": "nbexec", "metrics_from": "parent", "required": False,
+                 "timeout": 60.0},
     "backup": {"enabled": False, "target": None},
 }
 
