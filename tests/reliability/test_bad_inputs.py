@@ -156,6 +156,10 @@ CASES: dict[str, Case] = {
              "&c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b], &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c], "
              "&e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d], [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]]"),
         2, ("config error", "aliases", "more than 100000 values")),
+    "yaml-nested-5000-deep": Case(_config_file("deep.yaml", "data: {x: " + "[" * 5000 + "]" * 5000 + "}\n"), 2,
+                                  ("config error", "deep.yaml", "nested more than 64 levels deep")),
+    "json-nested-5000-deep": Case(_config_file("deep.json", '{"data": {"x": ' + "[" * 5000 + "]" * 5000 + "}}"), 2,
+                                  ("config error", "deep.json", "nested more than 64 levels deep")),
     "yaml-recursive-alias": Case(_config_file("loop.yaml", "data:\n  loop: &a [1, *a]\n"), 2,
                                  ("config error", "loop.yaml", "refers to itself")),
     # Finding 10: a study file that is not an Optuna database
