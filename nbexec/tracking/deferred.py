@@ -109,10 +109,10 @@ class DeferredTrackedRun:
     def _open_in_background(self) -> None:
         self._started = time.time()
         self._opening = True
+        self._give_up_timer = threading.Timer(self.timeout, self._give_up)
+        self._give_up_timer.daemon = True
         threading.Thread(target=self._open, name="nbexec-mlflow-open", daemon=True).start()
-        give_up = threading.Timer(self.timeout, self._give_up)
-        give_up.daemon = True
-        give_up.start()
+        self._give_up_timer.start()
 
     def _create(self) -> TrackedRun:
         from nbexec.tracking.create import create_training_mlflow_run
@@ -134,13 +134,18 @@ class DeferredTrackedRun:
         with self._lock:
             late = self._future.done()  # _give_up came first
             if not late:
+                self._give_up_timer.cancel()
                 self._tell_ranks(_open_state(tracked, self.experiment_name))
-                self._future.set_result(tracked)
         if late:  # nobody will end it: do it now, so it never stays RUNNING
             tracked.end("FAILED", failure=f"MLflow opened the run after nbexec stopped waiting ({self.timeout:g} s, "
                                           "tracking.timeout); the job ran untracked")
             return
-        _end_abandoned_runs(tracked)
+        # While the job runs, and before its own run can be ended: runs earlier launchers on this
+        # host left RUNNING when they died are ended (bounded: a slow store must not hold the job).
+        housekeeping = threading.Thread(target=_end_abandoned_runs, args=(tracked,), daemon=True)
+        housekeeping.start()
+        housekeeping.join(self.timeout)
+        self._future.set_result(tracked)
 
     def _give_up(self) -> None:
         with self._lock:
@@ -232,7 +237,7 @@ class DeferredTrackedRun:
 
 
 def _end_abandoned_runs(tracked: TrackedRun) -> None:
-    """While the job runs: end the runs earlier launchers on this host left RUNNING when they died."""
+    """End the runs earlier launchers on this host left RUNNING when they died (see tracking.abandoned)."""
     try:
         from nbexec.tracking.abandoned import mark_abandoned_runs
         from nbexec.tracking.store import get_client

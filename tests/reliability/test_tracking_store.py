@@ -176,3 +176,33 @@ def test_tracking_required_stops_the_launch_when_the_run_cannot_be_opened(tmp_pa
     assert done.returncode == 3, done.stdout + done.stderr
     assert "nothing was started" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_run_left_running_by_a_killed_launcher_is_ended_by_the_next_launch(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    until_file = Path(__file__).resolve().parents[1] / "notebook" / "scripts" / "until_file.py"
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "nbexec.cli", "train", "--entrypoint", str(until_file), "--nproc", "1", "--quiet",
+         "--", str(tmp_path / "never")], cwd=tmp_path, env=env_for(uri))
+
+    def open_run() -> str | None:
+        for joined in tmp_path.glob("outputs/*/tracking.json"):
+            info = json.loads(joined.read_text())
+            return info.get("run_id")
+        return None
+
+    wait_until(lambda: open_run() or launcher.poll() is not None, JOB_WAIT_S, "the job's MLflow run to open")
+    run_id = open_run()
+    assert run_id, f"the launcher ended first (rc {launcher.poll()})"
+    launcher.send_signal(signal.SIGKILL)  # no chance to end its run
+    launcher.wait()
+    client = MlflowClient(uri)
+    assert client.get_run(run_id).info.status == "RUNNING"
+
+    done = train(tmp_path, uri=uri)  # the next launch against the store, on this host
+    assert done.returncode == 0, done.stdout + done.stderr
+    left = client.get_run(run_id)
+    assert left.info.status == "KILLED"
+    assert "launcher" in left.data.tags["nbexec.failure"] and "SIGKILL" in left.data.tags["nbexec.failure"]
