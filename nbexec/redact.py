@@ -126,6 +126,18 @@ class Scrubber:
                 text = text.replace(value, REDACTED)
         return text
 
+    def raw(self, data: bytes) -> bytes:
+        """``data`` with secret values replaced (for bytes on their way to a file)."""
+        if self._bytes:
+            replacement = REDACTED.encode()
+            for value in self._bytes:
+                if value in data:
+                    data = data.replace(value, replacement)
+        return data
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
     def copy_file(self, src: Path, dst: Path) -> None:
         """Copy ``src`` to ``dst`` with secrets replaced (line by line: logs may be large)."""
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -379,6 +379,18 @@ def _short_path(name: str) -> str:
         return name
 
 
+def _secret_scrubber():  # type: ignore[no-untyped-def]
+    """``text -> text`` with the secret values this rank knows replaced (environment, config, argv)."""
+    try:
+        from nbexec.redact import Scrubber
+
+        config_secrets = json.loads(os.environ.get(contract.ENV_CONFIG_SECRETS) or "{}")
+        known = Scrubber.from_sources(None, os.environ, argv=sys.argv)
+        return Scrubber([*known.values, *config_secrets.values()]).text
+    except Exception:  # noqa: BLE001 - never in the way of recording the failure
+        return lambda text: text
+
+
 def _record_failure(rank: int, exc: BaseException, exit_code: int) -> None:
     """Write the error record and the failure event; never let bookkeeping hide the real exception."""
     try:
@@ -397,6 +409,8 @@ def _record_failure(rank: int, exc: BaseException, exit_code: int) -> None:
         exc_type = type(exc).__qualname__
         if type(exc).__module__ not in ("builtins", "__main__"):
             exc_type = f"{type(exc).__module__}.{exc_type}"
+        scrub = _secret_scrubber()  # an exception's text may carry a token (a URL, a header)
+        message, tb_text, where = scrub(message), scrub(tb_text), scrub(where)
         now = time.time()
         record = {
             "rank": rank,

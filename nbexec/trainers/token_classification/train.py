@@ -39,6 +39,7 @@ from nbexec.child import (
     init_process_group_if_needed,
 )
 from nbexec.errors import ConfigError
+from nbexec.redact import split_secrets
 from nbexec.trainers.token_classification import schema
 from nbexec.trainers.token_classification.checkpoint import (
     CheckpointError,
@@ -248,7 +249,8 @@ def train(
                 "global_step": global_step,
                 "seed": seed,
                 "world_size": ctx.world_size,
-                "config": {k: dict(v) for k, v in cfg.items()},
+                # secrets (training.api_key, data.token...) stay out of checkpoints and their backups
+                "config": split_secrets({k: dict(v) for k, v in cfg.items()})[0],
                 "metrics": metrics,
                 "history": history,
                 "dataset": {"vocab": list(meta.vocab), "labels": list(meta.labels),
