@@ -128,8 +128,12 @@ class TrainingResult:
         """Write ``result.json`` atomically (a reader never sees half a file)."""
         path = self.run_dir / contract.RESULT_FILE
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2))
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # no empty or half file left (a full disk)
+            raise
         return path
 
     @classmethod
