@@ -12,7 +12,12 @@ dies. The guard closes that gap on Linux:
   killed notebook kernel sends it) it stops the whole tree: SIGTERM, a grace
   period, then SIGKILL;
 - when torchrun exits, it stops whatever the job left running, then exits
-  with torchrun's status (re-raising torchrun's death signal, if any).
+  with torchrun's status (re-raising torchrun's death signal, if any; one no
+  handler can be set for, SIGKILL, is re-raised all the same);
+- torchrun dies with it: the guard sets SIGKILL as torchrun's death signal, so
+  a guard killed outright (``kill -9``) takes torchrun along, and the ranks die
+  with torchrun. What they started is then orphaned outside the tree; the
+  parent finds it by the job's mark in its environment (``process.stop_job``).
 
 Standard library only, and no torch: it must start in milliseconds. It runs
 isolated (``-I -S``, see ``process.GUARD_ARGV``), so it must not import nbexec.
@@ -27,6 +32,7 @@ import sys
 import time
 
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
 GRACE_ENV = "NBEXEC_GUARD_GRACE"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -93,6 +99,39 @@ def _reap(block: bool) -> tuple[int, int] | None:
     return (pid, status) if pid else None
 
 
+def _die_with_me() -> object | None:
+    """A preexec hook that makes the child get SIGKILL when the guard dies (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved now: the hook runs in the forked child
+    guard = os.getpid()
+
+    def set_pdeathsig() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != guard:  # the guard died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return set_pdeathsig
+
+
+def exit_like(signum: int) -> int:
+    """End this process by ``signum``, as the child it stands for ended; else return 128 + signum.
+
+    SIGKILL cannot have a handler (``signal.signal`` refuses it) but needs none
+    to end a process; a signal whose default is not to end one (or that cannot
+    be reset) leaves the shell's code for it.
+    """
+    if signum != signal.SIGKILL:
+        try:
+            signal.signal(signum, signal.SIG_DFL)
+        except (OSError, ValueError):
+            return 128 + signum
+    os.kill(os.getpid(), signum)
+    return 128 + signum  # still here: its default action is not to end a process
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print("usage: python -I -S guard.py ARGV...  (or python -m nbexec.runner.guard ARGV...)", file=sys.stderr)
@@ -106,8 +145,9 @@ def main(argv: list[str]) -> int:
     for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_stop)
     child = None
+    code = 1
     try:
-        child = subprocess.Popen(argv)
+        child = subprocess.Popen(argv, preexec_fn=_die_with_me())  # noqa: PLW1509 - the guard has one thread
         status = None
         while status is None:
             reaped = _reap(block=True)  # reaps orphans too, so none stay zombies
@@ -115,18 +155,17 @@ def main(argv: list[str]) -> int:
                 break
             if reaped[0] == child.pid:
                 status = reaped[1]
-        if linux:
-            stop_tree(grace)  # anything the job left running
         code = os.waitstatus_to_exitcode(status) if status is not None else 1
+        for sig in STOP_SIGNALS:  # torchrun is over: a stop signal now changes nothing of what follows
+            signal.signal(sig, signal.SIG_IGN)
     except _Stop as stop:
-        if linux:
-            stop_tree(grace)
-        elif child is not None:
-            child.terminate()
         code = -stop.signum
+    if linux:
+        stop_tree(grace)  # the whole job on a stop; anything the job left running otherwise
+    elif child is not None and child.poll() is None:
+        child.terminate()
     if code < 0:  # die the way torchrun died, so the parent sees the same signal
-        signal.signal(-code, signal.SIG_DFL)
-        os.kill(os.getpid(), -code)
+        return exit_like(-code)
     return code
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
+import os
 import shlex
 import signal
 import threading
@@ -15,9 +18,10 @@ from nbexec import contract
 from nbexec.errors import NbexecError, RootCause, RunDirectoryTaken, TrainingCancelled, TrainingFailed
 from nbexec.events import Event
 from nbexec.plan import LaunchPlan
+from nbexec.redact import Scrubber, redact_argv
 from nbexec.result import RunStatus, TrainingResult
 from nbexec.runner.lines import LogLine
-from nbexec.runner.process import spawn_launcher, terminate_tree
+from nbexec.runner.process import spawn_launcher, stop_job, stop_leftovers
 from nbexec.runner.rootcause import find_root_cause
 from nbexec.runner.sinks import Dispatcher, Sink
 from nbexec.runner.streams import LogPump
@@ -74,7 +78,7 @@ class TrainingRun:
         """Write the run dir's inputs and start the launcher and the pump."""
         plan = self.plan
         self._pump = LogPump(plan.run_dir, self._dispatcher, on_events=self._record_events,
-                             on_text_progress=self._record_text_progress)
+                             on_text_progress=self._record_text_progress, scrubber=self._scrubber)
         env = {**plan.env, **self._pump.child_env()}
         self.started_at = time.time()
         try:
@@ -95,6 +99,7 @@ class TrainingRun:
             self._pump.run(lambda: self._proc.poll() is not None)
         finally:
             exit_code = self._proc.wait()
+            stop_leftovers(self._proc)  # what its guard could not stop (a guard killed outright)
             self._finish(exit_code)
 
     def _final_status(self, exit_code: int) -> RunStatus:
@@ -105,7 +110,20 @@ class TrainingRun:
 
     def _root_cause(self, exit_code: int) -> RootCause:
         """Why a FAILED job failed (a scheduler may know better, e.g. a time limit)."""
-        return find_root_cause(self.plan.run_dir, exit_code)
+        cause = find_root_cause(self.plan.run_dir, exit_code)
+        full = self._pump.write_error if self._pump is not None else None
+        if cause.rank is None and full is not None and full[1].errno == errno.ENOSPC:
+            # the ranks could not record why either; the full disk is the likeliest reason
+            path, err = full
+            cause = RootCause(rank=None, exit_code=exit_code, message=(
+                f"no space left on the device holding {path.parent} ({os.strerror(err.errno)}); the job "
+                "failed with it. Free space there, or choose another output dir (--output / output.dir)"))
+        return cause
+
+    @functools.cached_property
+    def _scrubber(self) -> Scrubber:
+        """The secret values this job knows (config, environment, argv): kept out of every file it writes."""
+        return Scrubber.from_sources(self.plan.config.to_dict(), self.plan.env, argv=self.plan.argv)
 
     def _finish(self, exit_code: int) -> None:
         status = self._final_status(exit_code)
@@ -122,10 +140,10 @@ class TrainingRun:
             nproc=self.plan.nproc,
             backend=self.plan.backend,
             config_hash=self.plan.config.config_hash,
-            command=self.plan.argv,
+            command=tuple(redact_argv(self.plan.argv)),  # e.g. "-- --password X" in the script args
             metrics=dict(self._metrics),
             checkpoint=self._checkpoint_path(),
-            root_cause=root_cause,
+            root_cause=_scrubbed(root_cause, self._scrubber),
             log_paths=self._pump.log_paths() if self._pump else {},
             tracking=None if self.plan.config.tracking.enabled else {"state": "off"},
         )
@@ -139,6 +157,10 @@ class TrainingRun:
             self._dispatcher.put_lines([LogLine(None, "stderr", note, time.time())])
         try:
             result.write()
+        except OSError as err:  # a full disk: the outcome stays as it is, in memory and on screen
+            reason = os.strerror(err.errno) if err.errno else str(err)
+            note = f"nbexec: {contract.RESULT_FILE} could not be written in {self.plan.run_dir}: {reason}"
+            self._dispatcher.put_lines([LogLine(None, "stderr", note, time.time())])
         finally:
             with self._lock:
                 self._result = result
@@ -282,13 +304,25 @@ class TrainingRun:
     def cancel(self, grace: float = 10.0) -> None:
         """Stop the job: SIGTERM to every process, ``grace`` seconds, then SIGKILL.
 
-        Idempotent; returns once no process of the job is left. The run ends KILLED.
+        Idempotent; returns once no process of the job is left, including
+        processes its process tree lost (its guard killed). The run ends
+        KILLED, unless it had ended already.
+
+        Raises:
+            NbexecError: some process of the job is still alive after SIGKILL
+                (its pid is in the message).
         """
         with self._lock:
             if self._done.is_set() or self._proc is None:
                 return
             self._cancel_requested = True
-        terminate_tree(self._proc.pid, grace)
+        left = stop_job(self._proc, grace)
+        if left:
+            pids = ", ".join(str(p.pid) for p in left)
+            raise NbexecError(
+                f"could not stop every process of run {self.name!r}: pid {pids} still running after SIGKILL "
+                "(stuck in the kernel, or run by another user); stop them by hand"
+            )
         self._done.wait(DRAIN_TIMEOUT)
 
     def __enter__(self) -> TrainingRun:
@@ -321,7 +355,7 @@ def write_run_inputs(plan: LaunchPlan) -> None:
     """
     import yaml
 
-    from nbexec.redact import redact_argv, split_secrets
+    from nbexec.redact import split_secrets
 
     run_dir = plan.run_dir
     try:
@@ -332,6 +366,7 @@ def write_run_inputs(plan: LaunchPlan) -> None:
     except FileExistsError:
         raise RunDirectoryTaken(run_dir) from None
     clean, _ = split_secrets(plan.config.to_dict())
+    clean["launch"]["args"] = redact_argv(clean["launch"].get("args") or [])  # "-- --api-key=X"
     (run_dir / contract.CONFIG_FILE).write_text(yaml.safe_dump(clean, sort_keys=False), encoding="utf-8")
     env_lines = "\n".join(f"{k}={v}" for k, v in plan.recorded_env().items())
     argv = redact_argv(plan.argv)  # e.g. "--hf-token VALUE" in the script args
@@ -341,6 +376,16 @@ def write_run_inputs(plan: LaunchPlan) -> None:
         f"# environment nbexec set, and relevant inherited variables (secrets redacted)\n{env_lines}\n",
         encoding="utf-8",
     )
+
+
+def _scrubbed(cause: RootCause | None, scrubber: Scrubber) -> RootCause | None:
+    """A root cause without the secret values an exception's text may carry (a token in a URL...)."""
+    if cause is None or not scrubber:
+        return cause
+    from dataclasses import replace
+
+    return replace(cause, message=scrubber.text(cause.message), traceback=scrubber.text(cause.traceback),
+                   where=scrubber.text(cause.where))
 
 
 __all__ = ["TrainingRun", "Finalizer", "KILLED_EXIT_CODE", "write_run_inputs"]

@@ -33,9 +33,7 @@ from __future__ import annotations
 import json
 import os
 import selectors
-import shutil
 import socket
-import tempfile
 import threading
 import time
 from collections import deque
@@ -45,8 +43,10 @@ from typing import IO, Any
 
 from nbexec import contract
 from nbexec.events import Event, EventTail
+from nbexec.redact import Scrubber
 from nbexec.runner.lines import LineSplitter, LogLine, display_text, terminal_picture
 from nbexec.runner.sinks import Dispatcher
+from nbexec.runner.socket_dir import make_socket_dir, remove_socket_dir
 from nbexec.runner.textprogress import parse_progress
 
 READ_SIZE = 1 << 16
@@ -69,7 +69,7 @@ TAG_STREAMS = {b"o": "stdout", b"e": "stderr"}  # the packet channel's stream ta
 class _Source:
     """One incoming byte stream: a rank's stdout or stderr, or a launcher pipe."""
 
-    def __init__(self, rank: int | None, stream: str, file: IO[bytes]) -> None:
+    def __init__(self, rank: int | None, stream: str, file: _LogFile) -> None:
         self.rank = rank
         self.stream = stream
         self.file = file
@@ -112,6 +112,7 @@ class LogPump:
         on_events: Callable[[list[Event]], None],
         on_text_progress: Callable[[Event], None] | None = None,
         tail_lines: int = 2000,
+        scrubber: Scrubber | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.log_dir = run_dir / contract.LOG_DIR
@@ -120,14 +121,19 @@ class LogPump:
         self._on_events = on_events
         self._on_text_progress = on_text_progress
         self._tail_lines = tail_lines
+        # Secret values the job knows (a token in the environment): replaced in every line it
+        # prints before the line is written anywhere, as a traceback may carry one.
+        self._scrubber = scrubber if scrubber else None
         # raw (stream, bytes, time): decoded only when someone reads the tail
         self._tails: dict[int | None, deque[tuple[str, bytes, float]]] = {}
         self._tails_lock = threading.Lock()
-        self._files: dict[int | None, IO[bytes]] = {}
+        self._files: dict[int | None, _LogFile] = {}
+        self.write_error: tuple[Path, OSError] | None = None  # the first log file that could not be written
         self._events = EventTail(run_dir / contract.EVENTS_FILE)
         self._selector = selectors.DefaultSelector()
-        # Short private paths: unix socket paths are limited to ~107 bytes.
-        self._socket_dir = tempfile.mkdtemp(prefix="nbexec-")
+        # Short private paths: unix socket paths are limited to ~107 bytes. The folder names its
+        # owner, so one a killed process left is removed by the next (see .socket_dir).
+        self._socket_dir = make_socket_dir()
         self.socket_path = os.path.join(self._socket_dir, "logs.sock")
         self.packet_socket_path: str | None = os.path.join(self._socket_dir, "py.sock")
         self._server = self._listen(socket.SOCK_STREAM, self.socket_path, "server")
@@ -342,7 +348,12 @@ class LogPump:
             return
         if any(b"\r" in r for r in raw_lines):
             raw_lines = [terminal_picture(r) for r in raw_lines]
-        source.file.write(b"\n".join(raw_lines) + b"\n")
+        data = b"\n".join(raw_lines)
+        if self._scrubber is not None:
+            clean = self._scrubber.raw(data)
+            if clean is not data:
+                data, raw_lines = clean, clean.split(b"\n")
+        source.file.write(data + b"\n")
         now = time.time()
         with self._tails_lock:
             tail = self._tails.get(source.rank)
@@ -378,7 +389,10 @@ class LogPump:
                 self._text_progress(pending, wall)
             if source.rank is None and self._rank_failure_known():
                 continue
-            partials.append(LogLine(source.rank, source.stream, source.text(pending), wall, partial=True))
+            text = source.text(pending)
+            if self._scrubber is not None:
+                text = self._scrubber.text(text)
+            partials.append(LogLine(source.rank, source.stream, text, wall, partial=True))
         if partials and self._dispatcher.wants_lines:
             self._dispatcher.put_partial(partials)
 
@@ -428,7 +442,7 @@ class LogPump:
         else:
             self._open_pipes -= 1
 
-    def _file(self, rank: int | None) -> IO[bytes]:
+    def _file(self, rank: int | None) -> _LogFile:
         f = self._files.get(rank)
         if f is None:
             path = (
@@ -436,8 +450,17 @@ class LogPump:
                 if rank is None
                 else contract.rank_log_path(self.run_dir, rank)
             )
-            f = self._files[rank] = open(path, "ab", buffering=1 << 20)  # noqa: SIM115 - closed in _close
+            f = self._files[rank] = _LogFile(path, self._write_failed)
         return f
+
+    def _write_failed(self, path: Path, err: OSError) -> None:
+        """A log file cannot be written (a full disk): say so once; the job and its display go on."""
+        if self.write_error is None:
+            self.write_error = (path, err)
+        reason = os.strerror(err.errno) if err.errno else str(err)
+        note = (f"nbexec: cannot write {path}: {reason}; the job goes on, its output is shown but not "
+                "saved there")
+        self._dispatcher.put_lines([LogLine(None, "stderr", note, time.time())])
 
     def _flush_files(self) -> None:
         for f in self._files.values():
@@ -456,7 +479,53 @@ class LogPump:
         self._selector.close()
         for f in self._files.values():
             f.close()
-        shutil.rmtree(self._socket_dir, ignore_errors=True)
+        remove_socket_dir(self._socket_dir)
+
+
+class _LogFile:
+    """A log file of the run dir. A write that fails (no space left) is reported once; later ones are skipped,
+    so a full disk never stops the pump from reading the job (which would block or kill its ranks)."""
+
+    def __init__(self, path: Path, on_error: Callable[[Path, OSError], None]) -> None:
+        self.path = path
+        self._on_error = on_error
+        self._fh: IO[bytes] | None
+        try:
+            self._fh = open(path, "ab", buffering=1 << 20)  # noqa: SIM115 - closed in close()
+        except OSError as err:
+            self._fh = None
+            on_error(path, err)
+
+    def write(self, data: bytes) -> None:
+        if self._fh is not None:
+            try:
+                self._fh.write(data)
+            except OSError as err:
+                self._fail(err)
+
+    def flush(self) -> None:
+        if self._fh is not None:
+            try:
+                self._fh.flush()
+            except OSError as err:
+                self._fail(err)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            try:
+                self._fh.close()
+            except OSError as err:
+                self._fail(err)
+            self._fh = None
+
+    def _fail(self, err: OSError) -> None:
+        fh, self._fh = self._fh, None
+        self._on_error(self.path, err)
+        try:
+            if fh is not None:
+                fh.close()  # its buffer cannot be written either
+        except OSError:
+            pass
 
 
 def _read_pipe(fileobj: IO[bytes]) -> bytes | None:
