@@ -8,31 +8,130 @@
 
 Exit codes: 0 success, 1 training failed, 2 bad config or usage,
 3 environment or tracking store not ready, 4 backup failed (a training that
-finished stays finished: its checkpoint is in the run dir), 130 interrupted
-(the job is cancelled first).
+finished stays finished: its checkpoint is in the run dir), 130 interrupted,
+143 SIGTERM, 129 SIGHUP (128 + the signal; the job is cancelled first and its
+outcome written: ``result.json`` and the MLflow run end KILLED).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from nbexec.errors import (
     BackupError,
     ConfigError,
     EnvironmentCheckError,
+    NbexecError,
     TrackingError,
     TrainingCancelled,
     TrainingFailed,
 )
 from nbexec.options import add_train_arguments, prepare_from_args, split_script_args
+from nbexec.runner.sinks import Sink
 
 if TYPE_CHECKING:
+    from types import FrameType
+
+    from nbexec.plan import LaunchPlan
     from nbexec.result import TrainingResult
+    from nbexec.runner.handle import TrainingRun
 
 EXIT_FAILED, EXIT_USAGE, EXIT_ENV, EXIT_BACKUP, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP reached the ``nbexec`` program: handled as Ctrl-C is, exit code 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum: int) -> KeyboardInterrupt:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Stopped(signum)
+
+
+def exit_code_of(stop: KeyboardInterrupt) -> int:
+    """130 for Ctrl-C, 128 + the signal for SIGTERM (143) and SIGHUP (129)."""
+    return 128 + stop.signum if isinstance(stop, Stopped) else EXIT_INTERRUPTED
+
+
+class StopSignals:
+    """What SIGINT, SIGTERM and SIGHUP do to the ``nbexec`` program.
+
+    :func:`run` installs it (a program may; the library installs no signal
+    handlers). Any of the three raises in the main thread, SIGINT as
+    ``KeyboardInterrupt``, the others as :class:`Stopped`, so a job is
+    cancelled and its outcome written whichever ended the program. Around a
+    job it does more:
+
+    - while the job is being started (:meth:`starting`), the first signal
+      waits until the run handle exists (:meth:`raise_held`), so the job
+      that was started is the one cancelled; a second one gives up the start;
+    - once the job runs (:meth:`watching`), only the first signal raises.
+      Later ones, while the job is being stopped, call ``hurry`` once (cancel
+      without the grace period) and return: raising there would abandon
+      ``result.json`` and the MLflow run half way.
+    """
+
+    def __init__(self) -> None:
+        self._holding = False
+        self._held: int | None = None
+        self._watching = False
+        self._raised = False
+        self._hurry: Callable[[], None] | None = None
+
+    def install(self) -> StopSignals:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._handle)
+        return self
+
+    @contextmanager
+    def starting(self) -> Iterator[None]:
+        """The job is being started: the first signal is held until :meth:`raise_held`.
+
+        Still held after the block, so none is lost before the caller's ``try``;
+        the block raising (nothing started) ends the holding.
+        """
+        self._holding, self._held = True, None
+        try:
+            yield
+        except BaseException:
+            self._holding = False
+            raise
+
+    def watching(self, hurry: Callable[[], None]) -> None:
+        """The job runs: the first signal raises, later ones call ``hurry`` (once)."""
+        self._watching, self._raised, self._hurry = True, False, hurry
+
+    def raise_held(self) -> None:
+        """Stop holding; raise the signal that came while the job was starting, if one did."""
+        self._holding = False
+        held, self._held = self._held, None
+        if held is not None:
+            self._raised = True
+            raise _interrupt(held)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        # Runs in the main thread between two bytecodes: no printing here (the main
+        # thread may be inside a print to the same stream), no blocking.
+        if self._holding and self._held is None:
+            self._held = signum
+            return
+        if self._watching and (self._raised or self._held is not None):
+            hurry, self._hurry = self._hurry, None
+            if hurry is not None:
+                hurry()
+            return
+        self._raised = True
+        raise _interrupt(signum)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,13 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, signals: StopSignals | None = None) -> int:
+    """Run one command; returns its exit code.
+
+    Args:
+        signals: the program's signal handling (:func:`run` installs it); without it,
+            Ctrl-C still cancels the job (``KeyboardInterrupt``).
+    """
     args_list, script_args = split_script_args(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(args_list)
     _quiet_backup_warnings()
     try:
         if args.command == "train":
-            return _train(args, script_args)
+            return _train(args, script_args, signals or StopSignals())
         if args.command in ("hpo", "lineage"):
             from nbexec.hpo import cli as hpo_cli
 
@@ -88,9 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingFailed as err:  # nbexec hpo --final
         print(f"nbexec: FAILED\n{err}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:  # nbexec hpo: the trial's job is already cancelled; run again to resume
-        print("\nnbexec: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as stop:  # nbexec hpo: the trial's job is already cancelled; run again to resume
+        _say(f"\nnbexec: {_what_stopped(stop)}")
+        return exit_code_of(stop)
     except BackupError as err:  # the backup target is unusable: nothing was started
         print(f"nbexec: backup: {err}", file=sys.stderr)
         return EXIT_ENV
@@ -105,7 +210,7 @@ def _quiet_backup_warnings() -> None:
     warnings.filterwarnings("ignore", message=r"training .* FINISHED, but its backup", category=BackupWarning)
 
 
-def _train(args: argparse.Namespace, script_args: list[str] | None) -> int:
+def _train(args: argparse.Namespace, script_args: list[str] | None, signals: StopSignals) -> int:
     from nbexec.executor import launch
     from nbexec.runner.sinks import TerminalSink
 
@@ -115,23 +220,23 @@ def _train(args: argparse.Namespace, script_args: list[str] | None) -> int:
 
         print(dry_run(plan))  # the plan, plus other nodes' commands / sbatch script / job YAML
         return 0
-    print(f"nbexec: starting {plan.run_name}: {plan.nproc} x {plan.backend}, logs in {plan.log_dir}", flush=True)
     launch_cfg = plan.config.launch
-    if launch_cfg.is_multinode and launch_cfg.scheduler == "local":
-        from nbexec.schedulers.multinode import describe_peers
-
-        print(describe_peers(plan), flush=True)  # what every other node must run
-    sinks = [] if args.quiet else [TerminalSink(ranks=args.ranks)]
-    run = launch(plan=plan, sinks=sinks)
-    if getattr(run, "job_id", None):
-        print(f"nbexec: submitted {launch_cfg.scheduler} job {run.job_id}", flush=True)
+    # The starting line comes once the job's processes are up, before any of their
+    # lines: an error that stops the launch (nothing started) comes without it.
+    sinks: list[Sink] = [_StartingLine(plan)]
+    if not args.quiet:
+        sinks.append(TerminalSink(ranks=args.ranks))
+    with signals.starting():
+        run = launch(plan=plan, sinks=sinks)
+        hurry = _Hurry(run)
+        signals.watching(hurry=hurry)
     try:
+        signals.raise_held()
+        if getattr(run, "job_id", None):
+            print(f"nbexec: submitted {launch_cfg.scheduler} job {run.job_id}", flush=True)
         result = run.result()
-    except KeyboardInterrupt:
-        print("\nnbexec: interrupted; stopping the job...", file=sys.stderr, flush=True)
-        run.cancel()
-        print(f"nbexec: {run.name} KILLED; logs in {plan.log_dir}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM/SIGHUP (Stopped)
+        return _stop(run, stop)
     except TrainingCancelled as err:
         print(f"nbexec: {err}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -139,6 +244,8 @@ def _train(args: argparse.Namespace, script_args: list[str] | None) -> int:
         streamed = not args.quiet and (args.ranks is None or err.rank in args.ranks)
         print(failure_report(err, run.outcome, traceback_shown=streamed), file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        hurry.close()
     metrics = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()) or "none reported"
     print(
         f"nbexec: {result.run_name} {result.status.value} in {result.duration_s:.1f} s\n"
@@ -158,6 +265,84 @@ def _train(args: argparse.Namespace, script_args: list[str] | None) -> int:
         if not ok:
             return EXIT_BACKUP
     return 0
+
+
+class _StartingLine(Sink):
+    """Prints ``nbexec: starting <run>: ...`` once the job's processes are up."""
+
+    wants_lines = False
+
+    def __init__(self, plan: LaunchPlan) -> None:
+        self.plan = plan
+
+    def on_start(self, run: object) -> None:
+        plan = self.plan
+        print(f"nbexec: starting {plan.run_name}: {plan.nproc} x {plan.backend}, logs in {plan.log_dir}", flush=True)
+        launch_cfg = plan.config.launch
+        if launch_cfg.is_multinode and launch_cfg.scheduler == "local":
+            from nbexec.schedulers.multinode import describe_peers
+
+            print(describe_peers(plan), flush=True)  # what every other node must run
+
+
+class _Hurry:
+    """Called from the signal handler: cancel the run without its grace period, on a thread of its own.
+
+    The thread waits from the start, so the handler only sets an event: it
+    must neither block nor print. :meth:`close` ends the thread unused.
+    """
+
+    def __init__(self, run: TrainingRun) -> None:
+        self.run = run
+        self._asked = threading.Event()
+        self._closed = False
+        threading.Thread(target=self._wait, name="nbexec-hurry", daemon=True).start()
+
+    def __call__(self) -> None:
+        self._asked.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._asked.set()
+
+    def _wait(self) -> None:
+        self._asked.wait()
+        if self._closed or self.run.done():
+            return
+        _say("nbexec: stopping now, without the grace period")
+        try:
+            self.run.cancel(grace=0.0)
+        except NbexecError:
+            pass  # the main thread's cancel() says what is left
+
+
+def _stop(run: TrainingRun, stop: KeyboardInterrupt) -> int:
+    """Cancel the job after a signal and say how it ended (result.json and the MLflow run are written then)."""
+    newline = "" if isinstance(stop, Stopped) else "\n"  # after the terminal's ^C
+    _say(f"{newline}nbexec: {_what_stopped(stop)}; stopping the job...")
+    try:
+        run.cancel()
+    except NbexecError as err:
+        _say(f"nbexec: {err}")
+        return exit_code_of(stop)
+    outcome = run.outcome
+    if outcome is None:
+        _say(f"nbexec: {run.name} stopped, but its result is not written yet; logs in {run.plan.log_dir}")
+    else:
+        _say(f"nbexec: {run.name} {outcome.status.value}; logs in {run.plan.log_dir}")
+    return exit_code_of(stop)
+
+
+def _what_stopped(stop: KeyboardInterrupt) -> str:
+    return f"got {signal.Signals(stop.signum).name}" if isinstance(stop, Stopped) else "interrupted"
+
+
+def _say(text: str) -> None:
+    """A line on stderr that may fail (SIGHUP: the terminal is gone) without stopping what follows."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def failure_report(err: TrainingFailed, result: TrainingResult | None, *, traceback_shown: bool) -> str:
@@ -204,6 +389,10 @@ def _doctor(args: argparse.Namespace) -> int:
 def run() -> None:
     """The ``nbexec`` program: :func:`main`, then exit with its code.
 
+    SIGINT, SIGTERM and SIGHUP cancel a running job and write its outcome
+    before the program exits (:class:`StopSignals`, installed here only: the
+    library installs no signal handlers).
+
     Before exiting, the heap is frozen (``gc.freeze()``): with MLflow's import
     graph loaded, the interpreter's final garbage collections took ~0.5 s of
     every ``nbexec train`` (about a quarter of a no-op 2-rank job). The job is
@@ -213,7 +402,7 @@ def run() -> None:
     """
     import gc
 
-    code = main()
+    code = main(signals=StopSignals().install())
     gc.freeze()
     raise SystemExit(code)
 

@@ -12,7 +12,9 @@ The magic renders and forwards: the options are the command line's
 (:mod:`nbexec.options`), the job goes through :func:`nbexec.launch`, and the
 run is shown by a :class:`~nbexec.notebook.live.LiveRunView` sink. An
 interrupt (the kernel's stop button) cancels the job: every process of it is
-stopped and the run ends KILLED before the ``KeyboardInterrupt`` goes on.
+stopped and the run ends KILLED before the ``KeyboardInterrupt`` goes on. So
+does a shutdown or restart of the kernel while a job runs (``--background``
+or not): see :mod:`nbexec.notebook.live_runs`.
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ def _run_in_cell(plan: LaunchPlan, args: argparse.Namespace, ranks: tuple[int, .
     from nbexec.executor import launch
     from nbexec.notebook.errors import shown_briefly
     from nbexec.notebook.live import LiveRunView
+    from nbexec.notebook.live_runs import track
     from nbexec.notebook.summary import code_version
     from nbexec.notebook.tail import DEFAULT_TAIL
     from nbexec.tracking.tags import git_tags
@@ -151,6 +154,7 @@ def _run_in_cell(plan: LaunchPlan, args: argparse.Namespace, ranks: tuple[int, .
         if isinstance(err, Exception):
             raise shown_briefly(err) from None
         raise
+    track(run)  # cancelled if the kernel shuts down while it runs
     view.attach(run)
     if args.background:
         return run
@@ -190,6 +194,7 @@ def _run_in_terminal(plan: LaunchPlan, args: argparse.Namespace, ranks: tuple[in
     from nbexec.errors import TrainingFailed
     from nbexec.executor import launch
     from nbexec.notebook.errors import failure_lines, shown_briefly
+    from nbexec.notebook.live_runs import track
     from nbexec.notebook.summary import RunSummary, render_summary_text
     from nbexec.notebook.tail import is_shown
     from nbexec.runner.sinks import TerminalSink
@@ -204,6 +209,7 @@ def _run_in_terminal(plan: LaunchPlan, args: argparse.Namespace, ranks: tuple[in
     sinks = [] if args.quiet else [RankLines()]
     print(f"nbexec: starting {plan.run_name}: {plan.nproc} x {plan.backend}, logs in {plan.log_dir}", flush=True)
     run = launch(plan=plan, sinks=sinks)
+    track(run)  # cancelled if the kernel shuts down while it runs
     if args.background:
         return run
     try:
