@@ -33,12 +33,11 @@ from nbexec.errors import (
     TrainingFailed,
 )
 from nbexec.options import add_train_arguments, prepare_from_args, split_script_args
-from nbexec.runner.sinks import Sink
+from nbexec.runner.sinks import Sink, StartedLine
 
 if TYPE_CHECKING:
     from types import FrameType
 
-    from nbexec.plan import LaunchPlan
     from nbexec.result import TrainingResult
     from nbexec.runner.handle import TrainingRun
 
@@ -257,6 +256,8 @@ def _train(args: argparse.Namespace, script_args: list[str] | None, signals: Sto
     if setup is not None:
         print(f"  mlflow:     {result.mlflow_run_id} (experiment {setup.experiment_name}, id {setup.experiment_id})\n"
               f"  open:       {setup.run_url(result.mlflow_run_id) or setup.ui_hint}")
+    elif result.untracked_reason:  # not a tracked success: said plainly (result.json has it too)
+        print(f"  mlflow:     NOT tracked: {result.untracked_reason}", file=sys.stderr)
     if result.backup is not None:
         from nbexec.notebook.summary import backup_line
 
@@ -267,17 +268,12 @@ def _train(args: argparse.Namespace, script_args: list[str] | None, signals: Sto
     return 0
 
 
-class _StartingLine(Sink):
-    """Prints ``nbexec: starting <run>: ...`` once the job's processes are up."""
-
-    wants_lines = False
-
-    def __init__(self, plan: LaunchPlan) -> None:
-        self.plan = plan
+class _StartingLine(StartedLine):
+    """The starting line, then (multi-node) what every other node must run."""
 
     def on_start(self, run: object) -> None:
+        super().on_start(run)
         plan = self.plan
-        print(f"nbexec: starting {plan.run_name}: {plan.nproc} x {plan.backend}, logs in {plan.log_dir}", flush=True)
         launch_cfg = plan.config.launch
         if launch_cfg.is_multinode and launch_cfg.scheduler == "local":
             from nbexec.schedulers.multinode import describe_peers
@@ -380,7 +376,9 @@ def _doctor(args: argparse.Namespace) -> int:
     print(f"hardware:  {hw.summary()}")
     print(f"gpu probe: {hw.gpu_source}" + (f" ({hw.gpu_error})" if hw.gpu_error else ""))
     print(f"plan:      {plan.nproc} process(es), backend {plan.backend}")
-    checks = check_environment(plan)
+    from nbexec.tracking.checkup import check_store
+
+    checks = check_environment(plan) + check_store(plan.config)
     for check in checks:
         print(f"  [{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
     return 0 if all(c.ok for c in checks) else EXIT_ENV

@@ -197,7 +197,7 @@ def _run_in_terminal(plan: LaunchPlan, args: argparse.Namespace, ranks: tuple[in
     from nbexec.notebook.live_runs import track
     from nbexec.notebook.summary import RunSummary, render_summary_text
     from nbexec.notebook.tail import is_shown
-    from nbexec.runner.sinks import TerminalSink
+    from nbexec.runner.sinks import Sink, StartedLine, TerminalSink
 
     class RankLines(TerminalSink):
         def on_lines(self, lines: Sequence[LogLine]) -> None:
@@ -206,8 +206,9 @@ def _run_in_terminal(plan: LaunchPlan, args: argparse.Namespace, ranks: tuple[in
         def on_partial(self, lines: Sequence[LogLine]) -> None:
             super().on_partial([ln for ln in lines if is_shown(ln, ranks)])
 
-    sinks = [] if args.quiet else [RankLines()]
-    print(f"nbexec: starting {plan.run_name}: {plan.nproc} x {plan.backend}, logs in {plan.log_dir}", flush=True)
+    sinks: list[Sink] = [StartedLine(plan)]  # once the job is up: an error that stops it comes alone
+    if not args.quiet:
+        sinks.append(RankLines())
     run = launch(plan=plan, sinks=sinks)
     track(run)  # cancelled if the kernel shuts down while it runs
     if args.background:

@@ -32,6 +32,7 @@ from nbexec.errors import ConfigError
 from nbexec.hardware import HardwareInfo, detect_hardware
 from nbexec.notebook import markup
 from nbexec.notebook.history_box import RunHistoryBox
+from nbexec.notebook.live_runs import track
 from nbexec.notebook.panel_form import ConfigForm
 from nbexec.result import RunStatus
 from nbexec.runner.sinks import Sink
@@ -211,6 +212,7 @@ class TrainingPanel:
                 self._show_not_started(err)
                 return None
             view.attach(run)
+            track(run)  # cancelled, its outcome written, if the kernel shuts down while it runs
             self.run, self._job_over = run, over
             self.status.value = f"{run.name}: {RunStatus.RUNNING.value}"
             self._sync_buttons()

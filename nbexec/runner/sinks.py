@@ -18,6 +18,7 @@ from nbexec.events import Event
 from nbexec.runner.lines import LogLine
 
 if TYPE_CHECKING:
+    from nbexec.plan import LaunchPlan
     from nbexec.result import TrainingResult
 
 QUEUE_BATCHES = 2048  # bounded: at most this many pending batches of lines/events
@@ -265,6 +266,25 @@ class TerminalSink(Sink):
         self.stream.write(clear + text + status)
         self.stream.flush()
         self._status = status
+
+
+class StartedLine(Sink):
+    """Prints ``nbexec: starting <run>: N x backend, logs in ...`` once the job's processes are up.
+
+    Not before: a launch stopped by an error (nothing started) must not have
+    said it was starting.
+    """
+
+    wants_lines = False
+
+    def __init__(self, plan: LaunchPlan, stream: TextIO | None = None) -> None:
+        self.plan = plan
+        self.stream = stream or sys.stdout
+
+    def on_start(self, run: object) -> None:
+        plan = self.plan
+        print(f"nbexec: starting {plan.run_name}: {plan.nproc} x {plan.backend}, logs in {plan.log_dir}",
+              file=self.stream, flush=True)
 
 
 def _fit(text: str) -> str:

@@ -178,7 +178,8 @@ def test_tracking_required_stops_the_launch_when_the_run_cannot_be_opened(tmp_pa
     assert not (tmp_path / "outputs").exists()
 
 
-def test_a_run_left_running_by_a_killed_launcher_is_ended_by_the_next_launch(tmp_path):
+@pytest.mark.parametrize("later", ["the next launch", "nbexec doctor"])
+def test_a_run_left_running_by_a_killed_launcher_is_ended_later(tmp_path, later):
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -201,7 +202,12 @@ def test_a_run_left_running_by_a_killed_launcher_is_ended_by_the_next_launch(tmp
     client = MlflowClient(uri)
     assert client.get_run(run_id).info.status == "RUNNING"
 
-    done = train(tmp_path, uri=uri)  # the next launch against the store, on this host
+    if later == "the next launch":  # against the same store, on this host
+        done = train(tmp_path, uri=uri)
+    else:
+        done = subprocess.run([sys.executable, "-m", "nbexec.cli", "doctor"], cwd=tmp_path, env=env_for(uri),
+                              capture_output=True, text=True, timeout=JOB_WAIT_S)
+        assert f"ended 1 run(s) KILLED whose launcher on this host had died: {run_id}" in done.stdout, done.stdout
     assert done.returncode == 0, done.stdout + done.stderr
     left = client.get_run(run_id)
     assert left.info.status == "KILLED"
