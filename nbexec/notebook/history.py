@@ -64,10 +64,14 @@ class RunRow:
 def recent_runs(tracking_uri: str, experiment: str, *, limit: int = 10) -> list[RunRow]:
     """The ``limit`` most recently started top-level runs of ``experiment`` (newest first).
 
-    Returns an empty list when the experiment does not exist yet.
+    Returns an empty list when the experiment (or the store) does not exist yet:
+    a SQLite store is never created here (nbexec makes it whole when a job starts).
     """
-    from nbexec.tracking.store import get_client
+    from nbexec.tracking.store import get_client, sqlite_path
 
+    path = sqlite_path(tracking_uri)
+    if path is not None and (not path.is_file() or path.stat().st_size == 0):
+        return []
     client = get_client(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:

@@ -370,7 +370,13 @@ def ensure_sqlite_store(uri: str) -> None:
             forget_database(tmp_uri)
         with open(tmp, "rb+") as fh:  # on disk before it is visible under its name
             os.fsync(fh.fileno())
+        if _schema_state(path)[0] not in ("missing", "empty"):  # made meanwhile by MLflow itself, elsewhere
+            tmp.unlink(missing_ok=True)
+            return
         os.replace(tmp, path)
+        # A connection this process opened on the path before (MLflow caches one engine per URI)
+        # would still point at the file just replaced: SQLite then refuses every write to it.
+        forget_database(uri)
 
 
 class _create_lock:  # noqa: N801 - used as a context manager, reads as a statement
