@@ -18,7 +18,6 @@ untouched except for their type (each must be a mapping).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -29,6 +28,7 @@ from typing import Any
 
 from nbexec.config_fields import BACKENDS, CHECKS, MAX_NPROC, NAME_RE, did_you_mean  # noqa: F401 - re-exported
 from nbexec.errors import ConfigError
+from nbexec.hashing import canonical_sha256
 
 TRAINER_SECTIONS = ("model", "training", "data")
 _PLACEMENT_KEYS = ("node_rank", "rdzv_endpoint", "rdzv_id", "scheduler", "slurm", "azureml")
@@ -159,7 +159,8 @@ class TrainingConfig:
             payload["launch"].pop(key, None)
         if payload["launch"].get("nnodes") == 1:
             del payload["launch"]["nnodes"]
-        return canonical_hash(payload)
+        # the lenient rule and 16 chars: what config hashes always were (MLflow tags, run dirs)
+        return canonical_sha256(payload, lenient=True)[:16]
 
     def __repr__(self) -> str:
         from nbexec.redact import split_secrets
@@ -170,12 +171,6 @@ class TrainingConfig:
     def with_overrides(self, overrides: Iterable[str]) -> TrainingConfig:
         """A new config with ``key.path=value`` overrides applied and re-validated."""
         return load_config(self.to_dict(), overrides=overrides)
-
-
-def canonical_hash(payload: Any) -> str:
-    """Stable short sha256 of JSON-able data, independent of key order."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load_config(

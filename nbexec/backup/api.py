@@ -18,10 +18,10 @@ import re
 from pathlib import Path
 
 from nbexec.backup.colab import flush_drive, mount_drive, my_drive
-from nbexec.backup.copy import sha256_file
 from nbexec.backup.engine import Component, backup_components
 from nbexec.backup.record import BackupRecord, Manifest
 from nbexec.errors import BackupError
+from nbexec.hashing import file_sha256
 
 DRIVE = "drive"
 DRIVE_FOLDER = "nbexec"
@@ -166,7 +166,7 @@ def verify_backup(location: str | os.PathLike[str]) -> Manifest:
         if not path.is_file():
             problems.append(f"{key}: missing")
             continue
-        actual = sha256_file(path)
+        actual = file_sha256(path)
         if actual != entry["sha256"]:
             problems.append(f"{key}: sha256 {actual[:16]}... differs from the manifest's {entry['sha256'][:16]}...")
     if problems:

@@ -15,8 +15,8 @@ the copy's sha256 is the one recorded (a byte compare, not a second sha256
 pass: the hashing is the cost that matters). Hashing a chunk overlaps writing
 and checking the previous one (a writer thread), and a file's fsync and
 rename (a publishing thread) overlap hashing the next file; ``hashlib`` and
-file I/O release the GIL. :func:`sha256_file` re-hashes a whole file (``verify_backup``,
-restores).
+file I/O release the GIL. :func:`nbexec.hashing.file_sha256` re-hashes a whole file
+(``verify_backup``, restores).
 """
 
 from __future__ import annotations
@@ -67,17 +67,6 @@ def remove_stale_tmp(root: Path) -> int:
                 Path(dirpath, name).unlink(missing_ok=True)
                 removed += 1
     return removed
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            digest.update(view[:n])
-    return digest.hexdigest()
 
 
 def _discard(path: Path) -> None:
@@ -285,4 +274,4 @@ class Copier:
         return copied
 
 
-__all__ = ["CHUNK", "Copier", "CopiedFile", "fsync_dir", "remove_stale_tmp", "sha256_file", "is_tmp_name"]
+__all__ = ["CHUNK", "Copier", "CopiedFile", "fsync_dir", "remove_stale_tmp", "is_tmp_name"]

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbexec.backup.copy import CopiedFile, Copier, fsync_dir, is_tmp_name, remove_stale_tmp, sha256_file
+from nbexec.backup.copy import CopiedFile, Copier, fsync_dir, is_tmp_name, remove_stale_tmp
 from nbexec.backup.record import MANIFEST_NAME, BackupRecord, Manifest, utc_now
 from nbexec.backup.sqlite import snapshot_sqlite
 from nbexec.errors import BackupError
+from nbexec.hashing import file_sha256
 
 KINDS = ("dir", "file", "sqlite")
 
@@ -217,14 +218,14 @@ def _unchanged(
         return None
     if sqlite:
         # a fresh snapshot has a fresh mtime: compare contents (databases are small)
-        if sha256_file(src) != prev.get("sha256"):
+        if file_sha256(src) != prev.get("sha256"):
             return None
     elif prev.get("mtime_ns") != st.st_mtime_ns:
         return None
     if (prev.get("dest_mtime_ns"), prev.get("dest_ctime_ns")) == (dst.st_mtime_ns, dst.st_ctime_ns):
         return dict(prev)
     # The copy was touched since the last backup: keep it only if it still holds the data.
-    if sha256_file(dest) != prev.get("sha256"):
+    if file_sha256(dest) != prev.get("sha256"):
         return None
     return {**prev, "dest_mtime_ns": dst.st_mtime_ns, "dest_ctime_ns": dst.st_ctime_ns}
 

@@ -35,16 +35,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nbexec.backup.copy import Copier, fsync_dir, sha256_file, tmp_name
+from nbexec import contract
+from nbexec.backup.copy import Copier, fsync_dir, tmp_name
 from nbexec.backup.record import TAMPERED, Manifest, utc_now
 from nbexec.backup.sqlite import integrity_problem
 from nbexec.errors import BackupError
+from nbexec.hashing import file_sha256
 
 RUN_COMPONENT = "run"
 MLFLOW_DB_COMPONENT = "mlflow.db"
 ARTIFACTS_COMPONENT = "mlartifacts"
 STUDY_COMPONENT = "study.db"
-CHECKPOINT_SUBDIR = "checkpoint"
+CHECKPOINT_SUBDIR = contract.CHECKPOINT_DIR  # the run dir's checkpoint, in the run component
 SQLITE_SIDECARS = ("-wal", "-shm", "-journal")  # SQLite pairs these with a database by name
 UNCHANGED = "nothing was changed"
 
@@ -228,7 +230,7 @@ def _plan(loc: Path, manifest: Manifest, targets: Mapping[str, Path]) -> list[_I
             claimed[real_dest] = key
             state = "new"
             if os.path.lexists(dest):
-                same = dest.is_file() and dest.stat().st_size == entry["size"] and sha256_file(dest) == entry["sha256"]
+                same = dest.is_file() and dest.stat().st_size == entry["size"] and file_sha256(dest) == entry["sha256"]
                 state = "same" if same else "conflict"
             plan.append(_Item(key, src, dest, entry, state, comp["kind"] == "sqlite"))
     if outside:

@@ -10,7 +10,6 @@ file's hash is cached under its absolute path with its size and mtime
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -18,6 +17,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from nbexec.hashing import file_sha256, listing_sha256
 
 ENV_CACHE_DIR = "NBEXEC_CACHE_DIR"
 CACHE_FILE = "data-fingerprints.json"
@@ -72,7 +73,7 @@ def data_fingerprint(path: str | os.PathLike[str], *, cache: str | os.PathLike[s
     use_cache = str(cache_path) != os.devnull
     with _lock:
         entries = _load(cache_path) if use_cache else {}
-        digest = hashlib.sha256()
+        listing: list[tuple[str, str]] = []  # in ``files``' order (sorted as Paths): part of the stored value
         total = hashed = 0
         for file in files:
             st = file.stat()
@@ -85,20 +86,11 @@ def data_fingerprint(path: str | os.PathLike[str], *, cache: str | os.PathLike[s
                 hashed += 1
                 entries[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
             rel = file.name if file == root else file.relative_to(root).as_posix()
-            digest.update(f"{rel}\0{sha}\n".encode())
+            listing.append((rel, sha))
             total += st.st_size
         if use_cache and hashed:
             _save(cache_path, entries)
-    return DataFingerprint(str(root), digest.hexdigest(), files=len(files), bytes=total, hashed=hashed)
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of one file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return DataFingerprint(str(root), listing_sha256(listing), files=len(files), bytes=total, hashed=hashed)
 
 
 def _walk(root: Path) -> list[Path]:

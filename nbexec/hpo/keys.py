@@ -11,12 +11,11 @@ attribute, MLflow tag) before computing it, and store what they compute.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from nbexec.errors import ConfigError
+from nbexec.hashing import canonical_sha256
 
 STUDY_KEY_ATTR = "nbexec.study_key_hash"  # Optuna study user attribute and MLflow tag
 TRIAL_KEY_ATTR = "nbexec.trial_key_hash"  # Optuna trial user attribute and MLflow tag
@@ -24,9 +23,9 @@ KEY_VERSION = 1  # part of every key: bump when what a key covers changes
 
 
 def key_hash(payload: Any) -> str:
-    """sha256 of canonical JSON: stable across processes and key order."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+    """sha256 of canonical JSON: stable across processes and key order (strict: NaN or a
+    value JSON cannot hold raises, so a key never depends on a ``str()``)."""
+    return canonical_sha256(payload)
 
 
 def compute_study_key_hash(

@@ -8,7 +8,6 @@ rebuilds it from that directory and the study file, and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nbexec import contract
+from nbexec.hashing import file_sha256, listing_sha256
 
 LINEAGE_VERSION = 1
 
@@ -182,8 +182,6 @@ def checkpoint_lineage(path: str | os.PathLike[str]) -> CheckpointLineage:
     ``files`` maps each relative path to its sha256; ``sha256`` is the sha256 of
     the lines ``<relative path>\\0<file sha256>\\n`` in sorted order.
     """
-    from nbexec.hpo.fingerprint import file_sha256
-
     root = Path(path).absolute()
     items = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
     files: dict[str, str] = {}
@@ -197,7 +195,4 @@ def checkpoint_lineage(path: str | os.PathLike[str]) -> CheckpointLineage:
 
 def combined_sha256(files: dict[str, str]) -> str:
     """The checkpoint's sha256 from its files' (see :func:`checkpoint_lineage`)."""
-    digest = hashlib.sha256()
-    for rel in sorted(files):
-        digest.update(f"{rel}\0{files[rel]}\n".encode())
-    return digest.hexdigest()
+    return listing_sha256((rel, files[rel]) for rel in sorted(files))  # sorted as strings

@@ -17,16 +17,17 @@ is :mod:`.state`'s.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
 
+from nbexec.hashing import file_sha256
 from nbexec.trainers.token_classification.state import (
     MODEL_FILE,
     OPTIMIZER_FILE,
@@ -63,7 +64,7 @@ def save_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     files = {}
     for name, obj in ((MODEL_FILE, model_state), (OPTIMIZER_FILE, optimizer_state)):
-        files[name] = _write_atomic(directory / name, lambda fh, obj=obj: torch.save(obj, fh))
+        files[name] = _write_atomic(directory / name, partial(torch.save, obj))  # torch.save(obj, fh)
     state = {"format_version": FORMAT_VERSION, **trainer_state, "files": files}
     text = json.dumps(state, indent=1, sort_keys=True, default=float).encode() + b"\n"
     _write_atomic(directory / STATE_FILE, lambda fh: fh.write(text))
@@ -86,7 +87,7 @@ def load_checkpoint(
         expected = state.get("files", {}).get(name, {}).get("sha256")
         if not path.is_file():
             raise CheckpointError(f"checkpoint {str(directory)!r} has no {name}")
-        if expected is not None and _sha256(path) != expected:
+        if expected is not None and file_sha256(path) != expected:
             raise CheckpointError(
                 f"{path} does not match {STATE_FILE} (a save was interrupted?); "
                 "resume from an intact checkpoint or a backup"
@@ -103,17 +104,10 @@ def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> dict[str, 
             fh.flush()
             os.fsync(fh.fileno())  # replace must not publish a file that is not on disk yet
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide checkpoints from backup tools/users
-        info = {"sha256": _sha256(Path(tmp)), "bytes": os.path.getsize(tmp)}
+        info = {"sha256": file_sha256(tmp), "bytes": os.path.getsize(tmp)}
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return info
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
