@@ -6,6 +6,7 @@ the reference trainer) agree only on these names. Nothing else crosses over.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 ENV_RUN_DIR = "NBEXEC_RUN_DIR"  # <output_dir>/<run_name>
@@ -21,6 +22,7 @@ ENV_JOB_RUN_ID = "NBEXEC_MLFLOW_RUN_ID"  # the job's MLflow run in a rank (MLflo
 ENV_RESUME_FROM = "NBEXEC_RESUME_FROM"  # checkpoint dir to resume from, if any
 ENV_BACKEND = "NBEXEC_BACKEND"  # resolved process-group backend: gloo or nccl
 ENV_EVENTS_ALL_RANKS = "NBEXEC_EVENTS_ALL_RANKS"  # "1": every rank reports events
+ENV_CHILD_METRICS = "NBEXEC_MLFLOW_CHILD_METRICS"  # "0": the parent logs metrics from events; rank 0 must not too
 
 CONFIG_FILE = "config.yaml"
 COMMAND_FILE = "command.txt"
@@ -34,9 +36,25 @@ LAUNCHER_LOG = "launcher.log"
 DEFAULT_STUDY_PATH = "outputs/hpo/study.db"  # the Optuna study nbexec hpo uses unless told
 
 
+RANK_LOG_GLOB = "rank*.log"  # every rank's log in LOG_DIR (see rank_of_log_name)
+RANK_ERROR_GLOB = "rank*.error.json"  # every rank's error record in LOG_DIR
+_RANK_LOG_RE = re.compile(r"^rank(\d+)\.log$")
+
+
+def rank_log_name(rank: int) -> str:
+    """``rank<N>.log``, the file name of one rank's log in :data:`LOG_DIR`."""
+    return f"rank{rank}.log"
+
+
+def rank_of_log_name(name: str) -> int | None:
+    """The rank whose log ``name`` is (``rank3.log`` -> 3), or None for another file."""
+    match = _RANK_LOG_RE.match(name)
+    return int(match.group(1)) if match else None
+
+
 def rank_log_path(run_dir: Path, rank: int) -> Path:
     """``logs/rank<N>.log``: whole lines of one rank, stdout and stderr."""
-    return run_dir / LOG_DIR / f"rank{rank}.log"
+    return run_dir / LOG_DIR / rank_log_name(rank)
 
 
 def rank_error_path(run_dir: Path, rank: int) -> Path:

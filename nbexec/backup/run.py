@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
+from nbexec import contract
 from nbexec.backup.api import check_writable, on_drive, resolve_base, safe_name
 from nbexec.backup.colab import flush_drive
 from nbexec.backup.engine import Component, backup_components
@@ -232,7 +233,7 @@ def _experiment_of(run_dir: Path) -> str | None:
     import yaml
 
     try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        config = yaml.safe_load((run_dir / contract.CONFIG_FILE).read_text())
         return str(config["tracking"]["experiment"])
     except (OSError, KeyError, TypeError, yaml.YAMLError):
         return None

@@ -24,7 +24,7 @@ _SUMMARY_RE = re.compile(r"rank\s*:\s*(\d+)\s*\(local_rank.*?\n\s*exitcode\s*:\s
 def find_root_cause(run_dir: Path, launcher_exit_code: int | None) -> RootCause:
     """The best explanation available for a failed job; never raises."""
     records = []
-    for path in (run_dir / contract.LOG_DIR).glob("rank*.error.json"):
+    for path in (run_dir / contract.LOG_DIR).glob(contract.RANK_ERROR_GLOB):
         try:
             records.append(json.loads(path.read_text()))
         except (OSError, ValueError):

@@ -10,7 +10,6 @@ work as for a local run. Lines of a rank log are reported as ``stdout``
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections import deque
@@ -24,7 +23,6 @@ from nbexec.runner.sinks import Dispatcher
 
 POLL_S = 0.2
 READ_SIZE = 1 << 20
-_RANK_LOG_RE = re.compile(r"^rank(\d+)\.log$")
 
 
 class _Tailed:
@@ -111,9 +109,8 @@ class FileTailPump:
             for path in log_dir.iterdir():
                 if path in self._files:
                     continue
-                match = _RANK_LOG_RE.match(path.name)
-                if match:
-                    rank = int(match.group(1))
+                rank = contract.rank_of_log_name(path.name)
+                if rank is not None:
                     self.ranks_seen.add(rank)
                     self._files[path] = _Tailed(path, rank, "stdout")
                 elif path.name == contract.LAUNCHER_LOG:

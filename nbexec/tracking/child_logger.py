@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from nbexec import contract
 from nbexec.tracking.batching import MAX_METRICS_PER_BATCH, mlflow_key
 from nbexec.tracking.store import TrackingWarning
 from nbexec.tracking.tags import TAG_CHILD_LOGGED
@@ -31,7 +32,7 @@ BATCH_SIZE = 500
 MAX_QUEUE = 10_000  # log() calls waiting; past that new values are dropped (events.jsonl keeps them)
 CLOSE_TIMEOUT_S = 30.0
 # "0": the parent logs the metrics from events (MlflowMetricsSink); the child must not too.
-ENV_CHILD_METRICS = "NBEXEC_MLFLOW_CHILD_METRICS"
+ENV_CHILD_METRICS = contract.ENV_CHILD_METRICS
 
 _Item = tuple[dict[str, float], dict[str, int], int]  # values, steps, timestamp (ms)
 

@@ -15,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+from nbexec import contract
+
 
 def main(argv: list[str]) -> int:
     cut = argv.index("--") if "--" in argv else len(argv)
@@ -29,21 +31,21 @@ def main(argv: list[str]) -> int:
     import yaml
 
     run_dir = Path("outputs", args.run_name).absolute()
-    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    (run_dir / contract.LOG_DIR).mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load(args.config.read_text()) or {}
     if args.data:
         config.setdefault("data", {})["path"] = args.data
-    config_path = run_dir / "config.yaml"
+    config_path = run_dir / contract.CONFIG_FILE
     # every process of the node writes the same file: atomically, so none reads half of it
-    tmp = config_path.with_name(f"config.yaml.{os.getpid()}.tmp")
+    tmp = config_path.with_name(f"{contract.CONFIG_FILE}.{os.getpid()}.tmp")
     tmp.write_text(yaml.safe_dump(config, sort_keys=False))
     os.replace(tmp, config_path)
     os.environ.update({
-        "NBEXEC_RUN_DIR": str(run_dir),
-        "NBEXEC_RUN_NAME": args.run_name,
-        "NBEXEC_CONFIG": str(config_path),
-        "NBEXEC_EVENTS": str(run_dir / "events.jsonl"),
-        "NBEXEC_CHECKPOINT_DIR": str(run_dir / "checkpoint"),
+        contract.ENV_RUN_DIR: str(run_dir),
+        contract.ENV_RUN_NAME: args.run_name,
+        contract.ENV_CONFIG: str(config_path),
+        contract.ENV_EVENTS: str(run_dir / contract.EVENTS_FILE),
+        contract.ENV_CHECKPOINT_DIR: str(run_dir / contract.CHECKPOINT_DIR),
         "PYTHONUNBUFFERED": "1",
     })
     os.execv(sys.executable, [sys.executable, "-m", "nbexec.child.bootstrap", *target])

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nbexec import contract
 from nbexec.config_fields import MAX_NPROC
 from nbexec.errors import EnvironmentCheckError
 
@@ -101,7 +102,7 @@ def job_spec(plan: LaunchPlan, config_file: Path | None = None) -> dict[str, Any
 
     config = plan.config
     options = dict(config.launch.azureml)
-    config_file = config_file or job_dir(plan) / "config.yaml"
+    config_file = config_file or job_dir(plan) / contract.CONFIG_FILE
     inputs: dict[str, Any] = {"config": {"type": "uri_file", "path": str(Path(config_file).absolute())}}
     data = _data_path(plan)
     if data is not None:
@@ -109,7 +110,7 @@ def job_spec(plan: LaunchPlan, config_file: Path | None = None) -> dict[str, Any
     env = {
         # no nbexec parent in the job: rank 0 logs its metrics into the job's own
         # MLflow run (AzureML sets MLFLOW_TRACKING_URI and MLFLOW_RUN_ID)
-        "NBEXEC_BACKEND": plan.backend,
+        contract.ENV_BACKEND: plan.backend,
         "MLFLOW_EXPERIMENT_NAME": options.get("experiment") or config.tracking.experiment,
         **dict(config.launch.env),
     }
@@ -170,7 +171,7 @@ def write_job_yaml(plan: LaunchPlan) -> Path:
     folder = job_dir(plan)
     folder.mkdir(parents=True, exist_ok=True)
     clean, _ = split_secrets(plan.config.to_dict())
-    (folder / "config.yaml").write_text(yaml.safe_dump(clean, sort_keys=False))
+    (folder / contract.CONFIG_FILE).write_text(yaml.safe_dump(clean, sort_keys=False))
     path = folder / "job.yaml"
-    path.write_text(job_yaml(plan, config_file=folder / "config.yaml"))
+    path.write_text(job_yaml(plan, config_file=folder / contract.CONFIG_FILE))
     return path

@@ -72,11 +72,11 @@ class SectionRouter(io.TextIOBase):
         self._blanks = 0  # blank lines not yet written
         self._pending = ""
         self._skip: dict[int, int] = {}
-        for path in log_dir.glob("rank*.log"):
-            rank = path.stem[4:]
-            if rank.isdigit():
+        for path in log_dir.glob(contract.RANK_LOG_GLOB):
+            rank = contract.rank_of_log_name(path.name)
+            if rank is not None:
                 with open(path, "rb") as fh:
-                    self._skip[int(rank)] = sum(1 for _ in fh)
+                    self._skip[rank] = sum(1 for _ in fh)
 
     def writable(self) -> bool:
         return True
@@ -141,7 +141,7 @@ class SectionRouter(io.TextIOBase):
             return
         fh = self._files.get(rank)
         if fh is None:
-            path = self.log_dir / contract.LAUNCHER_LOG if rank is None else self.log_dir / f"rank{rank}.log"
+            path = self.log_dir / contract.LAUNCHER_LOG if rank is None else self.log_dir / contract.rank_log_name(rank)
             fh = self._files[rank] = open(path, "ab")  # noqa: SIM115 - closed in close()
         fh.write(line.encode("utf-8", errors="replace") + b"\n")
 

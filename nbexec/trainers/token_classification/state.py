@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from nbexec import contract
+
 __all__ = ["MODEL_FILE", "OPTIMIZER_FILE", "STATE_FILE", "CheckpointError", "read_trainer_state", "resume_problem"]
 
 MODEL_FILE = "model.pt"
@@ -34,7 +36,7 @@ def read_trainer_state(directory: str | os.PathLike[str]) -> dict[str, Any]:
     directory = Path(directory)
     path = directory / STATE_FILE
     if not path.is_file():
-        inner = directory / "checkpoint" / STATE_FILE
+        inner = directory / contract.CHECKPOINT_DIR / STATE_FILE
         hint = (f"; did you mean the run's checkpoint directory {inner.parent}?" if inner.is_file()
                 else f"; {_FIX}")
         raise CheckpointError(

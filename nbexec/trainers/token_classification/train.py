@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from nbexec import contract
 from nbexec.child import (
     RunContext,
     create_run_context,
@@ -59,7 +60,7 @@ from nbexec.trainers.token_classification.model import build_model
 __all__ = ["main", "resolve_config", "train"]
 
 TRAINER_NAME = "nbexec.trainers.token_classification"
-DEFAULT_CHECKPOINT_DIR = Path("checkpoint")
+DEFAULT_CHECKPOINT_DIR = Path(contract.CHECKPOINT_DIR)
 # Model fields whose change makes saved weights unusable.
 _SHAPE_FIELDS = ("backbone", "d_model", "layers", "heads", "ff_dim")
 
@@ -158,7 +159,7 @@ def train(
         )
     # DistributedSampler with explicit replicas/rank needs no process group, so one
     # process and many share one seeded, epoch-dependent shuffle.
-    sampler = DistributedSampler(
+    sampler: DistributedSampler[Any] = DistributedSampler(
         train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed
     )
     pin = device.type == "cuda"
