@@ -62,12 +62,6 @@ _EXPORTS: dict[str, str] = {
     "mount_drive": "nbexec.backup",
     # notebook widgets (import ipywidgets when first used)
     "TrainingPanel": "nbexec.notebook.panel",
-    # scaling out: multi-node torchrun, Slurm and AzureML (nbexec.schedulers)
-    "peer_command": "nbexec.schedulers.multinode",
-    "SlurmRun": "nbexec.schedulers.slurm.run",
-    "build_sbatch_script": "nbexec.schedulers.slurm.script",
-    "AzureMLRun": "nbexec.schedulers.azureml.run",
-    "build_command_job": "nbexec.schedulers.azureml.job",
     # HPO sweeps (the nbexec[hpo] extra) and lineage
     "run_hpo": "nbexec.hpo",
     "run_final_training_workflow": "nbexec.hpo",

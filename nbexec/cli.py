@@ -215,9 +215,11 @@ def _train(args: argparse.Namespace, script_args: list[str] | None, signals: Sto
 
     plan = prepare_from_args(args, script_args)
     if args.dry_run:
-        from nbexec.schedulers import dry_run
+        from nbexec.schedulers import get_scheduler
 
-        print(dry_run(plan))  # the plan, plus other nodes' commands / sbatch script / job YAML
+        dry = get_scheduler(plan.config).dry_run(plan)
+        dry.write()  # e.g. AzureML's job YAML, for `az ml job create -f` (its path is in the text)
+        print(dry)  # the plan, plus other nodes' commands / sbatch script / job YAML
         return 0
     launch_cfg = plan.config.launch
     # The starting line comes once the job's processes are up, before any of their

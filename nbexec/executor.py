@@ -6,7 +6,8 @@ The magics, the panel, the CLI and the seed's functions all come through
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,11 @@ from nbexec.errors import EnvironmentCheckError
 from nbexec.hardware import HardwareInfo
 from nbexec.plan import LaunchPlan, plan_training
 from nbexec.result import TrainingResult
-from nbexec.runner.handle import Finalizer, TrainingRun, write_run_inputs
+from nbexec.runner.handle import Finalizer, TrainingRun
 from nbexec.runner.sinks import Sink, TerminalSink
+from nbexec.schedulers import get_scheduler
+from nbexec.schedulers.azureml.options import azureml_options
+from nbexec.schedulers.slurm.options import slurm_options
 
 ConfigSource = str | Path | Mapping[str, Any] | TrainingConfig | None
 
@@ -67,11 +71,13 @@ def prepare(
         raw = cfg.to_dict()
         raw["launch"]["args"] = list(script_args)
         cfg = load_config(raw)
-    if hardware is None and cfg.launch.scheduler != "local":
-        from nbexec.schedulers import scheduler_hardware
-
-        hardware = scheduler_hardware(cfg)  # the node the scheduler gives, not this machine
-    plan = plan_training(cfg, hardware=hardware, base_env=base_env, resume_from=resume_from)
+    slurm_options(cfg)  # launch.slurm / launch.azureml: the config keeps them as given, these check them
+    azureml_options(cfg)
+    scheduler = get_scheduler(cfg)
+    if hardware is None:
+        hardware = scheduler.hardware(cfg)  # the node a cluster gives; None: this machine
+    plan = plan_training(cfg, hardware=hardware, base_env=base_env, resume_from=resume_from,
+                         rendezvous=scheduler.rendezvous_args)
     problems = []
     if plan.resume_from is not None and not plan.resume_from.is_dir():
         state = "is not a directory" if plan.resume_from.exists() else "does not exist"
@@ -93,21 +99,48 @@ def prepare(
     return plan
 
 
+@dataclass(frozen=True)
+class TrackingOptions:
+    """How a job's MLflow run is opened, for callers that need more than the config says (HPO trials).
+
+    Attributes:
+        parent_run_id: nest the job's run under this one (it goes in the parent's experiment).
+        run_name: the MLflow run's name (default: the run dir's).
+        params: more params (nested dicts flattened, secrets redacted).
+        tags: more tags.
+        open_first: open the run before anything is spawned (its id is known at once:
+            ``run.tracking.run_id``), as ``tracking.required`` does.
+    """
+
+    parent_run_id: str | None = None
+    run_name: str | None = None
+    params: Mapping[str, Any] | None = None
+    tags: Mapping[str, object] | None = None
+    open_first: bool = False
+
+
 def launch(
     config: ConfigSource = None,
     *,
     sinks: Sequence[Sink] = (),
     finalizers: Sequence[Finalizer] = (),
     plan: LaunchPlan | None = None,
+    tracking: TrackingOptions | None = None,
     **options: Any,
 ) -> TrainingRun:
     """Start a training job and return its handle at once.
 
+    The one path every face takes (the magics, the panel, the CLI, the seed's
+    functions, HPO trials), for every scheduler (:mod:`nbexec.schedulers`):
+    plan, the scheduler's own checks, the MLflow run and the backup attached,
+    then the run handle started with the scheduler's launcher.
+
     Args:
         config: path, YAML/JSON text, dict or TrainingConfig (None: defaults).
         sinks: where to show lines and events while it runs (e.g. TerminalSink).
-        finalizers: called with the result when the job ends (tracking, backup).
+        finalizers: called with the result when the job ends (after tracking, before backup).
         plan: an already prepared plan (from :func:`prepare`); skips preparing.
+        tracking: how the MLflow run is opened, beyond the config (HPO trials nest theirs).
         **options: as for :func:`prepare` (overrides, output_dir, nproc, ...).
 
     Unless ``tracking.enabled`` is false, the job gets an MLflow run (the
@@ -123,26 +156,34 @@ def launch(
     Raises:
         ConfigError, EnvironmentCheckError, TrackingError, BackupError: before anything is spawned.
     """
-    plan = plan or prepare(config, **options)
-    if plan.config.launch.scheduler != "local":  # slurm, azureml: nbexec.schedulers
-        from nbexec.schedulers import submit
+    from nbexec.schedulers.api import TrackingMode
 
-        return submit(plan, sinks=sinks, finalizers=finalizers)
+    plan = plan or prepare(config, **options)
+    scheduler = get_scheduler(plan.config)
+    problems = scheduler.check(plan)  # its tools, credentials: nothing is submitted without them
+    if problems:
+        raise EnvironmentCheckError(problems)
+    launch_cfg = plan.config.launch
     tracked: Any = None
     backup: Any = None
     # node 0 backs up (it holds the checkpoint and the MLflow run); target checked before anything starts
-    if plan.config.backup.enabled and plan.config.launch.node_rank == 0:
+    if plan.config.backup.enabled and launch_cfg.node_rank == 0 and scheduler.tracking is not TrackingMode.OWN:
         from nbexec.backup import run_backup_finalizer
 
         backup = run_backup_finalizer(plan)
     # Multi-node: node 0's launcher owns the MLflow run; the other nodes open none.
-    if plan.config.tracking.enabled and plan.config.launch.node_rank == 0:
+    if plan.config.tracking.enabled and launch_cfg.node_rank == 0 and scheduler.tracking is not TrackingMode.OWN:
         from nbexec.tracking.deferred import DeferredTrackedRun
 
-        # The store is checked now (TrackingError: nothing spawned); the run is
-        # opened while torchrun starts, and the ranks wait for its id only
-        # before the script runs (see nbexec.tracking.deferred).
-        tracked = DeferredTrackedRun(plan)
+        # The store is checked now (TrackingError: nothing spawned). The run is opened while the
+        # job starts and the ranks wait for its id only before the script runs (nbexec.tracking.
+        # deferred), unless the scheduler's job may outlive this process: then it is opened first.
+        options_ = tracking or TrackingOptions()
+        tracked = DeferredTrackedRun(
+            plan, open_first=options_.open_first or scheduler.tracking is TrackingMode.BEFORE,
+            parent_run_id=options_.parent_run_id, run_name=options_.run_name, params=options_.params,
+            tags=options_.tags,
+        )
         plan = tracked.plan
         if plan.config.tracking.metrics_from == "parent":  # else rank 0 logs them itself
             sinks = [*sinks, tracked.metrics_sink()]
@@ -150,39 +191,9 @@ def launch(
     if backup is not None:  # last: it sees the MLflow run id and backs up the ended run's store
         backup.tracking = tracked
         finalizers = [*finalizers, backup.finalize]
-    run_class: type[TrainingRun] = TrainingRun
-    if plan.config.launch.is_multinode:  # root cause: the earliest failure on any node
-        from nbexec.schedulers.multinode_run import MultiNodeRun
-
-        run_class = MultiNodeRun
-    return start_run(
-        plan, lambda: run_class(plan, sinks=sinks, finalizers=finalizers), tracked,
-        after_inputs=tracked.start_opening if tracked is not None else None,
-    )
-
-
-def start_run(
-    plan: LaunchPlan,
-    make_run: Callable[[], TrainingRun],
-    tracked: Any = None,
-    *,
-    after_inputs: Callable[[], None] | None = None,
-) -> TrainingRun:
-    """Write the run's inputs (config, command), then make the handle and start it.
-
-    Used by every scheduler that runs processes through a :class:`TrainingRun`
-    (local, multi-node, Slurm). The handle is made only once the run dir is
-    written (it starts its sink thread); ``after_inputs`` runs just before
-    (the local launch starts opening its MLflow run there). When the run
-    cannot start, the MLflow run (if any) is aborted and the error raised;
-    ``run.tracking = tracked``.
-    """
+    run = TrainingRun(plan, sinks=sinks, finalizers=finalizers, launcher=scheduler.launcher(plan))
     try:
-        write_run_inputs(plan)
-        if after_inputs is not None:
-            after_inputs()
-        run = make_run()
-        run._start()
+        run.start(after_inputs=tracked.start_opening if tracked is not None else None)
     except BaseException as err:
         if tracked is not None:
             tracked.abort(err)

@@ -10,12 +10,12 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nbexec import contract
-from nbexec.config import BUILTIN_TRAINER_MODULE, TrainingConfig, load_config
+from nbexec.config import BUILTIN_TRAINER_MODULE, LaunchConfig, TrainingConfig, load_config
 from nbexec.hardware import HardwareInfo, detect_hardware
 from nbexec.redact import redact_argv, redact_env, split_secrets
 
@@ -27,6 +27,8 @@ _STALE_VARS = (
     "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_ERROR_FILE",
 )
 # Inherited variables worth recording in command.txt (they change what runs).
+# (launch, nproc=, run_name=) -> torchrun's rendezvous arguments, or None for one node here
+Rendezvous = Callable[..., "list[str] | None"]
 _RECORDED_PREFIXES = ("CUDA_", "NCCL_", "OMP_", "MKL_", "TORCH_", "GLOO_", "NBEXEC_", "MLFLOW_")
 
 
@@ -85,16 +87,7 @@ class LaunchPlan:
             f"config:     {self.config.config_hash}\n"
             f"command:\n  {shlex.join(redact_argv(self.argv))}\n"
             f"environment:\n{env_lines}"
-            + self._describe_scale_out()
         )
-
-    def _describe_scale_out(self) -> str:
-        launch = self.config.launch
-        if not launch.is_multinode and launch.scheduler == "local":
-            return ""
-        from nbexec.schedulers import describe_scale_out
-
-        return "\n" + describe_scale_out(self)
 
 
 def resolve_nproc(config: TrainingConfig, hardware: HardwareInfo | None = None) -> int:
@@ -140,6 +133,7 @@ def build_training_command(
     nproc: int | None = None,
     run_name: str | None = None,
     python: str | None = None,
+    rendezvous: Sequence[str] | None = None,
 ) -> list[str]:
     """The full torchrun argv for one node.
 
@@ -148,6 +142,11 @@ def build_training_command(
     127.0.0.1 port 0: the OS picks a free port, so two jobs never collide.
     Each rank starts in nbexec's bootstrap, which then runs the script or
     module exactly as ``python`` would; script args pass through untouched.
+
+    Args:
+        rendezvous: torchrun's ``--nnodes ... --rdzv-*`` arguments when they are
+            not one node on this machine (a scheduler's
+            :meth:`~nbexec.schedulers.api.Scheduler.rendezvous_args`).
     """
     launch = config.launch
     nproc = nproc if nproc is not None else resolve_nproc(config)
@@ -156,18 +155,8 @@ def build_training_command(
         target = [launch.entrypoint]
     else:
         target = ["-m", launch.target_module or BUILTIN_TRAINER_MODULE]
-    if launch.is_multinode or launch.scheduler != "local":
-        from nbexec.schedulers.multinode import rendezvous_args
-
-        rendezvous = rendezvous_args(launch, nproc=nproc, run_name=run_name)
-    else:
-        rendezvous = [
-            "--nnodes", "1",
-            "--nproc-per-node", str(nproc),
-            "--rdzv-backend", "c10d",
-            "--rdzv-endpoint", "127.0.0.1:0",
-            "--rdzv-id", run_name,
-        ]
+    if rendezvous is None:
+        rendezvous = torchrun_rendezvous(launch, nproc=nproc, run_name=run_name)
     return [
         python or sys.executable,
         "-m", "torch.distributed.run",
@@ -177,6 +166,37 @@ def build_training_command(
         *target,
         *launch.args,
     ]
+
+
+def torchrun_rendezvous(launch: LaunchConfig, *, nproc: int, run_name: str) -> list[str]:
+    """torchrun's ``--nnodes ... --rdzv-*`` arguments for machines nbexec's agents run on.
+
+    One node: a c10d rendezvous on 127.0.0.1 port 0 (the OS picks a free port,
+    so two jobs never collide). Several nodes (``launch.nnodes``), each running
+    its own agent: they meet at node 0's ``launch.rdzv_endpoint`` under one
+    ``rdzv_id``. Two facts of torchrun's c10d rendezvous shape that:
+
+    - ``--node-rank`` is ignored by c10d (torchrun warns): node 0 is made the
+      rendezvous *host* with ``--rdzv-conf is_host=1`` (the others ``is_host=0``).
+    - global ranks go to nodes sorted by their address (then pid), not by node
+      rank. Node 0 passes ``--local-addr`` = the rendezvous host, an address
+      that sorts before host names, so global rank 0 (the rank that saves the
+      checkpoint and reports metrics) normally runs on node 0, where the MLflow
+      run is.
+
+    Schedulers whose cluster starts the agents (Slurm, AzureML) give their own
+    (:meth:`nbexec.schedulers.api.Scheduler.rendezvous_args`).
+    """
+    rdzv_id = launch.rdzv_id or run_name
+    common = ["--nnodes", str(launch.nnodes), "--nproc-per-node", str(nproc), "--rdzv-backend", "c10d"]
+    if not launch.is_multinode:
+        return [*common, "--rdzv-endpoint", "127.0.0.1:0", "--rdzv-id", rdzv_id]
+    assert launch.rdzv_endpoint is not None  # checked with the config
+    host = launch.rdzv_endpoint.rpartition(":")[0].strip("[]")
+    args = [*common, "--rdzv-endpoint", launch.rdzv_endpoint, "--rdzv-id", rdzv_id]
+    if launch.node_rank == 0:
+        return [*args, "--rdzv-conf", "is_host=1", "--local-addr", host]
+    return [*args, "--rdzv-conf", "is_host=0"]
 
 
 def setup_training_environment(
@@ -231,8 +251,14 @@ def plan_training(
     hardware: HardwareInfo | None = None,
     base_env: Mapping[str, str] | None = None,
     resume_from: str | Path | None = None,
+    rendezvous: Rendezvous | None = None,
 ) -> LaunchPlan:
-    """Decide everything about a launch: processes, backend, argv, env, run dir."""
+    """Decide everything about a launch: processes, backend, argv, env, run dir.
+
+    Args:
+        rendezvous: ``(launch, nproc=, run_name=) -> args or None``, torchrun's
+            rendezvous for more than one node on this machine (a scheduler's).
+    """
     hardware = hardware or detect_hardware(base_env)
     nproc = resolve_nproc(config, hardware)
     backend = resolve_backend(config, hardware)
@@ -248,7 +274,8 @@ def plan_training(
         base_env=base, hardware=hardware, resume_from=resume,
     )
     env_set = {k: v for k, v in env.items() if base.get(k) != v}
-    argv = build_training_command(config, nproc=nproc, run_name=name)
+    rdzv = rendezvous(config.launch, nproc=nproc, run_name=name) if rendezvous is not None else None
+    argv = build_training_command(config, nproc=nproc, run_name=name, rendezvous=rdzv)
     return LaunchPlan(
         config=config, run_name=name, run_dir=run_dir, nproc=nproc, backend=backend,
         argv=tuple(argv), env=env, env_set=env_set, hardware=hardware, resume_from=resume,

@@ -41,11 +41,12 @@ import shlex
 
 import nbexec
 from nbexec.executor import prepare
+from nbexec.schedulers.multinode import peer_command
 
 plan = prepare("tiny.yaml", overrides=["launch.nnodes=2", "launch.rdzv_endpoint=10.0.0.5:29500"],
                run_name="ner-2nodes")
 print(shlex.join(plan.argv[3:19]))
-print(shlex.join(nbexec.peer_command(plan, 1)))
+print(shlex.join(peer_command(plan, 1)))
 """),
     md("""
 ## Two nodes on this machine
@@ -67,7 +68,7 @@ node0 = %train tiny.yaml --background --nproc 1 --nnodes 2 --rdzv-endpoint 127.0
 from nbexec.cli import build_parser
 from nbexec.options import prepare_from_args
 
-argv = nbexec.peer_command(node0.plan, 1)  # what node 0 printed for node 1
+argv = peer_command(node0.plan, 1)  # what node 0 printed for node 1
 node1 = nbexec.launch(plan=prepare_from_args(build_parser().parse_args(argv[1:])))
 r1, r0 = node1.result(), node0.result()
 """),

@@ -192,26 +192,24 @@ def _run(study: Any, trial: Any, setup: TrialSetup, attempt: int, optuna: Any) -
         params = setup.space.suggest(trial)
         key = get_or_compute_trial_key_hash(trial=trial, study_key_hash=setup.study_key_hash, params=params)
         trial.set_user_attr(ATTR_RUN_NAME, run_name)
-    tracked = None
     try:
         plan = _prepare(setup, params, run_name, trial.number)
         with hold_interrupt():
             trial.set_user_attr(ATTR_RUN_DIR, str(plan.run_dir))
-        if setup.study_run_id is not None:
-            tracked = _open_child_run(setup, plan, params, trial.number, key)
-            with hold_interrupt():
-                trial.set_user_attr(ATTR_MLFLOW_RUN, tracked.run_id)
-    except (ConfigError, EnvironmentCheckError, TrackingError) as err:
-        failure = f"{type(err).__name__}: {str(err).splitlines()[0]}"
-        with hold_interrupt():
-            trial.set_user_attr(ATTR_FAILURE, failure)
-        _record_unstarted(setup, params, run_name, trial.number, key, failure, trial)
-        with hold_interrupt():
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        return _record(study, trial.number)
-    outcome, value, failure = _run_job(trial, setup, plan, tracked)
-    if tracked is not None:
-        _tag_outcome(setup, tracked.run_id, outcome, value)
+    except (ConfigError, EnvironmentCheckError) as err:
+        return _not_started(study, trial, setup, params, run_name, key, err, optuna)
+    reporter = ObjectiveSink(setup.objective)
+    run: TrainingRun | None = None
+    try:
+        run = _launch(trial, setup, plan, params, key, reporter)
+    except (ConfigError, EnvironmentCheckError, TrackingError) as err:  # nothing was started
+        return _not_started(study, trial, setup, params, run_name, key, err, optuna)
+    except NbexecError as err:
+        outcome, value, failure = "FAIL", None, f"{type(err).__name__}: {str(err).splitlines()[0]}"
+    else:
+        outcome, value, failure = _follow_job(run, trial, setup, reporter)
+    if run is not None and run.tracking is not None and run.tracking.run_id:
+        _tag_outcome(setup, run.tracking.run_id, outcome, value)
     with hold_interrupt():
         if failure:
             trial.set_user_attr(ATTR_FAILURE, failure)
@@ -219,24 +217,40 @@ def _run(study: Any, trial: Any, setup: TrialSetup, attempt: int, optuna: Any) -
     return _record(study, trial.number)
 
 
-def _run_job(trial: Any, setup: TrialSetup, plan: Any, tracked: Any) -> tuple[str, float | None, str | None]:
-    """Launch, report intermediate values, prune; returns (state name, objective value, failure)."""
-    from nbexec.executor import launch
-    from nbexec.tracking import tracking_finalizer, with_tracking_env
+def _not_started(study: Any, trial: Any, setup: TrialSetup, params: Mapping[str, Any], run_name: str, key: str,
+                 err: Exception, optuna: Any) -> TrialRecord:
+    """A trial whose job never started: FAIL, with why, and its (FAILED) run under the study's."""
+    failure = f"{type(err).__name__}: {str(err).splitlines()[0]}"
+    with hold_interrupt():
+        trial.set_user_attr(ATTR_FAILURE, failure)
+    _record_unstarted(setup, params, run_name, trial.number, key, failure, trial)
+    with hold_interrupt():
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return _record(study, trial.number)
 
-    reporter = ObjectiveSink(setup.objective)
+
+def _launch(trial: Any, setup: TrialSetup, plan: Any, params: Mapping[str, Any], key: str,
+            reporter: ObjectiveSink) -> TrainingRun:
+    """Start the trial's job; its MLflow run (nested under the study's) is opened first, through launch()."""
+    from nbexec.executor import TrackingOptions, launch
+
     sinks: list[Sink] = [reporter, *(setup.sinks(trial) if setup.sinks else ())]
-    finalizers = []
-    if tracked is not None:
-        plan = with_tracking_env(plan, tracked, child_metrics=False)
-        sinks.append(tracked.metrics_sink())
-        finalizers.append(tracking_finalizer(tracked))
-    try:
-        run = launch(plan=plan, sinks=sinks, finalizers=finalizers)
-    except NbexecError as err:
-        if tracked is not None:
-            tracked.abort(err)
-        return "FAIL", None, f"{type(err).__name__}: {str(err).splitlines()[0]}"
+    tracking = None
+    if setup.study_run_id is not None:
+        tracking = TrackingOptions(
+            parent_run_id=setup.study_run_id, run_name=f"{setup.study_name}-{plan.run_name}", params=params,
+            tags=_trial_tags(setup, trial.number, key), open_first=True,  # its id is the trial's before the job
+        )
+    run = launch(plan=plan, sinks=sinks, tracking=tracking)
+    if run.tracking is not None:
+        with hold_interrupt():
+            trial.set_user_attr(ATTR_MLFLOW_RUN, run.tracking.run_id)
+    return run
+
+
+def _follow_job(run: TrainingRun, trial: Any, setup: TrialSetup,
+                reporter: ObjectiveSink) -> tuple[str, float | None, str | None]:
+    """Report intermediate values, prune, time out; returns (state name, objective value, failure)."""
     stopped = _follow(run, trial, reporter, setup.timeout)
     result = _final_result(run)
     if stopped == "pruned":
@@ -339,22 +353,15 @@ def _run_name(setup: TrialSetup, number: int, attempt: int) -> str:
 def _prepare(setup: TrialSetup, params: Mapping[str, Any], run_name: str, number: int) -> Any:
     from nbexec.executor import prepare
 
-    config = apply_params(
-        setup.config, params,
-        output={"dir": str(setup.output_dir), "run_name": run_name},
-        tracking={"enabled": False},  # the sweep opens the trial's run itself, nested under the study's
-    )
+    # Tracked when the study is: the trial's run goes in the study's store, nested under its run
+    # (launch() opens it); config.yaml says so.
+    tracking: dict[str, Any] = {"enabled": False}
+    if setup.study_run_id is not None:
+        tracking = {"enabled": True, "uri": setup.tracking_uri}
+    config = apply_params(setup.config, params, output={"dir": str(setup.output_dir), "run_name": run_name},
+                          tracking=tracking)
     env = {**os.environ, ENV_STUDY: setup.study_name, ENV_TRIAL: str(number)}
     return prepare(config, base_env=env)
-
-
-def _open_child_run(setup: TrialSetup, plan: Any, params: Mapping[str, Any], number: int, key: str) -> Any:
-    from nbexec.tracking import create_training_child_run
-
-    return create_training_child_run(
-        setup.study_run_id, run_name=f"{setup.study_name}-{plan.run_name}", params=params, config=plan.config,
-        plan=plan, tracking_uri=setup.tracking_uri, tags=_trial_tags(setup, number, key),
-    )
 
 
 def _trial_tags(setup: TrialSetup, number: int, key: str) -> dict[str, object]:

@@ -90,9 +90,11 @@ class TrainMagics(Magics):
         except (ConfigError, EnvironmentCheckError) as err:
             raise shown_briefly(err) from None
         if args.dry_run:
-            from nbexec.schedulers import dry_run
+            from nbexec.schedulers import get_scheduler
 
-            print(dry_run(plan))
+            dry = get_scheduler(plan.config).dry_run(plan)
+            dry.write()
+            print(dry)
             return None
         launch_cfg = plan.config.launch
         if launch_cfg.is_multinode and launch_cfg.scheduler == "local" and launch_cfg.node_rank == 0:

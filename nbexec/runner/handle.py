@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import functools
 import json
 import os
@@ -20,11 +19,9 @@ from nbexec.events import Event
 from nbexec.plan import LaunchPlan
 from nbexec.redact import Scrubber, redact_argv
 from nbexec.result import RunStatus, TrainingResult
+from nbexec.runner.job import Job, Launcher, LocalLauncher, Pump, PumpFeed
 from nbexec.runner.lines import LogLine
-from nbexec.runner.process import spawn_launcher, stop_job, stop_leftovers
-from nbexec.runner.rootcause import find_root_cause
 from nbexec.runner.sinks import Dispatcher, Sink
-from nbexec.runner.streams import LogPump
 
 MAX_EVENTS = 100_000  # events kept in memory; events.jsonl keeps them all
 # The exit code a KILLED result records, always: minus SIGTERM, the signal cancel() sends
@@ -44,6 +41,11 @@ class TrainingRun:
     Use ``wait()``/``result()`` to block, ``cancel()`` to stop, ``lines()`` and
     ``events`` to look inside while it runs. As a context manager, leaving the
     block with an exception cancels the job.
+
+    One handle for every backend: a scheduler gives it a
+    :class:`~nbexec.runner.job.Launcher` (default: torchrun here, under
+    nbexec's guard), which starts a :class:`~nbexec.runner.job.Job` and the
+    :class:`~nbexec.runner.job.Pump` that reads its output.
     """
 
     def __init__(
@@ -51,8 +53,11 @@ class TrainingRun:
         plan: LaunchPlan,
         sinks: Sequence[Sink] = (),
         finalizers: Sequence[Finalizer] = (),
+        *,
+        launcher: Launcher | None = None,
     ) -> None:
         self.plan = plan
+        self._launcher: Launcher = launcher or LocalLauncher()
         self._status = RunStatus.PENDING
         self._done = threading.Event()
         self._lock = threading.Lock()
@@ -66,59 +71,50 @@ class TrainingRun:
         self._checkpoint: Path | None = None
         self._finalizers = list(finalizers)
         self._dispatcher = Dispatcher(sinks)
-        self._proc: Any = None
-        self._pump: LogPump | None = None
+        self._job: Job | None = None
+        self._pump: Pump | None = None
         self._thread: threading.Thread | None = None
         self.started_at = 0.0
         self.tracking: Any = None  # the TrackedRun (MLflow) when tracking is on
 
     # --- starting ---------------------------------------------------------------
 
-    def _start(self) -> None:
-        """Write the run dir's inputs and start the launcher and the pump."""
-        plan = self.plan
-        self._pump = LogPump(plan.run_dir, self._dispatcher, on_events=self._record_events,
-                             on_text_progress=self._record_text_progress, scrubber=self._scrubber)
-        env = {**plan.env, **self._pump.child_env()}
-        self.started_at = time.time()
-        try:
-            self._proc = spawn_launcher(plan.argv, env)
-        except OSError as err:
-            self._pump.run(lambda: True)  # closes the socket and files
-            raise NbexecError(f"could not start {plan.argv[0]!r}: {err}") from err
-        self._pump.attach_pipe(self._proc.stdout, "stdout")
-        self._pump.attach_pipe(self._proc.stderr, "stderr")
-        self._status = RunStatus.RUNNING
+    def start(self, *, write_inputs: bool = True, after_inputs: Callable[[], None] | None = None) -> TrainingRun:
+        """Write the run dir's inputs, start the job and follow it; returns the handle (RUNNING).
+
+        Args:
+            write_inputs: write ``config.yaml`` and ``command.txt`` first (False:
+                they are there already, e.g. on a node of a Slurm job).
+            after_inputs: called once the inputs are written, just before the job
+                starts (the launch starts opening the MLflow run there).
+
+        Raises:
+            RunDirectoryTaken: the run dir holds files already.
+            NbexecError: the job could not be started (nothing is left running).
+        """
+        with self._lock:
+            if self._job is not None:
+                raise NbexecError(f"training run {self.name!r} was started already")
+            if write_inputs:
+                write_run_inputs(self.plan)
+            if after_inputs is not None:
+                after_inputs()
+            self.started_at = time.time()
+            feed = PumpFeed(self._dispatcher, self._record_events, self._record_text_progress, self._scrubber)
+            self._job, self._pump = self._launcher.start(self.plan, feed)
+            self._status = RunStatus.RUNNING
         self._dispatcher.start(self)
-        self._thread = threading.Thread(target=self._supervise, name=f"nbexec-{plan.run_name}", daemon=True)
+        self._thread = threading.Thread(target=self._supervise, name=f"nbexec-{self.plan.run_name}", daemon=True)
         self._thread.start()
+        return self
 
     def _supervise(self) -> None:
-        assert self._pump is not None
+        job, pump = self._job, self._pump
+        assert job is not None and pump is not None
         try:
-            self._pump.run(lambda: self._proc.poll() is not None)
+            pump.run(lambda: job.poll() is not None)
         finally:
-            exit_code = self._proc.wait()
-            stop_leftovers(self._proc)  # what its guard could not stop (a guard killed outright)
-            self._finish(exit_code)
-
-    def _final_status(self, exit_code: int) -> RunStatus:
-        """The job's outcome from its exit code (schedulers also read their own state)."""
-        if self._cancel_requested:
-            return RunStatus.KILLED
-        return RunStatus.FINISHED if exit_code == 0 else RunStatus.FAILED
-
-    def _root_cause(self, exit_code: int) -> RootCause:
-        """Why a FAILED job failed (a scheduler may know better, e.g. a time limit)."""
-        cause = find_root_cause(self.plan.run_dir, exit_code)
-        full = self._pump.write_error if self._pump is not None else None
-        if cause.rank is None and full is not None and full[1].errno == errno.ENOSPC:
-            # the ranks could not record why either; the full disk is the likeliest reason
-            path, err = full
-            cause = RootCause(rank=None, exit_code=exit_code, message=(
-                f"no space left on the device holding {path.parent} ({os.strerror(err.errno)}); the job "
-                "failed with it. Free space there, or choose another output dir (--output / output.dir)"))
-        return cause
+            self._finish(job.finish())
 
     @functools.cached_property
     def _scrubber(self) -> Scrubber:
@@ -126,8 +122,8 @@ class TrainingRun:
         return Scrubber.from_sources(self.plan.config.to_dict(), self.plan.env, argv=self.plan.argv)
 
     def _finish(self, exit_code: int) -> None:
-        status = self._final_status(exit_code)
-        root_cause = self._root_cause(exit_code) if status is RunStatus.FAILED else None
+        assert self._job is not None
+        status, root_cause = self._job.outcome(exit_code, self._cancel_requested)
         if status is RunStatus.KILLED:
             exit_code = KILLED_EXIT_CODE
         result = TrainingResult(
@@ -211,9 +207,24 @@ class TrainingRun:
         return self._status
 
     @property
+    def job(self) -> Job | None:
+        """What runs the job (a local process tree, a Slurm job, an AzureML job); None before it starts."""
+        return self._job
+
+    @property
     def pid(self) -> int | None:
-        """Process id of the job guard, the parent of torchrun (its tree is the whole job)."""
-        return self._proc.pid if self._proc is not None else None
+        """Process id of the job guard, the parent of torchrun (its tree is the whole job); None for a remote job."""
+        return self._job.pid if self._job is not None else None
+
+    @property
+    def job_id(self) -> str | None:
+        """The scheduler's job id (Slurm, AzureML); None for a local job."""
+        return self._job.job_id if self._job is not None else None
+
+    @property
+    def scheduler_state(self) -> str | None:
+        """The scheduler's own name for the job's state (Slurm's ``RUNNING``); None for a local job."""
+        return self._job.state if self._job is not None else None
 
     @property
     def events(self) -> list[Event]:
@@ -250,6 +261,10 @@ class TrainingRun:
         return lines[-n:] if n else lines
 
     def log_path(self, rank: int | None = 0) -> Path:
+        """The log file of one rank (None: the launcher), wherever the pump found it (e.g. another node's dir)."""
+        found = self._pump.log_paths().get("launcher" if rank is None else f"rank{rank}") if self._pump else None
+        if found is not None:
+            return found
         if rank is None:
             return self.plan.log_dir / contract.LAUNCHER_LOG
         return contract.rank_log_path(self.plan.run_dir, rank)
@@ -313,16 +328,13 @@ class TrainingRun:
                 (its pid is in the message).
         """
         with self._lock:
-            if self._done.is_set() or self._proc is None:
+            if self._done.is_set() or self._job is None:
                 return
             self._cancel_requested = True
-        left = stop_job(self._proc, grace)
-        if left:
-            pids = ", ".join(str(p.pid) for p in left)
-            raise NbexecError(
-                f"could not stop every process of run {self.name!r}: pid {pids} still running after SIGKILL "
-                "(stuck in the kernel, or run by another user); stop them by hand"
-            )
+        try:
+            self._job.stop(grace)
+        except NbexecError as err:
+            raise NbexecError(f"training run {self.name!r}: {err}") from err
         self._done.wait(DRAIN_TIMEOUT)
 
     def __enter__(self) -> TrainingRun:
@@ -337,7 +349,9 @@ class TrainingRun:
         where = ""
         if prog and prog.get("total"):
             where = f", step {prog.get('step')}/{prog.get('total')}"
-        return f"<TrainingRun {self.name!r} {self._status.value}, {self.plan.nproc}x{self.plan.backend}{where}>"
+        job = f", job {self.job_id} {self.scheduler_state}" if self.job_id else ""
+        return (f"<TrainingRun {self.name!r} {self._status.value}{job}, {self.plan.config.launch.nnodes} node(s) x "
+                f"{self.plan.nproc}x{self.plan.backend}{where}>")
 
 
 DRAIN_TIMEOUT = 30.0  # cancel() waits this long for the bookkeeping after the kill

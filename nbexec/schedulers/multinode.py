@@ -1,57 +1,29 @@
-"""Multi-node torchrun: the c10d rendezvous arguments and the commands other nodes run.
+"""Multi-node torchrun on machines you start yourself: the commands other nodes run, the job's root cause.
 
 Every node runs its own torchrun agent (``nbexec train ... --node-rank R``);
 the agents meet at node 0's rendezvous (``launch.rdzv_endpoint``) under one
-``rdzv_id``. Two facts of torchrun's c10d rendezvous shape this module:
-
-- ``--node-rank`` is ignored by c10d (torchrun warns): node 0 is made the
-  rendezvous *host* with ``--rdzv-conf is_host=1`` (the others ``is_host=0``).
-- global ranks are given to nodes sorted by their address (then pid), not by
-  node rank. Node 0 passes ``--local-addr`` = the rendezvous host, an address
-  that sorts before host names, so global rank 0 (the rank that saves the
-  checkpoint and reports metrics) normally runs on node 0, where the MLflow
-  run is. Other nodes keep their own run dir: ``<run_name>.node<R>``.
+``rdzv_id`` (the arguments: :func:`nbexec.plan.torchrun_rendezvous`). Node 0
+owns the run dir and the MLflow run; other nodes keep their own run dir,
+``<run_name>.node<R>``. A rank that dies on one node makes the others fail a
+moment later, so the root cause is the earliest failure on any node.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nbexec.errors import RootCause
+from nbexec.runner.job import LocalLauncher
+from nbexec.runner.rootcause import find_root_cause
+from nbexec.schedulers.api import DryRun, Scheduler, TrackingMode
+
 if TYPE_CHECKING:
-    from nbexec.config import LaunchConfig
     from nbexec.plan import LaunchPlan
 
-# Filled in by the node program of a Slurm job (nbexec.schedulers.slurm.node).
-SLURM_HEAD = "{head}"
-SLURM_IS_HOST = "{is_host}"
-
-
-def rendezvous_args(launch: LaunchConfig, *, nproc: int, run_name: str) -> list[str]:
-    """torchrun's ``--nnodes ... --rdzv-*`` arguments for this node.
-
-    Args:
-        launch: the launch section (``nnodes``, ``node_rank``, ``rdzv_endpoint``, ``rdzv_id``).
-        nproc: processes on this node.
-        run_name: the run's name, the default ``rdzv_id``.
-    """
-    rdzv_id = launch.rdzv_id or run_name
-    common = ["--nnodes", str(launch.nnodes), "--nproc-per-node", str(nproc), "--rdzv-backend", "c10d"]
-    if not launch.is_multinode:
-        return [*common, "--rdzv-endpoint", "127.0.0.1:0", "--rdzv-id", rdzv_id]
-    if launch.scheduler == "slurm":
-        port = launch.slurm.get("rdzv_port", 29500)
-        return [*common, "--rdzv-endpoint", f"{SLURM_HEAD}:{port}", "--rdzv-id", rdzv_id,
-                "--rdzv-conf", f"is_host={SLURM_IS_HOST}", "--local-addr", SLURM_HEAD]
-    if launch.scheduler == "azureml":  # for the record only: AzureML's PyTorch distribution starts the ranks
-        return [*common, "--rdzv-endpoint", "$MASTER_ADDR:$MASTER_PORT", "--rdzv-id", rdzv_id]
-    assert launch.rdzv_endpoint is not None  # checked with the config
-    host = launch.rdzv_endpoint.rpartition(":")[0].strip("[]")
-    args = [*common, "--rdzv-endpoint", launch.rdzv_endpoint, "--rdzv-id", rdzv_id]
-    if launch.node_rank == 0:
-        return [*args, "--rdzv-conf", "is_host=1", "--local-addr", host]
-    return [*args, "--rdzv-conf", "is_host=0"]
-
+_NODE_SUFFIX = re.compile(r"^(?P<base>.+)\.node\d+$")
 
 def node_run_name(run_name: str, node_rank: int) -> str:
     """The run name node ``node_rank`` uses: node 0's, or ``<name>.node<R>``."""
@@ -90,3 +62,46 @@ def describe_peers(plan: LaunchPlan) -> str:
     for rank in range(1, launch.max_nodes):
         lines.append(f"  node {rank}: {shlex.join(peer_command(plan, rank))}")
     return "\n".join(lines)
+
+
+def node_run_dirs(run_dir: Path) -> list[Path]:
+    """Node 0's run dir and the other nodes' (``<run_dir>.node<R>``) that exist."""
+    siblings = sorted(run_dir.parent.glob(f"{run_dir.name}.node*"))
+    return [run_dir, *[p for p in siblings if p.name[len(run_dir.name) + 5 :].isdigit()]]
+
+
+def job_run_dirs(run_dir: Path) -> list[Path]:
+    """Every node's run dir of the job ``run_dir`` belongs to (node 0's first), as far as visible."""
+    match = _NODE_SUFFIX.match(run_dir.name)
+    base = run_dir.with_name(match.group("base")) if match else run_dir
+    dirs = node_run_dirs(base)
+    return dirs if run_dir in dirs else [run_dir, *dirs]
+
+
+def find_job_root_cause(run_dir: Path, exit_code: int | None) -> RootCause:
+    """The earliest recorded failure on any node; this node's explanation when none is recorded.
+
+    A rank that dies on node 1 makes node 0's ranks fail a moment later (their
+    peer is gone): node 0's own error records would name a consequence. When
+    the nodes share a file system (or run on one machine), the other nodes' run
+    dirs hold the real cause.
+    """
+    causes = [find_root_cause(d, exit_code) for d in job_run_dirs(run_dir) if d.is_dir()]
+    timed = [c for c in causes if c.time is not None]
+    if timed:
+        return min(timed, key=lambda c: c.time or 0.0)
+    own = find_root_cause(run_dir, exit_code)
+    return own if own.rank is not None else next((c for c in causes if c.rank is not None), own)
+
+
+class MultiNodeScheduler(Scheduler):
+    """One node of a multi-node torchrun job on machines you start yourself (``launch.nnodes`` > 1)."""
+
+    name = "multinode"
+    tracking = TrackingMode.DEFERRED  # node 0's launcher owns the MLflow run
+
+    def dry_run(self, plan: LaunchPlan) -> DryRun:
+        return DryRun(f"{plan.describe()}\n{describe_peers(plan)}")
+
+    def launcher(self, plan: LaunchPlan) -> LocalLauncher:
+        return LocalLauncher(find_cause=find_job_root_cause)  # root cause: the earliest on any node

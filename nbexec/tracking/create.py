@@ -38,6 +38,7 @@ def create_training_mlflow_run(
     experiment: str | None = None,
     notebook_path: str | os.PathLike[str] | None = None,
     start_time: float | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> TrackedRun:
     """Open the MLflow run of a training job, before the job starts.
 
@@ -56,6 +57,7 @@ def create_training_mlflow_run(
         notebook_path: the launching notebook (``mlflow.source.name``).
         start_time: when the job started (seconds since the epoch; default: now),
             for a run opened while the job already runs.
+        params: more params beside the config's (e.g. an HPO trial's; nested dicts flattened).
 
     Returns:
         The open :class:`TrackedRun`.
@@ -69,8 +71,10 @@ def create_training_mlflow_run(
         cfg = plan.config
     else:
         cfg = config if isinstance(config, TrainingConfig) else load_config(config)
+    all_params = training_params(cfg, plan)
+    all_params.update(flatten_params(params or {}))
     return _open_run(
-        cfg, params=training_params(cfg, plan), run_name=run_name, plan=plan, parent_run_id=parent_run_id,
+        cfg, params=all_params, run_name=run_name, plan=plan, parent_run_id=parent_run_id,
         tags=tags, tracking_uri=tracking_uri, experiment=experiment, notebook_path=notebook_path,
         start_time=start_time,
     )

@@ -32,7 +32,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -62,7 +62,16 @@ class DeferredTrackedRun:
         TrackingError: the store is unreachable (nothing has been spawned).
     """
 
-    def __init__(self, plan: LaunchPlan) -> None:
+    def __init__(
+        self,
+        plan: LaunchPlan,
+        *,
+        open_first: bool = False,
+        parent_run_id: str | None = None,
+        run_name: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, object] | None = None,
+    ) -> None:
         from nbexec.tracking.child_logger import ENV_CHILD_METRICS
         from nbexec.tracking.env import CREDENTIAL_VARS, store_env
         from nbexec.tracking.store import (
@@ -82,19 +91,25 @@ class DeferredTrackedRun:
         shown = {k: v for k, v in added.items() if k not in CREDENTIAL_VARS}
         self.plan = replace(plan, env={**env, **added}, env_set={**plan.env_set, **shown})
         self.timeout = plan.config.tracking.timeout
+        self._parent_run_id, self._run_name, self._params, self._tags = parent_run_id, run_name, params, tags
         self._future: Future[TrackedRun] = Future()
         self._started = time.time()  # the run's start in MLflow is the job's, not when MLflow was ready
         self._opening = False
         self._lock = threading.Lock()
-        if plan.config.tracking.required:  # before anything is spawned: TrackingError stops the launch
+        if open_first or plan.config.tracking.required:  # before anything is spawned: TrackingError stops it
             self._open_in_background()
             try:
-                self._future.result()  # set by the opening thread or, after tracking.timeout, by _give_up
+                tracked = self._future.result()  # set by the opening thread or, after tracking.timeout, _give_up
             except Exception as err:  # noqa: BLE001 - MLflow, SQLAlchemy, HTTP and timeouts alike
+                why = "tracking.required: " if plan.config.tracking.required else ""
                 raise TrackingError(
-                    f"tracking.required: the MLflow run could not be opened in {self.tracking_uri} "
+                    f"{why}the MLflow run could not be opened in {self.tracking_uri} "
                     f"({_reason(err)}); nothing was started"
                 ) from err
+            # Known before the job starts: the ranks get the run in their environment too
+            # (they need not be able to read tracking.json, e.g. a job on other machines).
+            self.plan = replace(self.plan, env={**self.plan.env, **_run_env(tracked)},
+                                env_set={**self.plan.env_set, **_run_env(tracked)})
 
     def start_opening(self) -> None:
         """Open the run in a thread (call once the run dir exists); ``tracking.json`` follows.
@@ -119,7 +134,8 @@ class DeferredTrackedRun:
 
         return create_training_mlflow_run(
             plan=self.plan, tracking_uri=self.tracking_uri, experiment=self.experiment_name,
-            start_time=self._started,
+            start_time=self._started, parent_run_id=self._parent_run_id, run_name=self._run_name,
+            params=self._params, tags=self._tags,
         )
 
     def _open(self) -> None:
@@ -245,6 +261,14 @@ def _end_abandoned_runs(tracked: TrackedRun) -> None:
         mark_abandoned_runs(get_client(tracked.tracking_uri))
     except Exception:  # noqa: BLE001 - housekeeping: never the job's problem
         pass
+
+
+def _run_env(tracked: TrackedRun) -> dict[str, str]:
+    """The run's id and experiment for the ranks' environment (the name only when it is the run's)."""
+    env = {"MLFLOW_RUN_ID": tracked.run_id, "MLFLOW_EXPERIMENT_ID": str(tracked.experiment_id)}
+    if str(tracked.experiment_id) == str(tracked.setup.experiment_id):
+        env["MLFLOW_EXPERIMENT_NAME"] = tracked.setup.experiment_name
+    return env
 
 
 def _open_state(tracked: TrackedRun, experiment_name: str) -> dict[str, Any]:

@@ -154,7 +154,7 @@ class Recorder(Sink):
 @pytest.fixture
 def fake_azure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     """The stand-in MLClient, for this process and for the log streamer child."""
-    from nbexec.schedulers.azureml import run as az_run
+    from nbexec.schedulers.azureml import submit as az_run
     from nbexec.schedulers.azureml.stream import TEST_CLIENT_VAR
 
     folder = tmp_path / "azure"
@@ -174,7 +174,7 @@ def _mlflow_status(run_id: str) -> str:
 
 def _submit(tmp_path: Path, client: object, order: list[str], *extra_finalizers, views=()):  # noqa: ANN001, ANN202
     """Submit with a real MLflow run (SQLite) ended by its finalizer, and a recording sink."""
-    from nbexec.schedulers.azureml.run import submit_azureml
+    from nbexec.schedulers.azureml.submit import submit_azureml
     from nbexec.tracking import create_training_mlflow_run, tracking_finalizer
 
     plan = prepare(_config(tmp_path))
@@ -206,18 +206,18 @@ def test_completed_job_streams_lines_runs_finalizers_then_on_end(tmp_path: Path,
     run, sink, tracked, seen = _submit(tmp_path, fake_azure, order, broken_backup,
                                        views=[lambda plan: LiveRunView(plan, publish=published.append)])
     _check_job(fake_azure.jobs.submitted[0], tmp_path)
-    assert run.job_name == "job-123" and run.studio_url == "https://studio/job-123"
+    assert run.job_id == "job-123" and run.job.studio_url == "https://studio/job-123"
     assert run.status is RunStatus.RUNNING
     wait_until(lambda: sink.started is run, 120, "on_start")
     # the streamer child builds its client through the test hook; nothing secret on its command line
-    assert run._streamer.args[3:6] == ["--job", "job-123", "--log-dir"] and "s3cret" not in str(run._streamer.args)
+    assert run.job.streamer.args[3:6] == ["--job", "job-123", "--log-dir"] and "s3cret" not in str(run.job.streamer.args)
 
     fake_azure.jobs.set_state("Running")
     fake_azure.jobs.remote_print("epoch 1 loss 0.50", "epoch 2 loss 0.25")
     wait_until(lambda: [ln.text for ln in run.lines(0)] == ["epoch 1 loss 0.50", "epoch 2 loss 0.25"], 30,
                "rank 0's lines in lines()")
     wait_until(lambda: sink.texts(0) == ["epoch 1 loss 0.50", "epoch 2 loss 0.25"], 120, "lines in the sink")
-    wait_until(lambda: run.azureml_state == "Running", 120, "the Running state")
+    wait_until(lambda: run.scheduler_state == "Running", 120, "the Running state")
     wait_until(lambda: any("[rank0] epoch 2 loss 0.25" in b["text/plain"] and "RUNNING" in b["text/plain"]
                            for b in list(published)), 120, "the live view showing the lines")
     assert run.status is RunStatus.RUNNING and not run.done() and order == []
@@ -226,7 +226,7 @@ def test_completed_job_streams_lines_runs_finalizers_then_on_end(tmp_path: Path,
     fake_azure.jobs.set_state("Completed")
     assert run.wait(timeout=120) is RunStatus.FINISHED
     result = run.result()
-    assert run.azureml_state == "Completed"
+    assert run.scheduler_state == "Completed"
     assert [ln.text for ln in run.lines(0, 1)] == ["training done"]  # the last lines, after the job was over
     launcher = [ln.text for ln in run.lines(None)]
     assert "RunId: job-123" in launcher and "Execution Summary" in launcher
@@ -241,7 +241,7 @@ def test_completed_job_streams_lines_runs_finalizers_then_on_end(tmp_path: Path,
     assert "nbexec: backup target is gone" in sink.texts(None)
     assert _mlflow_status(tracked.run_id) == "FINISHED"
     assert json.loads((run.run_dir / "result.json").read_text())["status"] == "FINISHED"
-    assert run._streamer.poll() is not None
+    assert run.job.streamer.poll() is not None
     # the notebook's live view ends with the summary
     assert published[-1]["text/plain"].startswith("nbexec: az-1 FINISHED in ")
 
@@ -273,7 +273,7 @@ def test_failed_job_reports_rank0_traceback_and_ends_mlflow_failed(tmp_path: Pat
 
 def test_a_status_azure_never_answers_ends_the_run_failed_with_why(tmp_path: Path, fake_azure,
                                                                      monkeypatch) -> None:
-    from nbexec.schedulers.azureml import run as az_run
+    from nbexec.schedulers.azureml import submit as az_run
 
     monkeypatch.setattr(az_run, "MAX_POLL_ERRORS", 3)
     monkeypatch.setattr(az_run, "STREAM_DRAIN_S", 0.5)  # the streamer (its own client) would go on
@@ -293,7 +293,7 @@ def test_a_status_azure_never_answers_ends_the_run_failed_with_why(tmp_path: Pat
     cause = run.exception().root_cause
     assert "could not read the job's status 3 times: workspace unreachable" in cause.message
     assert order == ["finalize", "on_end"] and _mlflow_status(tracked.run_id) == "FAILED"
-    assert run._streamer.poll() is not None  # stopped once the drain time was up
+    assert run.job.streamer.poll() is not None  # stopped once the drain time was up
 
 
 def test_cancel_ends_the_job_killed(tmp_path: Path, fake_azure) -> None:
@@ -305,18 +305,18 @@ def test_cancel_ends_the_job_killed(tmp_path: Path, fake_azure) -> None:
     wait_until(lambda: sink.texts(0) == ["epoch 1 loss 0.50"], 30, "the first line")
     run.cancel(grace=0)
     assert fake_azure.jobs.cancelled == ["job-123"] and run.status is RunStatus.KILLED
-    assert run.azureml_state == "Canceled"
+    assert run.scheduler_state == "Canceled"
     with pytest.raises(TrainingCancelled):
         run.result()
     assert order == ["finalize", "on_end"] and sink.ended.status is RunStatus.KILLED
     assert _mlflow_status(tracked.run_id) == "KILLED"
-    assert run._streamer.poll() is not None  # the streamer is gone too
+    assert run.job.streamer.poll() is not None  # the streamer is gone too
     run.cancel()  # idempotent
 
 
 def test_a_streamer_that_dies_is_restarted_without_repeating_lines(tmp_path: Path, fake_azure,
                                                                    monkeypatch) -> None:
-    from nbexec.schedulers.azureml import run as az_run
+    from nbexec.schedulers.azureml import submit as az_run
 
     monkeypatch.setattr(az_run, "STREAM_RESTART_DELAY_S", 0.05)
     _write_script(tmp_path)
@@ -337,7 +337,7 @@ def test_a_streamer_that_dies_is_restarted_without_repeating_lines(tmp_path: Pat
 
 def test_the_streamer_exits_when_the_submitter_closes_its_stdin(tmp_path: Path, fake_azure) -> None:
     """A kernel that dies closes the pipe too: no streamer outlives its submitter."""
-    from nbexec.schedulers.azureml.run import _start_streamer
+    from nbexec.schedulers.azureml.submit import _start_streamer
 
     _write_script(tmp_path)
     plan = prepare(_config(tmp_path))

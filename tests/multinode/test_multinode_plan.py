@@ -11,8 +11,10 @@ import pytest
 from nbexec.cli import build_parser
 from nbexec.config import load_config
 from nbexec.errors import ConfigError
+from nbexec.executor import prepare
 from nbexec.options import config_overrides
 from nbexec.plan import plan_training
+from nbexec.schedulers import get_scheduler
 from nbexec.schedulers.multinode import peer_command
 
 TWO = {"launch": {"nproc": 2, "nnodes": 2, "rdzv_endpoint": "10.0.0.5:29500"}, "output": {"run_name": "job"}}
@@ -53,7 +55,7 @@ def test_peer_command_is_what_node0_prints_and_parses_back(machine, tmp_path: Pa
         "--node-rank", "1", "--rdzv-endpoint", "10.0.0.5:29500", "--rdzv-id", "job",
         "--output", str(tmp_path), "--run-name", "job.node1",
     ]
-    text = plan.describe()
+    text = get_scheduler(plan.config).dry_run(plan).text  # what --dry-run shows
     assert f"node 1: {shlex.join(argv)}" in text and "this is node 0" in text
     args = build_parser().parse_args(argv[1:])
     assert config_overrides(args) == ['launch.nnodes="2"', "launch.node_rank=1",
@@ -87,7 +89,7 @@ def test_config_hash_is_the_same_on_every_node_and_single_node_hashes_unchanged(
     ({"azureml": {"compute": ""}}, ("launch.azureml.compute",)),
 ])
 def test_bad_scale_out_keys_name_the_field_and_the_fix(launch: dict, words: tuple[str, ...]) -> None:
-    with pytest.raises(ConfigError) as caught:
-        load_config({"launch": launch})
+    with pytest.raises(ConfigError) as caught:  # the config refuses its keys, prepare() the schedulers' options
+        prepare({"launch": launch})
     for word in words:
         assert word in str(caught.value)

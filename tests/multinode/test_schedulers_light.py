@@ -9,9 +9,10 @@ from pathlib import Path
 
 MODULES = (
     "nbexec.schedulers", "nbexec.schedulers.multinode", "nbexec.schedulers.filetail",
-    "nbexec.schedulers.slurm.script", "nbexec.schedulers.slurm.commands", "nbexec.schedulers.slurm.run",
-    "nbexec.schedulers.slurm.node", "nbexec.schedulers.azureml.job", "nbexec.schedulers.azureml.run",
-    "nbexec.schedulers.azureml.entry",
+    "nbexec.schedulers.api", "nbexec.schedulers.local",
+    "nbexec.schedulers.slurm.script", "nbexec.schedulers.slurm.commands", "nbexec.schedulers.slurm.submit",
+    "nbexec.schedulers.slurm.scheduler", "nbexec.schedulers.slurm.node", "nbexec.schedulers.azureml.job",
+    "nbexec.schedulers.azureml.submit", "nbexec.schedulers.azureml.scheduler", "nbexec.schedulers.azureml.entry",
 )
 
 

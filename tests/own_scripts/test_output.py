@@ -73,8 +73,10 @@ def test_a_tqdm_bar_is_drawn_in_place_in_a_terminal_while_the_script_runs(tmp_pa
         os.close(main)
     assert proc.returncode == 0, out
     assert "saw_stop=True" in out, f"the bar was not shown while the script waited at step 3:\n{out}"
-    # drawn in place: the status line is cleared and redrawn, never printed as a line of its own
-    assert "\r\x1b[K[rank0!] train:  30%|" in out, out
+    # drawn in place: the frame ends where the status line is cleared for the next, not with a newline
+    frame = out.index("[rank0!] train:  30%|")
+    ends = [i for i in (out.find("\r", frame), out.find("\n", frame)) if i >= 0]
+    assert ends and out[min(ends)] == "\r" and out.startswith("\r\x1b[K", min(ends)), out
     frames = [seg for seg in out.replace("\r\n", "\n").split("\n") if "train:  30%|" in seg and "\x1b[K" not in seg]
     assert frames == [], f"a bar frame was printed as a line: {frames}"
     assert "[rank0!] train: 100%|" in out  # the finished bar is a line of the output

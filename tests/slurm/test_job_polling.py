@@ -14,8 +14,8 @@ import os
 import stat
 from pathlib import Path
 
-from nbexec.schedulers.slurm import run as slurm_run
-from nbexec.schedulers.slurm.run import SlurmJob
+from nbexec.schedulers.slurm import submit as slurm_run
+from nbexec.schedulers.slurm.submit import SlurmJob
 
 
 def _tool(folder: Path, name: str, body: str) -> None:
@@ -38,7 +38,8 @@ def test_a_failing_squeue_does_not_end_a_job_slurm_still_runs(tmp_path: Path, mo
 
     state.write_text("CANCELLED")
     assert job.poll() == -15  # killed by SIGTERM, as scancel does
-    assert job.state is not None and job.state.state == "CANCELLED" and job.state.signal == 15
+    assert job.final is not None and job.final.state == "CANCELLED" and job.final.signal == 15
+    assert job.state == "CANCELLED"
 
 
 def test_a_job_neither_tool_knows_any_more_is_over(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
@@ -48,4 +49,4 @@ def test_a_job_neither_tool_knows_any_more_is_over(tmp_path: Path, monkeypatch) 
     job = SlurmJob("8", {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"})
 
     assert job.poll() == 1
-    assert job.state is not None and job.state.state == "UNKNOWN"
+    assert job.final is not None and job.final.state == "UNKNOWN"

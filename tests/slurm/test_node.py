@@ -17,11 +17,11 @@ from nbexec.executor import prepare
 from nbexec.result import RunStatus
 from nbexec.runner.handle import write_run_inputs
 from nbexec.runner.sinks import Dispatcher
-from nbexec.schedulers import node_run_dirs
 from nbexec.schedulers.filetail import FileTailPump
+from nbexec.schedulers.multinode import node_run_dirs
 from nbexec.schedulers.slurm.commands import JobState
-from nbexec.schedulers.slurm.run import SlurmJob, SlurmRun
 from nbexec.schedulers.slurm.script import SPEC_FILE, slurm_dir, spec_json
+from nbexec.schedulers.slurm.submit import SlurmJob
 
 TINY = {
     "model": {"backbone": "tiny-encoder", "d_model": 32, "layers": 1, "heads": 2, "ff_dim": 64},
@@ -77,13 +77,13 @@ def test_slurm_failure_states_are_the_root_cause(tmp_path: Path) -> None:
     plan = prepare({"launch": {"nproc": 1, "scheduler": "slurm", "slurm": {"time": "5"}},
                     "output": {"dir": str(tmp_path)}, "tracking": {"enabled": False}})
     (plan.run_dir / "logs").mkdir(parents=True)
-    run = SlurmRun(plan)
-    run._job = SlurmJob("42", {})
-    run._job.state = JobState("TIMEOUT", 0, 15, "TimeLimit")
-    assert run._final_status(-15) is RunStatus.FAILED
-    cause = run._root_cause(-15)
+    job = SlurmJob("42", {}, plan.run_dir)
+    job.final = JobState("TIMEOUT", 0, 15, "TimeLimit")
+    status, cause = job.outcome(-15, cancelled=False)
+    assert status is RunStatus.FAILED and cause is not None
     assert cause.message == ("Slurm job 42 TIMEOUT: the job hit its time limit (launch.slurm.time) (TimeLimit)")
-    run._job.state = JobState("FAILED", 1, 0, "NonZeroExitCode")  # no error record from any rank
-    assert f"see {plan.run_dir}/slurm/slurm-42.out" in run._root_cause(1).message
-    run._job.state = JobState("CANCELLED", 0, 15, "")  # scancel by someone else: still KILLED
-    assert run._final_status(-15) is RunStatus.KILLED
+    job.final = JobState("FAILED", 1, 0, "NonZeroExitCode")  # no error record from any rank
+    status, cause = job.outcome(1, cancelled=False)
+    assert cause is not None and f"see {plan.run_dir}/slurm/slurm-42.out" in cause.message
+    job.final = JobState("CANCELLED", 0, 15, "")  # scancel by someone else: still KILLED
+    assert job.outcome(-15, cancelled=False) == (RunStatus.KILLED, None)

@@ -9,6 +9,7 @@ from pathlib import Path
 from nbexec.config import load_config
 from nbexec.executor import prepare
 from nbexec.plan import plan_training
+from nbexec.schedulers import get_scheduler
 from nbexec.schedulers.slurm.commands import _state
 from nbexec.schedulers.slurm.node import node_argv
 from nbexec.schedulers.slurm.script import build_sbatch_script, slurm_node_hardware
@@ -20,7 +21,8 @@ def test_sbatch_script_for_two_gpu_nodes(tmp_path: Path) -> None:
         "cpus_per_task": 32, "mem": "200G", "extra_args": ["--exclusive", "--comment=it's mine"]}},
         "output": {"run_name": "big"}}
     config = load_config(raw)
-    plan = plan_training(config, output_dir=tmp_path, hardware=slurm_node_hardware(config), base_env={})
+    plan = plan_training(config, output_dir=tmp_path, hardware=slurm_node_hardware(config), base_env={},
+                         rendezvous=get_scheduler(config).rendezvous_args)  # what prepare() passes
     assert plan.nproc == 4 and plan.backend == "nccl"  # auto: one process per GPU of a node
     run_dir = tmp_path / "big"
     assert build_sbatch_script(plan, python="/venv/bin/python") == "\n".join([
@@ -67,8 +69,9 @@ def test_single_node_job_uses_a_local_rendezvous(tmp_path: Path) -> None:
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
         "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "--rdzv-id", plan.run_name,
     ]
-    assert "#SBATCH --cpus-per-task=2" in plan.describe()  # one CPU per process by default
-    assert "sbatch script:\n#!/bin/bash" in plan.describe()
+    dry = get_scheduler(plan.config).dry_run(plan).text
+    assert "#SBATCH --cpus-per-task=2" in dry  # one CPU per process by default
+    assert "sbatch script:\n#!/bin/bash" in dry
 
 
 def test_slurm_states_and_exit_codes() -> None:

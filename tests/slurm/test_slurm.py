@@ -77,7 +77,7 @@ def test_reference_trainer_completes_with_streamed_logs_and_mlflow_finished(slur
     result = run.result(timeout=240)
 
     assert result.status is RunStatus.FINISHED and result.exit_code == 0
-    assert run.slurm_state == "COMPLETED"
+    assert run.scheduler_state == "COMPLETED"
     assert run.plan.run_dir.joinpath("slurm", "job.sbatch").read_text().startswith("#!/bin/bash")
     # rank 0's lines reached the sink from the job's log files, before the job was over
     texts = recorder.texts(0)
@@ -97,12 +97,12 @@ def test_cancel_mid_run_leaves_nothing_and_marks_killed(slurm_cluster, tmp_path)
     run = launch(config)
     # the job's lines stream while it runs: it never ends by itself
     wait_until(lambda: any("ready rank 1" in ln.text for ln in run.lines(1)), 120, "rank 1 ready")
-    assert run.status is RunStatus.RUNNING and run.slurm_state == "RUNNING"
+    assert run.status is RunStatus.RUNNING and run.scheduler_state == "RUNNING"
     assert _job_processes(run.plan.run_dir), "the job's processes should be visible before cancel"
     run.cancel()
     run.cancel()  # idempotent
     assert run.status is RunStatus.KILLED
-    assert run.slurm_state == "CANCELLED"
+    assert run.scheduler_state == "CANCELLED"
     with pytest.raises(TrainingCancelled):
         run.result()
     assert _job_processes(run.plan.run_dir) == []
@@ -116,7 +116,7 @@ def test_failing_job_reports_its_root_cause(slurm_cluster, tmp_path):
     cause = caught.value.root_cause
     assert cause.rank == 1 and cause.exc_type == "ValueError"
     assert "rank one exploded on batch 17" in cause.message
-    assert run.status is RunStatus.FAILED and run.slurm_state == "FAILED"
+    assert run.status is RunStatus.FAILED and run.scheduler_state == "FAILED"
     assert "rank 1 line 4" in [ln.text for ln in run.lines(1)]
     assert run.tracking is not None and _mlflow_status(run.tracking.run_id) == "FAILED"
 

@@ -7,7 +7,7 @@ It runs ``MLClient.jobs.stream(NAME)``, which prints to a hard-coded
 ``sys.stdout`` is a :class:`SectionRouter` that splits what the SDK prints
 into the run dir's log files, which the submitter tails
 (:class:`~nbexec.schedulers.filetail.FileTailPump`) into ``lines()`` and the
-sinks. The client comes from :func:`~nbexec.schedulers.azureml.run.connect`:
+sinks. The client comes from :func:`~nbexec.schedulers.azureml.submit.connect`:
 the same workspace options and credential chain as the submission (``az
 login``, service principal variables, managed identity); no secret is on the
 command line or stdin. The submitter keeps stdin open: when it closes
@@ -152,7 +152,7 @@ def make_client(options: dict[str, Any]) -> Any:
     if spec:
         module, _, attr = spec.partition(":")
         return getattr(importlib.import_module(module), attr)(options)
-    from nbexec.schedulers.azureml.run import connect
+    from nbexec.schedulers.azureml.submit import connect
 
     return connect(options)
 

@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 from nbexec import contract
-from nbexec.schedulers.multinode import SLURM_HEAD, SLURM_IS_HOST, node_run_name
+from nbexec.schedulers.multinode import node_run_name
+from nbexec.schedulers.slurm.scheduler import SLURM_HEAD, SLURM_IS_HOST
 from nbexec.schedulers.slurm.script import HEAD_ENV, SPEC_FILE, slurm_dir
 
 _RUN_DIR_VARS = (contract.ENV_RUN_DIR, contract.ENV_EVENTS, contract.ENV_CHECKPOINT_DIR)
@@ -70,7 +71,7 @@ def main(argv: list[str]) -> int:
     run = TrainingRun(plan, sinks=(), finalizers=())
     # scancel sends SIGTERM: stop the whole torchrun tree before Slurm's SIGKILL.
     signal.signal(signal.SIGTERM, lambda *_: run.cancel(grace=2.0))
-    run._start()
+    run.start(write_inputs=False)  # the submitter wrote them (node 0's run dir) or none are needed
     status = run.wait()
     result = run.outcome
     code = result.exit_code if result is not None and result.exit_code is not None else 1

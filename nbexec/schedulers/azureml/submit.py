@@ -19,12 +19,12 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbexec.errors import EnvironmentCheckError, RootCause
 from nbexec.plan import LaunchPlan
 from nbexec.result import RunStatus
-from nbexec.runner.handle import Finalizer, TrainingRun, write_run_inputs
+from nbexec.runner.handle import Finalizer, TrainingRun
 from nbexec.runner.lines import LogLine
 from nbexec.runner.sinks import Sink
 from nbexec.schedulers.azureml.job import (
@@ -33,6 +33,9 @@ from nbexec.schedulers.azureml.job import (
     write_job_yaml,
 )
 from nbexec.schedulers.filetail import FileTailPump
+
+if TYPE_CHECKING:
+    from nbexec.runner.job import PumpFeed
 
 POLL_S = 10.0  # how often AzureML is asked for the job's status
 MAX_POLL_ERRORS = 30  # consecutive failures to read the status before the run is given up as FAILED
@@ -46,8 +49,15 @@ _EXC_RE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit))(?::\
 ARM_SCOPE = "https://management.azure.com/.default"
 _WORKSPACE_ENV = (("subscription_id", "AZURE_SUBSCRIPTION_ID"), ("resource_group", "AZURE_RESOURCE_GROUP"),
                   ("workspace", "AZUREML_WORKSPACE_NAME"))
-_DONE = {"Completed": RunStatus.FINISHED, "Failed": RunStatus.FAILED, "Canceled": RunStatus.KILLED,
-         "NotResponding": RunStatus.FAILED}
+# AzureML's job states -> the run's status (the one table; anything else ends FAILED)
+AZUREML_STATES: dict[str, RunStatus] = {
+    "NotStarted": RunStatus.PENDING, "Queued": RunStatus.PENDING, "Preparing": RunStatus.PENDING,
+    "Provisioning": RunStatus.PENDING, "Starting": RunStatus.PENDING,
+    "Running": RunStatus.RUNNING, "Finalizing": RunStatus.RUNNING, "CancelRequested": RunStatus.RUNNING,
+    "Completed": RunStatus.FINISHED, "Failed": RunStatus.FAILED, "Canceled": RunStatus.KILLED,
+    "NotResponding": RunStatus.FAILED,
+}
+AZUREML_STATES_DONE = {"Completed", "Failed", "Canceled", "NotResponding"}
 
 
 def workspace_of(options: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, str]:
@@ -94,21 +104,71 @@ def connect(options: Mapping[str, Any], env: Mapping[str, str] | None = None, cr
     return MLClient(credential, workspace["subscription_id"], workspace["resource_group"], workspace["workspace"])
 
 
-class AzureMLJob:
-    """A submitted job seen like a process: ``poll()`` is None until AzureML says it is over."""
+class AzureMLLauncher:
+    """Submits the plan as an AzureML command job and follows rank 0's log through a streamer process.
 
-    def __init__(self, client: Any, name: str, state: str) -> None:
+    Args:
+        client: an ``MLClient`` (default: :func:`connect`, when the job starts).
+    """
+
+    def __init__(self, client: Any = None) -> None:
+        self.client = client
+
+    def start(self, plan: LaunchPlan, feed: PumpFeed) -> tuple[AzureMLJob, FileTailPump]:
+        client = self.client or connect(plan.config.launch.azureml, plan.env)
+        path: Path = write_job_yaml(plan)
+        job = build_command_job(plan, config_file=path.with_name("config.yaml"))
+        submitted = client.jobs.create_or_update(job)
+        (path.parent / JOB_NAME_FILE).write_text(f"{submitted.name}\n")
+        stream_log = path.parent / STREAM_LOG
+        pump = FileTailPump(
+            plan.run_dir, feed.dispatcher, on_events=feed.on_events,
+            dirs=lambda: [plan.run_dir], launcher_files=lambda: [stream_log],
+        )
+        azure_job = AzureMLJob(client, submitted.name, str(getattr(submitted, "status", "")), plan=plan,
+                               studio_url=getattr(submitted, "studio_url", None), stream_log=stream_log, pump=pump)
+        return azure_job, pump
+
+
+class AzureMLJob:
+    """A submitted job seen like a process: ``poll()`` is None until AzureML says it is over
+    and the streamer has printed the last lines (a bounded wait).
+
+    Attributes:
+        name: the job's name in the workspace (its ``job_id``).
+        studio_url: the job's page in AzureML studio.
+        streamer: the process that streams rank 0's log (``python -m nbexec.schedulers.azureml.stream``).
+    """
+
+    pid = None  # not a local process
+
+    def __init__(self, client: Any, name: str, state: str, *, plan: LaunchPlan | None = None,
+                 studio_url: str | None = None, stream_log: Path | None = None, pump: Any = None) -> None:
         self.client = client
         self.name = name
-        self.pid = None  # not a local process
-        self.state = state
+        self.job_id: str | None = name
+        self.studio_url = studio_url
+        self._state = state
         self.error: str | None = None  # why its status could not be read
         self.fast = False  # poll every second (a cancel was asked): see hurry()
         self._errors = 0
         self._next = 0.0
         self._lock = threading.Lock()
+        self._plan = plan
+        self._pump = pump
+        self._stream_log = stream_log
+        self.streamer = _start_streamer(plan, name, stream_log) if plan is not None and stream_log else None
+        self._over_since: float | None = None
+        self._restarts = 0
+        self._restart_at: float | None = None
 
-    def poll(self) -> int | None:
+    @property
+    def state(self) -> str:
+        """AzureML's status name: Queued, Running, ... Completed, Failed, Canceled."""
+        return self._state
+
+    def status(self) -> int | None:
+        """AzureML's view only: None while it runs, then the exit code (0 for Completed)."""
         with self._lock:
             if self.over:
                 return self._code()
@@ -117,14 +177,43 @@ class AzureMLJob:
                 return None
             self._next = now + (min(POLL_S, 1.0) if self.fast else POLL_S)
             try:
-                self.state = str(self.client.jobs.get(self.name).status)
+                self._state = str(self.client.jobs.get(self.name).status)
                 self._errors = 0
             except Exception as err:  # noqa: BLE001 - a network blip must not end the run
                 self._errors += 1
                 if self._errors >= MAX_POLL_ERRORS:
                     self.error = f"could not read the job's status {self._errors} times: {err}"
-                    self.state = "Unknown"
+                    self._state = "Unknown"
             return self._code() if self.over else None
+
+    def poll(self) -> int | None:
+        """Over once AzureML says so and the streamer has printed the last lines (bounded wait)."""
+        code = self.status()
+        if code is None:
+            self._keep_streaming()
+            return None
+        if self.streamer is None or self.streamer.poll() is not None:
+            return code
+        self._over_since = self._over_since or time.monotonic()
+        return code if time.monotonic() - self._over_since > STREAM_DRAIN_S else None
+
+    def _keep_streaming(self) -> None:
+        """Restart a streamer that died (a network error) while the job runs, ``MAX_STREAM_RESTARTS`` times."""
+        proc = self.streamer
+        code = proc.poll() if proc is not None else None
+        if code in (None, 0) or self._restarts >= MAX_STREAM_RESTARTS or self._plan is None:
+            return  # streaming, or the stream has ended
+        now = time.monotonic()
+        if self._restart_at is None:
+            self._restart_at = now + STREAM_RESTART_DELAY_S
+        if now < self._restart_at:
+            return
+        self._restarts += 1
+        self._restart_at = None
+        assert self._stream_log is not None
+        with open(self._stream_log, "a") as fh:
+            fh.write(f"nbexec: restarting the log streamer ({self._restarts}/{MAX_STREAM_RESTARTS})\n")
+        self.streamer = _start_streamer(self._plan, self.name, self._stream_log)
 
     def hurry(self) -> None:
         """Poll every second from now on (a cancel was asked)."""
@@ -133,135 +222,41 @@ class AzureMLJob:
 
     @property
     def over(self) -> bool:
-        return self.state in _DONE or self.error is not None
+        return self._state in AZUREML_STATES_DONE or self.error is not None
 
     def _code(self) -> int:
-        return 0 if self.state == "Completed" else 1
+        return 0 if self._state == "Completed" else 1
 
-    def wait(self) -> int:
-        while (code := self.poll()) is None:
+    def finish(self) -> int:
+        _stop(self.streamer)
+        while (code := self.status()) is None:
             time.sleep(min(POLL_S, 1.0))
         return code
 
+    def stop(self, grace: float) -> None:
+        """Ask AzureML to cancel the job; return once it reports it over (or ``grace`` + 60 s)."""
+        self.hurry()
+        self.client.jobs.begin_cancel(self.name)
+        deadline = time.monotonic() + grace + 60.0
+        while self.status() is None and time.monotonic() < deadline:
+            time.sleep(min(POLL_S, 1.0) / 5)
 
-class AzureMLRun(TrainingRun):
-    """A training job running as an AzureML command job. Create it with :func:`submit_azureml`.
+    def outcome(self, exit_code: int, cancelled: bool) -> tuple[RunStatus, RootCause | None]:
+        done = AZUREML_STATES.get(self._state)
+        if cancelled or done is RunStatus.KILLED:
+            return RunStatus.KILLED, None
+        if done is RunStatus.FINISHED and exit_code == 0:
+            return RunStatus.FINISHED, None
+        return RunStatus.FAILED, self._root_cause()
 
-    The same handle as a local run: status (polled every 10 s), wait, result,
-    cancel, ``lines()``, sinks and finalizers. Rank 0's output (the log file
-    AzureML streams) is followed by ``python -m nbexec.schedulers.azureml.stream``,
-    a child process running ``MLClient.jobs.stream``, into ``logs/rank0.log``;
-    AzureML's own lines go to ``logs/launcher.log``. Metrics stay in the
-    job's MLflow run in the workspace (``studio_url``).
-    """
-
-    def __init__(self, plan: LaunchPlan, client: Any, sinks: Sequence[Sink] = (),
-                 finalizers: Sequence[Finalizer] = ()) -> None:
-        super().__init__(plan, sinks=sinks, finalizers=finalizers)
-        self.client = client
-        self.job_name: str | None = None
-        self.studio_url: str | None = None
-        self._job: AzureMLJob | None = None
-        self._streamer: subprocess.Popen[bytes] | None = None
-        self._over_since: float | None = None
-        self._restarts = 0
-        self._restart_at: float | None = None
-
-    @property
-    def azureml_state(self) -> str | None:
-        """AzureML's status name: Queued, Running, ... Completed, Failed, Canceled (None before submission)."""
-        return self._job.state if self._job else None
-
-    def _start(self) -> None:
-        plan = self.plan
-        path: Path = write_job_yaml(plan)
-        job = build_command_job(plan, config_file=path.with_name("config.yaml"))
-        self.started_at = time.time()
-        submitted = self.client.jobs.create_or_update(job)
-        self.job_name, self.studio_url = submitted.name, getattr(submitted, "studio_url", None)
-        (path.parent / JOB_NAME_FILE).write_text(f"{self.job_name}\n")
-        self._job = self._proc = AzureMLJob(self.client, submitted.name, str(getattr(submitted, "status", "")))
-        self._stream_log = stream_log = path.parent / STREAM_LOG
-        self._pump = FileTailPump(  # type: ignore[assignment]
-            plan.run_dir, self._dispatcher, on_events=self._record_events,
-            dirs=lambda: [plan.run_dir], launcher_files=lambda: [stream_log],
-        )
-        self._streamer = _start_streamer(plan, submitted.name, stream_log)
-        self._status = RunStatus.RUNNING
-        self._dispatcher.start(self)
-        self._thread = threading.Thread(target=self._supervise, name=f"nbexec-azureml-{self.job_name}",
-                                        daemon=True)
-        self._thread.start()
-
-    def _supervise(self) -> None:
-        assert self._pump is not None and self._job is not None
-        try:
-            self._pump.run(self._job_over)
-        finally:
-            _stop(self._streamer)
-            self._finish(self._job.wait())
-
-    def _job_over(self) -> bool:
-        """Over once AzureML says so and the streamer has printed the last lines (bounded wait)."""
-        assert self._job is not None
-        if self._job.poll() is None:
-            self._keep_streaming()
-            return False
-        if self._streamer is None or self._streamer.poll() is not None:
-            return True
-        self._over_since = self._over_since or time.monotonic()
-        return time.monotonic() - self._over_since > STREAM_DRAIN_S
-
-    def _keep_streaming(self) -> None:
-        """Restart a streamer that died (a network error) while the job runs, ``MAX_STREAM_RESTARTS`` times."""
-        proc = self._streamer
-        code = proc.poll() if proc is not None else None
-        if code in (None, 0) or self._restarts >= MAX_STREAM_RESTARTS:  # streaming, or the stream has ended
-            return
-        now = time.monotonic()
-        if self._restart_at is None:
-            self._restart_at = now + STREAM_RESTART_DELAY_S
-        if now < self._restart_at:
-            return
-        self._restarts += 1
-        self._restart_at = None
-        with open(self._stream_log, "a") as fh:
-            fh.write(f"nbexec: restarting the log streamer ({self._restarts}/{MAX_STREAM_RESTARTS})\n")
-        assert self.job_name is not None
-        self._streamer = _start_streamer(self.plan, self.job_name, self._stream_log)
-
-    def _final_status(self, exit_code: int) -> RunStatus:
-        state = self.azureml_state
-        if self._cancel_requested or state == "Canceled":
-            return RunStatus.KILLED
-        return RunStatus.FINISHED if state == "Completed" and exit_code == 0 else RunStatus.FAILED
-
-    def _root_cause(self, exit_code: int) -> RootCause:
+    def _root_cause(self) -> RootCause:
         where = f"; see {self.studio_url or 'the job in AzureML studio'}"
-        job = self._job
-        if job is not None and job.error:
-            return RootCause(rank=None, exit_code=None, message=f"AzureML job {self.job_name}: {job.error}{where}")
-        exc_type, message, trace = last_exception(self.lines(0))
+        if self.error:
+            return RootCause(rank=None, exit_code=None, message=f"AzureML job {self.name}: {self.error}{where}")
+        exc_type, message, trace = last_exception(self._pump.lines(0) if self._pump is not None else [])
         rank = 0 if exc_type else None
-        what = message if exc_type else f"AzureML job {self.job_name} {self.azureml_state}"
+        what = message if exc_type else f"AzureML job {self.name} {self._state}"
         return RootCause(rank=rank, exit_code=None, exc_type=exc_type, message=what + where, traceback=trace)
-
-    def cancel(self, grace: float = 10.0) -> None:
-        """Ask AzureML to cancel the job; returns once it reports it over (or ``grace`` + 60 s).
-
-        Idempotent; the run ends KILLED.
-        """
-        with self._lock:
-            if self._done.is_set() or self._job is None:
-                return
-            self._cancel_requested = True
-        self._job.hurry()
-        self.client.jobs.begin_cancel(self.job_name)
-        self._done.wait(grace + 60.0)
-
-    def __repr__(self) -> str:
-        return (f"<AzureMLRun {self.name!r} job {self.job_name} {self.azureml_state or self._status.value}, "
-                f"{self.plan.config.launch.nnodes} node(s) x {self.plan.nproc}x{self.plan.backend}>")
 
 
 def _start_streamer(plan: LaunchPlan, job_name: str, stream_log: Path) -> subprocess.Popen[bytes] | None:
@@ -325,11 +320,13 @@ def last_exception(lines: Sequence[LogLine]) -> tuple[str, str, str]:
 
 
 def submit_azureml(plan: LaunchPlan, *, sinks: Sequence[Sink] = (), finalizers: Sequence[Finalizer] = (),
-                   client: Any = None) -> AzureMLRun:
+                   client: Any = None) -> TrainingRun:
     """Submit ``plan`` as an AzureML command job; returns its handle at once (status RUNNING).
 
-    Lines of rank 0 reach ``sinks`` and ``lines()`` while the job runs; once it
-    is over, each finalizer gets the result in turn (a failing one becomes an
+    What :func:`nbexec.launch` does for ``launch.scheduler: azureml``, with a
+    client of your own (tests, a notebook that connected already). Lines of
+    rank 0 reach ``sinks`` and ``lines()`` while the job runs; once it is
+    over, each finalizer gets the result in turn (a failing one becomes an
     ``nbexec:`` line, the result is kept), then the sinks' ``on_end``.
 
     Args:
@@ -338,13 +335,11 @@ def submit_azureml(plan: LaunchPlan, *, sinks: Sequence[Sink] = (), finalizers: 
 
     Raises:
         EnvironmentCheckError: what is missing to submit (nothing is submitted).
-        FileExistsError: the run dir already holds files.
+        RunDirectoryTaken: the run dir already holds files.
     """
     client = client or connect(plan.config.launch.azureml, plan.env)
-    write_run_inputs(plan)
-    run = AzureMLRun(plan, client, sinks=sinks, finalizers=finalizers)
-    run._start()
-    return run
+    return TrainingRun(plan, sinks=sinks, finalizers=finalizers, launcher=AzureMLLauncher(client)).start()
 
 
-__all__ = ["AzureMLJob", "AzureMLRun", "connect", "last_exception", "submit_azureml", "workspace_of"]
+__all__ = ["AZUREML_STATES", "AzureMLJob", "AzureMLLauncher", "connect", "last_exception", "submit_azureml",
+           "workspace_of"]
