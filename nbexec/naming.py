@@ -89,10 +89,12 @@ def _infer_config_dir(config_dir: str | Path | None) -> Path:
 
 
 def _fields(config: TrainingConfig, stage: str, now: float | None) -> dict[str, str]:
-    from nbexec.trainers.token_classification.schema import DEFAULTS
+    from nbexec.trainer_spec import trainer_spec
 
     launch = config.launch
-    backbone = str(config.model.get("backbone") or DEFAULTS["model"]["backbone"])
+    spec = trainer_spec(launch.target_module)
+    default = spec.defaults.get("model", {}).get("backbone") if spec is not None else None
+    backbone = str(config.model.get("backbone") or default or "")
     if launch.entrypoint:
         what = Path(launch.entrypoint).stem
     elif launch.module:

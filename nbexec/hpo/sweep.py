@@ -289,17 +289,16 @@ def study_inputs(cfg: TrainingConfig) -> tuple[str, str | None, str | None]:
     The built-in trainer's synthetic dataset is generated first (deterministic,
     the same the trials would make), so its fingerprint is real.
     """
-    from nbexec.config import BUILTIN_TRAINER_MODULE
     from nbexec.hpo.fingerprint import data_fingerprint
+    from nbexec.trainer_spec import trainer_spec
 
     data_path = cfg.data.get("path")
-    if cfg.launch.target_module == BUILTIN_TRAINER_MODULE:
-        from nbexec.trainers.token_classification import schema
-        from nbexec.trainers.token_classification.data import ensure_dataset
-
-        resolved = schema.resolved(cfg.model, cfg.training, cfg.data)
-        data_path = str(ensure_dataset(resolved["data"]))
-        backbone = str(resolved["model"]["backbone"])
+    spec = trainer_spec(cfg.launch.target_module)
+    if spec is not None and spec.prepare_data is not None:  # e.g. the built-in trainer's generated dataset
+        resolved = spec.resolve({"model": cfg.model, "training": cfg.training, "data": cfg.data})
+        made = spec.prepare_data(resolved)
+        data_path = str(made) if made is not None else data_path
+        backbone = str(resolved["model"].get("backbone") or "")
     else:
         what = cfg.launch.entrypoint or cfg.launch.module or "script"
         backbone = str(cfg.model.get("backbone") or Path(what).stem.rsplit(".", 1)[-1])
