@@ -13,6 +13,14 @@ untouched except for their type (each must be a mapping).
     output:   {dir: outputs, run_name: null}
     tracking: {enabled: true, uri: null, experiment: nbexec}
     backup:   {enabled: false, target: null}
+
+Choices are str Enums (:class:`Scheduler`, :class:`Backend`, :class:`MetricsFrom`):
+they compare equal to their text (``cfg.launch.scheduler == "local"``) and are
+written as plain text by :meth:`TrainingConfig.to_dict`. ``launch.slurm`` and
+``launch.azureml`` are kept as given (a mapping): their keys are the
+schedulers' to check (``nbexec.schedulers.<name>.options``), which
+:func:`nbexec.executor.prepare` does before anything is spawned; this module
+imports nothing from :mod:`nbexec.schedulers`.
 """
 
 from __future__ import annotations
@@ -22,17 +30,75 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from nbexec.config_fields import BACKENDS, CHECKS, MAX_NPROC, NAME_RE, did_you_mean  # noqa: F401 - re-exported
+from nbexec.config_fields import (  # noqa: F401 - MAX_NPROC, NAME_RE: re-exported
+    MAX_NODES,
+    MAX_NPROC,
+    NAME_RE,
+    Check,
+    check_args,
+    check_bool,
+    check_choice,
+    check_endpoint,
+    check_env,
+    check_experiment,
+    check_int,
+    check_module,
+    check_name,
+    check_nnodes,
+    check_nproc,
+    check_opt_str,
+    check_options,
+    check_path_str,
+    check_seconds,
+    did_you_mean,
+    int_or_none,
+)
 from nbexec.errors import ConfigError
 from nbexec.hashing import canonical_sha256
 
 TRAINER_SECTIONS = ("model", "training", "data")
 _PLACEMENT_KEYS = ("node_rank", "rdzv_endpoint", "rdzv_id", "scheduler", "slurm", "azureml")
 BUILTIN_TRAINER_MODULE = "nbexec.trainers.token_classification"
+
+
+class _Choice(str, Enum):
+    """A config choice: equal to, hashed and formatted as its text (``f"{x}"`` is ``"local"``)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Scheduler(_Choice):
+    """``launch.scheduler``: who runs the job (``launch.backend`` is torch.distributed's, not this)."""
+
+    LOCAL = "local"  # torchrun on this machine (or on each node given, with launch.nnodes > 1)
+    SLURM = "slurm"  # an sbatch job
+    AZUREML = "azureml"  # an AzureML command job
+
+
+class Backend(_Choice):
+    """``launch.backend``: torch.distributed's process-group backend (``auto``: nccl with GPUs, else gloo)."""
+
+    AUTO = "auto"
+    GLOO = "gloo"
+    NCCL = "nccl"
+
+
+class MetricsFrom(_Choice):
+    """``tracking.metrics_from``: who sends metrics to MLflow (see :class:`TrackingConfig`)."""
+
+    PARENT = "parent"
+    RANK0 = "rank0"
+
+
+SCHEDULERS = tuple(s.value for s in Scheduler)
+BACKENDS = tuple(b.value for b in Backend)
+
 
 @dataclass(frozen=True)
 class LaunchConfig:
@@ -44,7 +110,7 @@ class LaunchConfig:
     """
 
     nproc: int | str = "auto"
-    backend: str = "auto"
+    backend: Backend = Backend.AUTO
     entrypoint: str | None = None
     module: str | None = None
     args: tuple[str, ...] = ()
@@ -58,9 +124,15 @@ class LaunchConfig:
     node_rank: int = 0
     rdzv_endpoint: str | None = None  # host:port of node 0's c10d rendezvous
     rdzv_id: str | None = None  # default: node 0's run name
-    scheduler: str = "local"
+    scheduler: Scheduler = Scheduler.LOCAL
+    # Each scheduler's options as given; its options class checks them (SlurmOptions, AzureMLOptions).
     slurm: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     azureml: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        # text given directly (LaunchConfig(scheduler="slurm")) becomes the member, as a loaded config has
+        object.__setattr__(self, "backend", Backend(self.backend))
+        object.__setattr__(self, "scheduler", Scheduler(self.scheduler))
 
     @property
     def max_nodes(self) -> int:
@@ -101,9 +173,12 @@ class TrackingConfig:
     enabled: bool = True
     uri: str | None = None
     experiment: str = "nbexec"
-    metrics_from: str = "parent"
+    metrics_from: MetricsFrom = MetricsFrom.PARENT
     required: bool = False
     timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metrics_from", MetricsFrom(self.metrics_from))
 
 
 @dataclass(frozen=True)
@@ -119,6 +194,40 @@ _SECTIONS: dict[str, type] = {
     "backup": BackupConfig,
 }
 ALL_SECTIONS = (*TRAINER_SECTIONS, *_SECTIONS)
+
+# section -> key -> check (nbexec.config_fields): what each of nbexec's own keys accepts.
+CHECKS: dict[str, dict[str, Check]] = {
+    "launch": {
+        "nproc": check_nproc,
+        "backend": check_choice(Backend),
+        "entrypoint": check_opt_str,
+        "module": check_module,
+        "args": check_args,
+        "max_restarts": lambda p, v: check_int(p, v, low=0, high=100),
+        "omp_num_threads": int_or_none(1, 1024),
+        "oversubscribe": check_bool,
+        "env": check_env,
+        "nnodes": check_nnodes,
+        "node_rank": lambda p, v: check_int(p, v, low=0, high=MAX_NODES - 1),
+        "rdzv_endpoint": check_endpoint,
+        "rdzv_id": check_name,
+        "scheduler": check_choice(
+            Scheduler, note=" (launch.backend is torch.distributed's gloo/nccl; launch.scheduler runs the job)"
+        ),
+        "slurm": check_options("{partition: gpu, gpus_per_node: 4}"),
+        "azureml": check_options("{compute: gpu-cluster}"),
+    },
+    "output": {"dir": check_path_str, "run_name": check_name},
+    "tracking": {
+        "enabled": check_bool,
+        "uri": check_opt_str,
+        "experiment": check_experiment,
+        "metrics_from": check_choice(MetricsFrom),
+        "required": check_bool,
+        "timeout": lambda p, v: check_seconds(p, v, low=1, high=3600),
+    },
+    "backup": {"enabled": check_bool, "target": check_opt_str},
+}
 
 
 @dataclass(frozen=True)
@@ -490,7 +599,7 @@ def _validate(raw: dict[str, Any]) -> TrainingConfig:
             )
         trainer[name] = _freeze(section)
     own = {name: _build_section(name, raw.get(name)) for name in _SECTIONS}
-    config = TrainingConfig(**trainer, **own)
+    config = TrainingConfig(model=trainer["model"], training=trainer["training"], data=trainer["data"], **own)
     _check_cross_fields(config)
     if config.launch.target_module == BUILTIN_TRAINER_MODULE:
         from nbexec.trainers.token_classification import schema
@@ -536,9 +645,36 @@ def _check_cross_fields(config: TrainingConfig) -> None:
 
 
 def _check_scale_out(launch: LaunchConfig) -> None:
-    from nbexec.schedulers.checks import check_launch
+    """Cross-field rules of the scale-out keys (a scheduler's own options are its to check).
 
-    check_launch(launch)
+    Raises:
+        ConfigError: naming the field and what to change.
+    """
+    if launch.node_rank >= launch.max_nodes:
+        raise ConfigError(
+            f"launch.node_rank = {launch.node_rank} is not below launch.nnodes = {launch.nnodes}; "
+            f"node ranks run from 0 to {launch.max_nodes - 1}",
+            field="launch.node_rank", value=launch.node_rank,
+        )
+    if launch.scheduler == Scheduler.LOCAL and launch.is_multinode and launch.rdzv_endpoint is None:
+        raise ConfigError(
+            f"launch.nnodes = {launch.nnodes} needs launch.rdzv_endpoint: the HOST:PORT of node 0 "
+            "(an address every node can reach, and a free port), e.g. --rdzv-endpoint 10.0.0.5:29500",
+            field="launch.rdzv_endpoint", value=None,
+        )
+    if launch.scheduler != Scheduler.LOCAL and (launch.node_rank != 0 or launch.rdzv_endpoint is not None):
+        field = "launch.node_rank" if launch.node_rank != 0 else "launch.rdzv_endpoint"
+        raise ConfigError(
+            f"{field} is set, but launch.scheduler = {str(launch.scheduler)!r} places the nodes itself; "
+            "leave node_rank and rdzv_endpoint unset (they are for launch.scheduler: local)",
+            field=field, value=getattr(launch, field.split(".")[1]),
+        )
+    if launch.node_rank > 0 and launch.rdzv_id is None:
+        raise ConfigError(
+            f"launch.node_rank = {launch.node_rank} needs launch.rdzv_id, the id node 0 uses "
+            "(node 0 prints the exact command for every other node, --rdzv-id included)",
+            field="launch.rdzv_id", value=None,
+        )
 
 
 def _freeze(value: Any) -> Any:
@@ -550,6 +686,8 @@ def _freeze(value: Any) -> Any:
 
 
 def _thaw(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value  # plain text: YAML's safe dumper refuses an Enum, and hashes must not change
     if isinstance(value, Mapping):
         return {k: _thaw(v) for k, v in value.items()}
     if isinstance(value, tuple):

@@ -1,28 +1,40 @@
-"""Field checks for nbexec's own config sections.
+"""Field checks for config values: nbexec's own sections and the schedulers' options.
 
-Each check takes the dotted path and the value, and returns the normalised
-value or raises :class:`ConfigError` naming the field, the value and what is
-allowed. :data:`CHECKS` maps section -> key -> check.
+Each check takes the dotted path of the field (``launch.nproc``) and the value,
+and returns the normalised value or raises :class:`ConfigError` naming the
+field, the value and what is allowed (:func:`fail` builds that error).
+:mod:`nbexec.config` maps its sections' keys to these checks; a scheduler's
+options (``nbexec.schedulers.slurm.options``...) use them for ``launch.<name>``.
+
+Standard library only, and nothing from nbexec but its errors: both the config
+and the schedulers import this module.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from nbexec.errors import ConfigError
 
-BACKENDS = ("auto", "gloo", "nccl")
 MAX_NPROC = 1024
+MAX_NODES = 4096
 # Names that become directory names and MLflow names: no separators, no shell
 # or glob characters, nothing that starts with a dot or a dash.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_NNODES_RE = re.compile(r"^\s*(\d+)\s*(?::\s*(\d+)\s*)?$")
+_HOST_PORT_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})$")
+
+Check = Callable[[str, Any], Any]
+"""A field check: ``check(path, value)`` returns the normalised value or raises ConfigError."""
+E = TypeVar("E", bound=Enum)
 
 
 def did_you_mean(name: str, allowed: Iterable[str], *, cutoff: float = 0.6) -> str:
@@ -31,58 +43,79 @@ def did_you_mean(name: str, allowed: Iterable[str], *, cutoff: float = 0.6) -> s
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _fail(path: str, value: Any, allowed: str) -> ConfigError:
+def fail(path: str, value: Any, allowed: str) -> ConfigError:
+    """The error for a refused value: ``<path> = <value> is not allowed; <allowed>``.
+
+    Returned, not raised, so the caller's ``raise`` shows where the check failed.
+    """
     return ConfigError(f"{path} = {value!r} is not allowed; {allowed}", field=path, value=value)
 
 
-def _bool(path: str, value: Any) -> bool:
+def check_bool(path: str, value: Any) -> bool:
+    """``true`` or ``false`` (not 0/1, not "yes")."""
     if not isinstance(value, bool):
-        raise _fail(path, value, "use true or false")
+        raise fail(path, value, "use true or false")
     return value
 
 
-def _int(path: str, value: Any, *, low: int, high: int | None = None) -> int:
+def check_int(path: str, value: Any, *, low: int, high: int | None = None) -> int:
+    """An integer (not a bool) between ``low`` and ``high`` (inclusive; no top when None)."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(path, value, f"use an integer >= {low}")
+        raise fail(path, value, f"use an integer >= {low}")
     if value < low or (high is not None and value > high):
         bounds = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise _fail(path, value, f"use an integer {bounds}")
+        raise fail(path, value, f"use an integer {bounds}")
     return value
 
 
-def _seconds(path: str, value: Any, *, low: float, high: float) -> float:
+def int_or_none(low: int, high: int | None = None) -> Check:
+    """A check for null or an integer between ``low`` and ``high`` (see :func:`check_int`)."""
+    return lambda path, value: None if value is None else check_int(path, value, low=low, high=high)
+
+
+def check_seconds(path: str, value: Any, *, low: float, high: float) -> float:
+    """A number of seconds between ``low`` and ``high``, as a float."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise _fail(path, value, f"use a number of seconds between {low:g} and {high:g}")
+        raise fail(path, value, f"use a number of seconds between {low:g} and {high:g}")
     return float(value)
 
 
-def _nproc(path: str, value: Any) -> int | str:
+def check_nproc(path: str, value: Any) -> int | str:
+    """``"auto"`` or a number of processes per node, 1 to :data:`MAX_NPROC` (``"4"`` reads as 4)."""
     if value == "auto":
         return "auto"
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(path, value, f'use "auto" or an integer between 1 and {MAX_NPROC}')
-    return _int(path, value, low=1, high=MAX_NPROC)
+        raise fail(path, value, f'use "auto" or an integer between 1 and {MAX_NPROC}')
+    return check_int(path, value, low=1, high=MAX_NPROC)
 
 
-def _choice(options: tuple[str, ...]):  # noqa: ANN202 - small check factory
-    def check(path: str, value: Any) -> str:
-        if value not in options:
-            hint = did_you_mean(str(value), options)
-            raise _fail(path, value, f"allowed: {', '.join(options)}{hint}")
-        return str(value)
+def check_choice(choices: type[E], *, note: str = "") -> Callable[[str, Any], E]:
+    """A check for one of ``choices``' values (a str Enum), returning the member.
+
+    Args:
+        choices: the Enum whose values are allowed, in the order the error lists them.
+        note: appended to the error, e.g. to tell two similar keys apart.
+    """
+    values = tuple(str(member.value) for member in choices)
+
+    def check(path: str, value: Any) -> E:
+        if value not in values:
+            raise fail(path, value, f"allowed: {', '.join(values)}{did_you_mean(str(value), values)}{note}")
+        return choices(str(value))
 
     return check
 
 
-def _name(path: str, value: Any) -> str | None:
+def check_name(path: str, value: Any) -> str | None:
+    """Null or a name that becomes a directory and MLflow name (:data:`NAME_RE`; a number reads as text)."""
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         value = str(value)  # "--set tracking.experiment=2024" reads as a number
     if not isinstance(value, str) or not NAME_RE.match(value):
-        raise _fail(
+        raise fail(
             path,
             value,
             "use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit "
@@ -91,98 +124,150 @@ def _name(path: str, value: Any) -> str | None:
     return value
 
 
-def _experiment(path: str, value: Any) -> str:
-    checked = _name(path, value)
+def check_experiment(path: str, value: Any) -> str:
+    """An MLflow experiment name (as :func:`check_name`, but not null)."""
+    checked = check_name(path, value)
     if checked is None:
-        raise _fail(path, value, "give an experiment name such as ner")
+        raise fail(path, value, "give an experiment name such as ner")
     return checked
 
 
-def _opt_str(path: str, value: Any) -> str | None:
+def check_opt_str(path: str, value: Any) -> str | None:
+    """Null or a non-empty string without NUL."""
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip() or "\x00" in value:
-        raise _fail(path, value, "use a non-empty string or null")
+        raise fail(path, value, "use a non-empty string or null")
     return value
 
 
-def _path_str(path: str, value: Any) -> str:
+def check_path_str(path: str, value: Any) -> str:
+    """A directory path (a ``Path`` is taken as its text)."""
     if isinstance(value, Path):
         value = str(value)
     if not isinstance(value, str) or not value.strip() or "\x00" in value:
-        raise _fail(path, value, "use a directory path")
+        raise fail(path, value, "use a directory path")
     return value
 
 
-def _module(path: str, value: Any) -> str | None:
+def check_module(path: str, value: Any) -> str | None:
+    """Null or a dotted module name (``mypkg.train``)."""
     if value is None:
         return None
     if not isinstance(value, str) or not _MODULE_RE.match(value):
-        raise _fail(path, value, "use a dotted module name such as mypkg.train")
+        raise fail(path, value, "use a dotted module name such as mypkg.train")
     return value
 
 
-def _args(path: str, value: Any) -> tuple[str, ...]:
+def check_args(path: str, value: Any) -> tuple[str, ...]:
+    """A list of command-line arguments, one item each (numbers become text); null is none."""
     if value is None:
         return ()
     if isinstance(value, str):
-        raise _fail(
+        raise fail(
             path, value, "use a list of arguments, one item each (no shell string): [--lr, '3e-5']"
         )
     if not isinstance(value, (list, tuple)):
-        raise _fail(path, value, "use a list of strings")
+        raise fail(path, value, "use a list of strings")
     out = []
     for i, item in enumerate(value):
         if isinstance(item, bool) or not isinstance(item, (str, int, float)):
-            raise _fail(f"{path}[{i}]", item, "each argument must be a string or number")
+            raise fail(f"{path}[{i}]", item, "each argument must be a string or number")
         out.append(str(item))
     return tuple(out)
 
 
-def _env(path: str, value: Any) -> Mapping[str, str]:
+def check_env(path: str, value: Any) -> Mapping[str, str]:
+    """A mapping of environment variables, ``NAME: value`` (values become text; ``true`` -> ``"true"``)."""
     if value is None:
         return MappingProxyType({})
     if not isinstance(value, dict):
-        raise _fail(path, value, "use a mapping of NAME: value")
+        raise fail(path, value, "use a mapping of NAME: value")
     out = {}
     for key, item in value.items():
         if not isinstance(key, str) or not _ENV_NAME_RE.match(key):
-            raise _fail(f"{path}.{key}", key, "environment variable names are [A-Za-z_][A-Za-z0-9_]*")
+            raise fail(f"{path}.{key}", key, "environment variable names are [A-Za-z_][A-Za-z0-9_]*")
         if isinstance(item, (dict, list)) or item is None:
-            raise _fail(f"{path}.{key}", item, "use a string or number")
+            raise fail(f"{path}.{key}", item, "use a string or number")
         out[key] = str(item).lower() if isinstance(item, bool) else str(item)
     return MappingProxyType(out)
 
 
-def _scale_out_checks() -> dict[str, Any]:
-    from nbexec.schedulers.checks import LAUNCH_CHECKS
-
-    return LAUNCH_CHECKS
-
-
-CHECKS: dict[str, dict[str, Any]] = {
-    "launch": {
-        "nproc": _nproc,
-        "backend": _choice(BACKENDS),
-        "entrypoint": _opt_str,
-        "module": _module,
-        "args": _args,
-        "max_restarts": lambda p, v: _int(p, v, low=0, high=100),
-        "omp_num_threads": lambda p, v: None if v is None else _int(p, v, low=1, high=1024),
-        "oversubscribe": _bool,
-        "env": _env,
-        **_scale_out_checks(),
-    },
-    "output": {"dir": _path_str, "run_name": _name},
-    "tracking": {
-        "enabled": _bool,
-        "uri": _opt_str,
-        "experiment": _experiment,
-        "metrics_from": _choice(("parent", "rank0")),
-        "required": _bool,
-        "timeout": lambda p, v: _seconds(p, v, low=1, high=3600),
-    },
-    "backup": {"enabled": _bool, "target": _opt_str},
-}
+def check_nnodes(path: str, value: Any) -> int | str:
+    """A number of nodes, 1 to :data:`MAX_NODES`, or an elastic range ``"MIN:MAX"`` (``"2"`` reads as 2)."""
+    text = str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+    match = _NNODES_RE.match(text) if text is not None else None
+    rule = f'use a number of nodes (1-{MAX_NODES}) or an elastic range "MIN:MAX" such as "1:4"'
+    if match is None:
+        raise fail(path, value, rule)
+    low = int(match.group(1))
+    high = int(match.group(2)) if match.group(2) else low
+    if not 1 <= low <= high <= MAX_NODES:
+        raise fail(path, value, rule)
+    return low if match.group(2) is None else f"{low}:{high}"
 
 
+def check_endpoint(path: str, value: Any) -> str | None:
+    """Null or ``HOST:PORT`` (port 1-65535; an IPv6 host in brackets)."""
+    if value is None:
+        return None
+    match = _HOST_PORT_RE.match(value) if isinstance(value, str) else None
+    if match is None or not 0 < int(match.group(2)) < 65536:
+        raise fail(path, value, "use HOST:PORT of node 0, e.g. 10.0.0.5:29500 (port 1-65535)")
+    return value
+
+
+def check_pattern(regex: re.Pattern[str], rule: str) -> Check:
+    """A check for null or a string matching ``regex`` (a number reads as text); ``rule`` says what is allowed."""
+
+    def check(path: str, value: Any) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not regex.match(value):
+            raise fail(path, value, rule)
+        return value
+
+    return check
+
+
+def check_options(example: str) -> Check:
+    """A check for a scheduler's options section (``launch.slurm``): null or a mapping, kept as given.
+
+    Its keys and values are the scheduler's to check (:func:`check_section`, from
+    its options module): the config cannot know them without importing it.
+
+    Args:
+        example: shown when the value is not a mapping, e.g. ``{partition: gpu}``.
+    """
+
+    def check(path: str, value: Any) -> Mapping[str, Any]:
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise fail(path, value, f"use a mapping of option: value, e.g. {example}")
+        return MappingProxyType({k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+
+    return check
+
+
+def check_section(path: str, value: Any, checks: Mapping[str, Check]) -> dict[str, Any]:
+    """Check a scheduler's options mapping key by key; unknown keys get a did-you-mean.
+
+    Returns:
+        The checked values, without unset ones (null, an empty list).
+    """
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise fail(path, value, f"use a mapping with keys: {', '.join(checks)}")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key not in checks:
+            raise fail(f"{path}.{key}", item,
+                       f"unknown key{did_you_mean(str(key), checks)}; allowed: {', '.join(checks)}")
+        checked = checks[key](f"{path}.{key}", item)
+        if checked is not None and checked != ():
+            out[key] = checked
+    return out

@@ -402,3 +402,55 @@ def test_nbexec_sections_are_frozen(section: str) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.training = {}  # type: ignore[misc]
     assert isinstance(config, TrainingConfig)
+
+
+# --- choices and the scheduler boundary ---------------------------------------------------
+
+
+def test_choices_are_enums_that_read_and_write_as_plain_text() -> None:
+    import yaml
+
+    from nbexec.config import Backend, LaunchConfig, MetricsFrom, Scheduler
+
+    config = load_config({"launch": {"scheduler": "slurm", "backend": "gloo"}, "tracking": {"metrics_from": "rank0"}})
+    assert config.launch.scheduler is Scheduler.SLURM and config.launch.scheduler == "slurm"
+    assert config.launch.backend is Backend.GLOO and f"{config.launch.backend}" == "gloo"
+    assert config.tracking.metrics_from is MetricsFrom.RANK0 and str(config.tracking.metrics_from) == "rank0"
+    data = config.to_dict()
+    choices = (data["launch"]["scheduler"], data["launch"]["backend"], data["tracking"]["metrics_from"])
+    assert choices == ("slurm", "gloo", "rank0") and {type(c) for c in choices} == {str}
+    assert load_config(yaml.safe_load(yaml.safe_dump(data))) == config  # the safe dumper takes no Enum
+    assert LaunchConfig(scheduler="azureml").scheduler is Scheduler.AZUREML  # text given directly
+
+
+@pytest.mark.parametrize(("override", "words"), [
+    ("launch.scheduler=kubernetes", ("launch.scheduler = 'kubernetes'", "allowed: local, slurm, azureml",
+                                     "launch.backend is torch.distributed's")),
+    ("launch.backend=glo", ("launch.backend = 'glo'", "allowed: auto, gloo, nccl", "did you mean 'gloo'")),
+    ("tracking.metrics_from=rank1", ("allowed: parent, rank0", "did you mean 'rank0'")),
+    ("launch.slurm=gpu", ("launch.slurm = 'gpu'", "use a mapping")),
+])
+def test_bad_choices_name_what_is_allowed(override: str, words: tuple[str, ...]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, overrides=[override])
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_config_imports_nothing_from_the_schedulers() -> None:
+    """Not at the top and not inside a function: the schedulers import the config, not the reverse."""
+    import ast
+
+    import nbexec.config
+    import nbexec.config_fields
+
+    for module in (nbexec.config, nbexec.config_fields):
+        tree = ast.parse(Path(str(module.__file__)).read_text(encoding="utf-8"))
+        imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert imported and not [m for m in imported if m.startswith("nbexec.schedulers")], module.__name__
+    code = ("import sys\nfrom nbexec.config import load_config\n"
+            "load_config({'launch': {'scheduler': 'slurm', 'nnodes': 2, 'slurm': {'partition': 'gpu'}}})\n"
+            "print(sorted(m for m in sys.modules if m.startswith('nbexec.schedulers')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from nbexec import contract
 from nbexec.config_fields import MAX_NPROC
 from nbexec.errors import EnvironmentCheckError
+from nbexec.schedulers.azureml.options import azureml_options
 
 if TYPE_CHECKING:
     from nbexec.config import TrainingConfig
@@ -52,7 +53,7 @@ def azureml_node_hardware(config: TrainingConfig) -> HardwareInfo:
     (``nproc: auto`` = one process per GPU, nccl), else CPU processes (``auto``: 1)."""
     from nbexec.hardware import GPUInfo, HardwareInfo
 
-    gpus = int(config.launch.azureml.get("gpus_per_node") or 0)
+    gpus = azureml_options(config).gpus_per_node or 0
     nproc = config.launch.nproc
     cpus = min(MAX_NPROC, int(nproc)) if nproc != "auto" else 1
     return HardwareInfo(
@@ -101,7 +102,7 @@ def job_spec(plan: LaunchPlan, config_file: Path | None = None) -> dict[str, Any
     from nbexec.redact import is_secret_name
 
     config = plan.config
-    options = dict(config.launch.azureml)
+    options = azureml_options(config)
     config_file = config_file or job_dir(plan) / contract.CONFIG_FILE
     inputs: dict[str, Any] = {"config": {"type": "uri_file", "path": str(Path(config_file).absolute())}}
     data = _data_path(plan)
@@ -110,23 +111,23 @@ def job_spec(plan: LaunchPlan, config_file: Path | None = None) -> dict[str, Any
     env = {
         # no nbexec parent in the job: rank 0 logs its metrics into the job's own
         # MLflow run (AzureML sets MLFLOW_TRACKING_URI and MLFLOW_RUN_ID)
-        contract.ENV_BACKEND: plan.backend,
-        "MLFLOW_EXPERIMENT_NAME": options.get("experiment") or config.tracking.experiment,
+        contract.ENV_BACKEND: str(plan.backend),
+        "MLFLOW_EXPERIMENT_NAME": options.experiment or config.tracking.experiment,
         **dict(config.launch.env),
     }
     if config.launch.omp_num_threads is not None:
         env["OMP_NUM_THREADS"] = str(config.launch.omp_num_threads)
     resources: dict[str, Any] = {"instance_count": config.launch.max_nodes}
-    if options.get("instance_type"):
-        resources["instance_type"] = options["instance_type"]
+    if options.instance_type:
+        resources["instance_type"] = options.instance_type
     spec: dict[str, Any] = {
         "$schema": "https://azuremlschemas.azureedge.net/latest/commandJob.schema.json",
         "type": "command",
-        "display_name": options.get("display_name") or plan.run_name,
-        "experiment_name": options.get("experiment") or config.tracking.experiment,
-        "code": str(Path(options.get("code") or os.getcwd()).absolute()),
+        "display_name": options.display_name or plan.run_name,
+        "experiment_name": options.experiment or config.tracking.experiment,
+        "code": str(Path(options.code or os.getcwd()).absolute()),
         "command": job_command(plan, with_data=data is not None),
-        "environment": options.get("environment") or DEFAULT_ENVIRONMENT,
+        "environment": options.environment or DEFAULT_ENVIRONMENT,
         "resources": resources,
         "distribution": {"type": "pytorch", "process_count_per_instance": plan.nproc},
         "inputs": inputs,
@@ -134,8 +135,8 @@ def job_spec(plan: LaunchPlan, config_file: Path | None = None) -> dict[str, Any
         "environment_variables": {k: v for k, v in env.items() if not is_secret_name(k)},
         "tags": {"nbexec.run_name": plan.run_name, "nbexec.config_hash": config.config_hash},
     }
-    if options.get("compute"):
-        spec["compute"] = f"azureml:{options['compute']}"
+    if options.compute:
+        spec["compute"] = f"azureml:{options.compute}"
     return spec
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbexec.config_fields import MAX_NPROC
+from nbexec.schedulers.slurm.options import slurm_options
 
 if TYPE_CHECKING:
     from nbexec.config import TrainingConfig
@@ -29,7 +30,7 @@ SPEC_FILE = "launch.json"
 NODE_MODULE = "nbexec.schedulers.slurm.node"
 HEAD_ENV = "NBEXEC_SLURM_HEAD"
 
-_OPTIONS = (  # config key -> sbatch option
+_OPTIONS = (  # SlurmOptions field -> sbatch option
     ("partition", "--partition"),
     ("account", "--account"),
     ("qos", "--qos"),
@@ -45,9 +46,9 @@ def slurm_dir(run_dir: Path) -> Path:
 
 def cpus_per_task(config: TrainingConfig) -> int:
     """CPUs for the one task per node: ``slurm.cpus_per_task``, else one per process."""
-    options = config.launch.slurm
-    if options.get("cpus_per_task"):
-        return int(options["cpus_per_task"])
+    cpus = slurm_options(config).cpus_per_task
+    if cpus:
+        return cpus
     nproc = config.launch.nproc
     return int(nproc) if nproc != "auto" else 1
 
@@ -56,7 +57,7 @@ def slurm_node_hardware(config: TrainingConfig) -> HardwareInfo:
     """The node Slurm will allocate, as the plan sees it (``nproc: auto`` = GPUs per node)."""
     from nbexec.hardware import GPUInfo, HardwareInfo
 
-    gpus = int(config.launch.slurm.get("gpus_per_node") or 0)
+    gpus = slurm_options(config).gpus_per_node or 0
     return HardwareInfo(
         gpus=tuple(GPUInfo(i, "Slurm GPU (--gpus-per-node)", 0, f"slurm-gpu-{i}", None) for i in range(gpus)),
         cpu_count=min(MAX_NPROC, cpus_per_task(config)),
@@ -75,7 +76,7 @@ def _nodes(nnodes: int | str) -> str:
 def sbatch_options(plan: LaunchPlan) -> list[str]:
     """The ``#SBATCH`` options, each ``--name=value``."""
     config = plan.config
-    options = config.launch.slurm
+    options = slurm_options(config)
     out = [
         f"--job-name={plan.run_name}",
         f"--nodes={_nodes(config.launch.nnodes)}",
@@ -84,10 +85,10 @@ def sbatch_options(plan: LaunchPlan) -> list[str]:
         f"--output={slurm_dir(plan.run_dir) / 'slurm-%j.out'}",
         f"--chdir={os.getcwd()}",
     ]
-    if options.get("gpus_per_node"):
-        out.append(f"--gpus-per-node={options['gpus_per_node']}")
-    out += [f"{flag}={options[key]}" for key, flag in _OPTIONS if options.get(key)]
-    out += list(options.get("extra_args") or ())
+    if options.gpus_per_node:
+        out.append(f"--gpus-per-node={options.gpus_per_node}")
+    out += [f"{flag}={getattr(options, key)}" for key, flag in _OPTIONS if getattr(options, key)]
+    out += list(options.extra_args)
     return out
 
 
@@ -114,7 +115,7 @@ def launch_spec(plan: LaunchPlan) -> dict[str, Any]:
         "run_name": plan.run_name,
         "run_dir": str(plan.run_dir),
         "nproc": plan.nproc,
-        "backend": plan.backend,
+        "backend": str(plan.backend),
         "argv": list(plan.argv),
     }
 
