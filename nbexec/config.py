@@ -51,6 +51,7 @@ from nbexec.config_fields import (  # noqa: F401 - MAX_NPROC, NAME_RE: re-export
     check_name,
     check_nnodes,
     check_nproc,
+    check_open_choice,
     check_opt_str,
     check_options,
     check_path_str,
@@ -124,7 +125,7 @@ class LaunchConfig:
     node_rank: int = 0
     rdzv_endpoint: str | None = None  # host:port of node 0's c10d rendezvous
     rdzv_id: str | None = None  # default: node 0's run name
-    scheduler: Scheduler = Scheduler.LOCAL
+    scheduler: Scheduler | str = Scheduler.LOCAL  # text: a scheduler a plugin registered
     # Each scheduler's options as given; its options class checks them (SlurmOptions, AzureMLOptions).
     slurm: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     azureml: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
@@ -132,7 +133,8 @@ class LaunchConfig:
     def __post_init__(self) -> None:
         # text given directly (LaunchConfig(scheduler="slurm")) becomes the member, as a loaded config has
         object.__setattr__(self, "backend", Backend(self.backend))
-        object.__setattr__(self, "scheduler", Scheduler(self.scheduler))
+        if self.scheduler in SCHEDULERS:
+            object.__setattr__(self, "scheduler", Scheduler(self.scheduler))
 
     @property
     def max_nodes(self) -> int:
@@ -211,7 +213,7 @@ CHECKS: dict[str, dict[str, Check]] = {
         "node_rank": lambda p, v: check_int(p, v, low=0, high=MAX_NODES - 1),
         "rdzv_endpoint": check_endpoint,
         "rdzv_id": check_name,
-        "scheduler": check_choice(
+        "scheduler": check_open_choice(  # or a scheduler registered by a plugin (nbexec.schedulers.register)
             Scheduler, note=" (launch.backend is torch.distributed's gloo/nccl; launch.scheduler runs the job)"
         ),
         "slurm": check_options("{partition: gpu, gpus_per_node: 4}"),

@@ -108,6 +108,25 @@ def check_choice(choices: type[E], *, note: str = "") -> Callable[[str, Any], E]
     return check
 
 
+def check_open_choice(choices: type[E], *, note: str = "") -> Callable[[str, Any], E | str]:
+    """Like :func:`check_choice`, but a name that is none of them is kept as text (a plugin's).
+
+    A value close to one of ``choices`` is a typo and refused with a did-you-mean;
+    another name is checked where it is looked up (e.g. the scheduler registry).
+    """
+    values = tuple(str(member.value) for member in choices)
+
+    def check(path: str, value: Any) -> E | str:
+        if value in values:
+            return choices(str(value))
+        hint = did_you_mean(str(value), values)
+        if hint or not isinstance(value, str) or not NAME_RE.match(value):
+            raise fail(path, value, f"allowed: {', '.join(values)}{hint}{note}")
+        return value
+
+    return check
+
+
 def check_name(path: str, value: Any) -> str | None:
     """Null or a name that becomes a directory and MLflow name (:data:`NAME_RE`; a number reads as text)."""
     if value is None:

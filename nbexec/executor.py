@@ -12,16 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from nbexec.checks import verify_training_environment
-from nbexec.config import BUILTIN_TRAINER_MODULE, TrainingConfig, load_config
+from nbexec.config import TrainingConfig, load_config
 from nbexec.errors import EnvironmentCheckError
 from nbexec.hardware import HardwareInfo
 from nbexec.plan import LaunchPlan, plan_training
 from nbexec.result import TrainingResult
 from nbexec.runner.handle import Finalizer, TrainingRun
 from nbexec.runner.sinks import Sink, TerminalSink
-from nbexec.schedulers import get_scheduler
-from nbexec.schedulers.azureml.options import azureml_options
-from nbexec.schedulers.slurm.options import slurm_options
+from nbexec.schedulers import check_options, get_scheduler
+from nbexec.trainer_spec import trainer_spec
 
 ConfigSource = str | Path | Mapping[str, Any] | TrainingConfig | None
 
@@ -71,8 +70,7 @@ def prepare(
         raw = cfg.to_dict()
         raw["launch"]["args"] = list(script_args)
         cfg = load_config(raw)
-    slurm_options(cfg)  # launch.slurm / launch.azureml: the config keeps them as given, these check them
-    azureml_options(cfg)
+    check_options(cfg)  # launch.slurm / launch.azureml: the config keeps them as given, schedulers check them
     scheduler = get_scheduler(cfg)
     if hardware is None:
         hardware = scheduler.hardware(cfg)  # the node a cluster gives; None: this machine
@@ -84,11 +82,10 @@ def prepare(
         problems.append(
             f"resume checkpoint {plan.resume_from} {state}; give the checkpoint directory of an earlier run"
         )
-    elif plan.resume_from is not None and cfg.launch.target_module == BUILTIN_TRAINER_MODULE:
-        from nbexec.trainers.token_classification.state import resume_problem
-
-        problem = resume_problem(plan.resume_from)  # a damaged state file, a run dir for its checkpoint...
-        if problem is not None:
+    elif plan.resume_from is not None:
+        spec = trainer_spec(cfg.launch.target_module)
+        problem = spec.resume_problem(plan.resume_from) if spec and spec.resume_problem else None
+        if problem is not None:  # a damaged state file, a run dir given for its checkpoint...
             problems.append(problem)
     try:
         verify_training_environment(plan)

@@ -107,7 +107,7 @@ def resolve_nproc(config: TrainingConfig, hardware: HardwareInfo | None = None) 
 def resolve_backend(config: TrainingConfig, hardware: HardwareInfo | None = None) -> str:
     """``nccl`` when GPUs are visible (or asked for), else ``gloo``."""
     if config.launch.backend != "auto":
-        return config.launch.backend
+        return str(config.launch.backend)  # the plain name (plans and argv hold text)
     hardware = hardware or detect_hardware()
     return "nccl" if hardware.has_gpu else "gloo"
 

@@ -62,10 +62,25 @@ def get_scheduler(config: TrainingConfig) -> Scheduler:
 
         names = scheduler_names()
         raise ConfigError(
-            f"launch.scheduler = {name!r} is not allowed; allowed: {', '.join(names)}{did_you_mean(name, names)}",
+            f"launch.scheduler = {name!r} is not allowed; allowed: {', '.join(names)}{did_you_mean(name, names)}"
+            " (launch.backend is torch.distributed's gloo/nccl; launch.scheduler runs the job; a plugin's scheduler "
+            "must be registered first: nbexec.schedulers.register)",
             field="launch.scheduler", value=name,
         )
     return _load(SCHEDULERS[name])()
+
+
+def check_options(config: TrainingConfig) -> None:
+    """Check every built-in scheduler's options (``launch.slurm``, ``launch.azureml``) whichever runs:
+    a bad value is refused even while another scheduler is chosen.
+
+    Raises:
+        ConfigError: naming ``launch.<scheduler>.<key>``, the value and what is allowed.
+    """
+    for target in SCHEDULERS.values():
+        _load(target)().options(config)
+    chosen = get_scheduler(config)
+    chosen.options(config)
 
 
 def _load(target: str) -> Callable[[], Scheduler]:
@@ -73,4 +88,4 @@ def _load(target: str) -> Callable[[], Scheduler]:
     return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
 
 
-__all__ = ["MULTINODE", "SCHEDULERS", "get_scheduler", "register", "scheduler_names"]
+__all__ = ["MULTINODE", "SCHEDULERS", "check_options", "get_scheduler", "register", "scheduler_names"]

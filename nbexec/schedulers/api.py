@@ -84,6 +84,14 @@ class Scheduler(ABC):
         """torchrun's ``--nnodes ... --rdzv-*`` arguments; None: one node on this machine."""
         return None
 
+    def options(self, config: TrainingConfig) -> object | None:
+        """Its typed options (``launch.<name>``), checked; None when it has none.
+
+        Raises:
+            ConfigError: naming ``launch.<name>.<key>``, the value and what is allowed.
+        """
+        return None
+
     def check(self, plan: LaunchPlan) -> list[str]:
         """What stops the job from being submitted (tools, credentials), each with its fix; [] when ready."""
         return []

@@ -424,8 +424,8 @@ def test_choices_are_enums_that_read_and_write_as_plain_text() -> None:
 
 
 @pytest.mark.parametrize(("override", "words"), [
-    ("launch.scheduler=kubernetes", ("launch.scheduler = 'kubernetes'", "allowed: local, slurm, azureml",
-                                     "launch.backend is torch.distributed's")),
+    ("launch.scheduler=slrum", ("launch.scheduler = 'slrum'", "allowed: local, slurm, azureml",
+                                "did you mean 'slurm'", "launch.backend is torch.distributed's")),
     ("launch.backend=glo", ("launch.backend = 'glo'", "allowed: auto, gloo, nccl", "did you mean 'gloo'")),
     ("tracking.metrics_from=rank1", ("allowed: parent, rank0", "did you mean 'rank0'")),
     ("launch.slurm=gpu", ("launch.slurm = 'gpu'", "use a mapping")),
@@ -454,3 +454,16 @@ def test_config_imports_nothing_from_the_schedulers() -> None:
             "print(sorted(m for m in sys.modules if m.startswith('nbexec.schedulers')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_scheduler_nobody_registered_is_refused_before_anything_runs(tmp_path) -> None:
+    # a name that is no typo of a built-in one may be a plugin's: the registry says, when the job is planned
+    from nbexec.executor import prepare
+
+    with pytest.raises(ConfigError) as caught:
+        prepare(None, overrides=["launch.scheduler=kubernetes"], output_dir=tmp_path)
+    text = str(caught.value)
+    for words in ("launch.scheduler = 'kubernetes'", "allowed: local, slurm, azureml",
+                  "launch.backend is torch.distributed's"):
+        assert words in text, text
+    assert not any(tmp_path.iterdir())

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from nbexec.config import LaunchConfig, TrainingConfig
     from nbexec.hardware import HardwareInfo
     from nbexec.plan import LaunchPlan
+    from nbexec.schedulers.azureml.options import AzureMLOptions
     from nbexec.schedulers.azureml.submit import AzureMLLauncher
 
 
@@ -29,6 +30,11 @@ class AzureMLScheduler(Scheduler):
         from nbexec.schedulers.azureml.submit import AZUREML_STATES
 
         return AZUREML_STATES
+
+    def options(self, config: TrainingConfig) -> AzureMLOptions:
+        from nbexec.schedulers.azureml.options import azureml_options
+
+        return azureml_options(config)
 
     def hardware(self, config: TrainingConfig) -> HardwareInfo:
         from nbexec.schedulers.azureml.job import azureml_node_hardware

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from nbexec.config import LaunchConfig, TrainingConfig
     from nbexec.hardware import HardwareInfo
     from nbexec.plan import LaunchPlan
+    from nbexec.schedulers.slurm.options import SlurmOptions
 
 # Placeholders in the nodes' torchrun arguments, filled in on each node by the
 # job's node program (nbexec.schedulers.slurm.node): the first node's host name
@@ -31,6 +32,11 @@ class SlurmScheduler(Scheduler):
     tracking = TrackingMode.BEFORE
     states: dict[str, RunStatus] = dict(SLURM_STATES)
 
+    def options(self, config: TrainingConfig) -> SlurmOptions:
+        from nbexec.schedulers.slurm.options import slurm_options
+
+        return slurm_options(config)
+
     def hardware(self, config: TrainingConfig) -> HardwareInfo:
         from nbexec.schedulers.slurm.script import slurm_node_hardware
 
@@ -41,7 +47,9 @@ class SlurmScheduler(Scheduler):
         common = ["--nnodes", str(launch.nnodes), "--nproc-per-node", str(nproc), "--rdzv-backend", "c10d"]
         if not launch.is_multinode:
             return [*common, "--rdzv-endpoint", "127.0.0.1:0", "--rdzv-id", rdzv_id]
-        port = launch.slurm.get("rdzv_port", DEFAULT_RDZV_PORT)
+        from nbexec.schedulers.slurm.options import SlurmOptions
+
+        port = SlurmOptions.from_config(launch.slurm).rdzv_port or DEFAULT_RDZV_PORT
         return [*common, "--rdzv-endpoint", f"{SLURM_HEAD}:{port}", "--rdzv-id", rdzv_id,
                 "--rdzv-conf", f"is_host={SLURM_IS_HOST}", "--local-addr", SLURM_HEAD]
 
