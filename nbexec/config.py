@@ -61,6 +61,7 @@ from nbexec.config_fields import (  # noqa: F401 - MAX_NPROC, NAME_RE: re-export
 )
 from nbexec.errors import ConfigError
 from nbexec.hashing import canonical_sha256
+from nbexec.trainer_spec import trainer_spec
 
 TRAINER_SECTIONS = ("model", "training", "data")
 _PLACEMENT_KEYS = ("node_rank", "rdzv_endpoint", "rdzv_id", "scheduler", "slurm", "azureml")
@@ -603,10 +604,9 @@ def _validate(raw: dict[str, Any]) -> TrainingConfig:
     own = {name: _build_section(name, raw.get(name)) for name in _SECTIONS}
     config = TrainingConfig(model=trainer["model"], training=trainer["training"], data=trainer["data"], **own)
     _check_cross_fields(config)
-    if config.launch.target_module == BUILTIN_TRAINER_MODULE:
-        from nbexec.trainers.token_classification import schema
-
-        schema.validate(config.model, config.training, config.data)
+    spec = trainer_spec(config.launch.target_module)
+    if spec is not None:  # the trainer's own fields (a script of the user's own has no spec: as given)
+        spec.resolve({"model": config.model, "training": config.training, "data": config.data})
     return config
 
 

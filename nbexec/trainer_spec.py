@@ -1,12 +1,13 @@
 """What nbexec's core knows about a trainer: a :class:`TrainerSpec`, found by the module that runs it.
 
-The core never imports a trainer. A trainer package declares its spec under
-the ``nbexec.trainers`` entry point group, named by the module ``-m`` runs:
+The core never imports a trainer. The built-in one is named in :data:`TRAINERS`;
+another package declares its spec under the ``nbexec.trainers`` entry point
+group, named by the module ``-m`` runs:
 
     [project.entry-points."nbexec.trainers"]
-    "nbexec.trainers.token_classification" = "nbexec.trainers.token_classification.spec:SPEC"
+    "my_pkg.train" = "my_pkg.nbexec_spec:SPEC"
 
-and the core looks it up when the config's target is that module: to
+The core looks a spec up when the config's target is that module: to
 validate the trainer's sections (``model``, ``training``, ``data``) and fill
 their defaults, to say what choices a form offers, to check a checkpoint
 before resuming, to make the dataset an HPO study fingerprints. A script of
@@ -16,6 +17,7 @@ the user's own has no spec: its sections pass through as given.
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,15 +51,27 @@ class TrainerSpec:
     prepare_data: Callable[[Sections], Path | None] | None = None
 
 
+# The built-in trainers, by the module that runs them -> "module:attribute" of their spec
+# (imported only when a job runs them; the core imports no trainer).
+TRAINERS: dict[str, str] = {
+    "nbexec.trainers.token_classification": "nbexec.trainers.token_classification.spec:SPEC",
+}
+
+
 def trainer_spec(module: str | None) -> TrainerSpec | None:
     """The spec of the trainer ``module`` runs, or None (a script of the user's own)."""
     if not module:
         return None
-    return _specs().get(module)
+    target = TRAINERS.get(module)
+    if target is not None:
+        name, _, attr = target.partition(":")
+        spec = getattr(importlib.import_module(name), attr)
+        return spec if isinstance(spec, TrainerSpec) else None
+    return _plugin_specs().get(module)  # another package's trainer (scanning the installed packages: ~50 ms, once)
 
 
 @functools.lru_cache(maxsize=1)
-def _specs() -> dict[str, TrainerSpec]:
+def _plugin_specs() -> dict[str, TrainerSpec]:
     from importlib.metadata import entry_points
 
     found: dict[str, TrainerSpec] = {}
@@ -68,4 +82,4 @@ def _specs() -> dict[str, TrainerSpec]:
     return found
 
 
-__all__ = ["ENTRY_POINT_GROUP", "TrainerSpec", "trainer_spec"]
+__all__ = ["ENTRY_POINT_GROUP", "TRAINERS", "TrainerSpec", "trainer_spec"]
