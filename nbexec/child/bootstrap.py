@@ -403,7 +403,7 @@ def _record_failure(rank: int, exc: BaseException, exit_code: int) -> None:
             message = str(exc.code) if not isinstance(exc.code, int) else f"sys.exit({exc.code})"
         else:
             user_tb = _user_frames(exc.__traceback__)
-            tb_text = "".join(traceback.format_exception(type(exc), exc, user_tb))  # type: ignore[arg-type]
+            tb_text = "".join(traceback.format_exception(type(exc), exc, user_tb))  # type: ignore[call-overload]
             where = _user_location(user_tb)
             message = str(exc)
         exc_type = type(exc).__qualname__

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from nbexec.contract import DEFAULT_STUDY_PATH  # not from the sweep: `nbexec train` builds this parser too
 
@@ -36,7 +37,7 @@ def add_hpo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="print only the results, not the trials' lines")
 
 
-def hpo_kwargs(args: argparse.Namespace) -> dict[str, object]:
+def hpo_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of :func:`nbexec.hpo.run_hpo` from parsed options (all but config and space)."""
     overrides = list(args.overrides)
     if args.nproc:
@@ -50,7 +51,7 @@ def hpo_kwargs(args: argparse.Namespace) -> dict[str, object]:
             "output_dir": args.output, "seed": args.seed, "trial_timeout": args.timeout}
 
 
-def backup_kwargs(backup: str | None) -> dict[str, object]:
+def backup_kwargs(backup: str | None) -> dict[str, Any]:
     """``--backup drive|PATH`` as run_final_training_workflow's backup arguments."""
     if not backup:
         return {}

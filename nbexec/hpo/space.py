@@ -58,11 +58,13 @@ class Dimension:
 
     def suggest(self, trial: Any) -> Any:
         """Ask an Optuna trial for this value (an earlier answer comes back unchanged)."""
+        if self.kind == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        low, high = self.low, self.high
+        assert low is not None and high is not None  # parse() sets them for numbers
         if self.kind == "float":
-            return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
-        if self.kind == "int":
-            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_categorical(self.name, list(self.choices))
+            return trial.suggest_float(self.name, low, high, step=self.step, log=self.log)
+        return trial.suggest_int(self.name, int(low), int(high), step=int(self.step or 1), log=self.log)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,10 @@ class SearchSpace:
 
         out: dict[str, Any] = {}
         for d in self.dimensions:
+            if d.kind == "categorical":
+                out[d.name] = optuna.distributions.CategoricalDistribution(list(d.choices))
+                continue
+            assert d.low is not None and d.high is not None  # parse() sets them for numbers
             if d.kind == "float":
                 out[d.name] = optuna.distributions.FloatDistribution(d.low, d.high, step=d.step, log=d.log)
             elif d.kind == "int":
@@ -232,12 +238,13 @@ def _range(name: str, field: str, kind: str, spec: Mapping[str, Any]) -> Dimensi
             except ValueError:
                 pass
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if ok and kind == "int" and float(value) != int(value):
+        if ok and kind == "int" and float(value) != int(value):  # type: ignore[arg-type]  # a number: ok says so
             ok = False
         if not ok:
             what = "an integer" if kind == "int" else "a finite number"
             raise ConfigError(f"{field}.{key} = {spec.get(key)!r} is not allowed; use {what}",
                               field=f"{field}.{key}", value=spec.get(key))
+        assert isinstance(value, (int, float))
         return int(value) if kind == "int" else float(value)
 
     low, high, step = number("low"), number("high"), number("step", required=False)

@@ -200,6 +200,9 @@ def _run(study: Any, trial: Any, setup: TrialSetup, attempt: int, optuna: Any) -
         return _not_started(study, trial, setup, params, run_name, key, err, optuna)
     reporter = ObjectiveSink(setup.objective)
     run: TrainingRun | None = None
+    outcome: str
+    value: float | None
+    failure: str | None
     try:
         run = _launch(trial, setup, plan, params, key, reporter)
     except (ConfigError, EnvironmentCheckError, TrackingError) as err:  # nothing was started
@@ -392,6 +395,8 @@ def _record_unstarted(setup: TrialSetup, params: Mapping[str, Any], run_name: st
 def _tag_outcome(setup: TrialSetup, run_id: str, state: str, value: float | None) -> None:
     from nbexec.tracking.store import get_client
 
+    if setup.tracking_uri is None:
+        return
     try:
         client = get_client(setup.tracking_uri)
         client.set_tag(run_id, "nbexec.hpo.trial_state", state)

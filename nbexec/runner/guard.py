@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_PDEATHSIG = 1
@@ -99,7 +100,7 @@ def _reap(block: bool) -> tuple[int, int] | None:
     return (pid, status) if pid else None
 
 
-def _die_with_me() -> object | None:
+def _die_with_me() -> Callable[[], None] | None:
     """A preexec hook that makes the child get SIGKILL when the guard dies (Linux)."""
     if not sys.platform.startswith("linux"):
         return None

@@ -46,8 +46,11 @@ class Job(Protocol):
         state: the scheduler's own name for the job's state (Slurm's ``RUNNING``), None for a local job.
     """
 
-    pid: int | None
-    job_id: str | None
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def job_id(self) -> str | None: ...
 
     @property
     def state(self) -> str | None: ...
@@ -58,24 +61,24 @@ class Job(Protocol):
     def finish(self) -> int:
         """Once the output has been read to the end: wait for the job's end, tidy up, return its exit code."""
 
-    def stop(self, grace: float) -> None:
+    def stop(self, grace: float, /) -> None:
         """Ask the job to stop (``grace`` seconds before it is forced); return once it has.
 
         Raises:
             NbexecError: the job could not be stopped (what is left, and what to do).
         """
 
-    def outcome(self, exit_code: int, cancelled: bool) -> tuple[RunStatus, RootCause | None]:
+    def outcome(self, exit_code: int, cancelled: bool, /) -> tuple[RunStatus, RootCause | None]:
         """The run's status from the job's end, and why it failed (None unless FAILED)."""
 
 
 class Pump(Protocol):
     """Moves a job's output to the run dir, the tail and the sinks until the job is over."""
 
-    def run(self, job_over: Callable[[], bool]) -> None:
+    def run(self, job_over: Callable[[], bool], /) -> None:
         """Pump until ``job_over()`` and every stream is drained."""
 
-    def lines(self, rank: int | None) -> list[LogLine]:
+    def lines(self, rank: int | None, /) -> list[LogLine]:
         """The recent lines of one rank (None: the launcher), oldest first."""
 
     def log_paths(self) -> dict[str, Path]:
@@ -95,7 +98,7 @@ class PumpFeed:
 class Launcher(Protocol):
     """Starts a planned job; what a scheduler gives the run handle."""
 
-    def start(self, plan: LaunchPlan, feed: PumpFeed) -> tuple[Job, Pump]:
+    def start(self, plan: LaunchPlan, feed: PumpFeed, /) -> tuple[Job, Pump]:
         """Start the job and its pump (the run dir's inputs are written already).
 
         Raises:
@@ -136,8 +139,8 @@ class LocalLauncher:
 class LocalJob:
     """torchrun under its guard (``proc`` is the guard): the job is its process tree."""
 
-    job_id = None
-    state = None
+    job_id: str | None = None
+    state: str | None = None
 
     def __init__(self, proc: subprocess.Popen[bytes], pump: LogPump, run_dir: Path,
                  find_cause: RootCauseFinder = find_root_cause) -> None:
@@ -182,7 +185,7 @@ class LocalJob:
             # the ranks could not record why either; the full disk is the likeliest reason
             path, err = full
             cause = RootCause(rank=None, exit_code=exit_code, message=(
-                f"no space left on the device holding {path.parent} ({os.strerror(err.errno)}); the job "
+                f"no space left on the device holding {path.parent} ({os.strerror(errno.ENOSPC)}); the job "
                 "failed with it. Free space there, or choose another output dir (--output / output.dir)"))
         return cause
 

@@ -39,7 +39,7 @@ def remove_stale_socket_dirs(tmp: str | None = None) -> list[str]:
         The folders removed.
     """
     base = Path(tmp or tempfile.gettempdir())
-    removed = []
+    removed: list[str] = []
     uid = os.getuid() if hasattr(os, "getuid") else None
     try:
         entries = list(base.glob(PREFIX + "*"))

@@ -291,9 +291,9 @@ class LogPump:
                     self._emit(source, source.splitter.flush())
                 self._drop(conn, is_conn=True)
                 return
-            source = packets.sources.get(packet[:1])
-            if source is not None:
-                self._consume(source, packet[1:])
+            tagged = packets.sources.get(packet[:1])
+            if tagged is not None:
+                self._consume(tagged, packet[1:])
 
     def _read(self, key: selectors.SelectorKey) -> None:
         source: _Source = key.data

@@ -55,6 +55,7 @@ def setup_mlflow_tracking_env(
     Raises:
         TrackingError: ``run`` is an id and the store cannot be reached.
     """
+    experiment_name: str | None
     if isinstance(run, str):
         from nbexec.tracking.store import get_client, setup_mlflow
 

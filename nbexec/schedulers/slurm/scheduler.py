@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from nbexec.errors import EnvironmentCheckError
-from nbexec.result import RunStatus
 from nbexec.schedulers.api import DryRun, Scheduler, TrackingMode
 from nbexec.schedulers.slurm.submit import SLURM_STATES, SlurmLauncher
 
@@ -30,7 +29,7 @@ class SlurmScheduler(Scheduler):
     # The job may outlive this process: its run is opened before submission and
     # its id goes into the job's environment (no waiting on this machine).
     tracking = TrackingMode.BEFORE
-    states: dict[str, RunStatus] = dict(SLURM_STATES)
+    states = SLURM_STATES
 
     def options(self, config: TrainingConfig) -> SlurmOptions:
         from nbexec.schedulers.slurm.options import slurm_options
