@@ -24,10 +24,10 @@ _EXPORTS: dict[str, str] = {
     "TrackingWarning": "nbexec.tracking.store",
     "setup_mlflow": "nbexec.tracking.store",
     "current_setup": "nbexec.tracking.store",
-    "TrackedRun": "nbexec.tracking.run",
+    "TrackedRun": "nbexec.tracking.tracked",
     "create_training_mlflow_run": "nbexec.tracking.create",
     "create_training_child_run": "nbexec.tracking.create",
-    "tracking_finalizer": "nbexec.tracking.run",
+    "tracking_finalizer": "nbexec.tracking.tracked",
     "setup_mlflow_tracking_env": "nbexec.tracking.env",
     "with_tracking_env": "nbexec.tracking.env",
     "add_training_tags": "nbexec.tracking.tags",
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from nbexec.tracking.create import create_training_child_run, create_training_mlflow_run
     from nbexec.tracking.env import setup_mlflow_tracking_env, with_tracking_env
     from nbexec.tracking.params import training_params
-    from nbexec.tracking.run import TrackedRun, tracking_finalizer
+    from nbexec.tracking.tracked import TrackedRun, tracking_finalizer
     from nbexec.tracking.sink import MlflowMetricsSink
     from nbexec.tracking.store import TrackingSetup, TrackingWarning, current_setup, setup_mlflow
     from nbexec.tracking.tags import add_training_tags, build_training_tags

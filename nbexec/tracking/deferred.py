@@ -45,7 +45,7 @@ from nbexec.runner.sinks import Sink
 if TYPE_CHECKING:
     from nbexec.plan import LaunchPlan
     from nbexec.result import TrainingResult
-    from nbexec.tracking.run import TrackedRun
+    from nbexec.tracking.tracked import TrackedRun
 
 OPEN_TIMEOUT_S = 300.0  # only for callers reading the run; opening itself is bounded by tracking.timeout
 # Inherited variables that would point a rank at another run or experiment than the job's.
@@ -216,7 +216,7 @@ class DeferredTrackedRun:
         """
         from dataclasses import replace
 
-        from nbexec.tracking.run import untracked
+        from nbexec.tracking.tracked import untracked
 
         try:
             tracked = self._future.result(OPEN_TIMEOUT_S)

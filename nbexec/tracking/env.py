@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from nbexec.plan import LaunchPlan
-    from nbexec.tracking.run import TrackedRun
+    from nbexec.tracking.tracked import TrackedRun
 
 # Passed through from the parent's environment so the child can authenticate.
 # They are secret-named (or harmless) and so redacted in command.txt; nbexec
@@ -42,7 +42,7 @@ def setup_mlflow_tracking_env(
     """Variables to add to a training job's environment so it logs into ``run``.
 
     Args:
-        run: the parent's :class:`~nbexec.tracking.run.TrackedRun`, or an MLflow
+        run: the parent's :class:`~nbexec.tracking.tracked.TrackedRun`, or an MLflow
             run id in the store of the current :func:`~nbexec.tracking.setup_mlflow`.
         base_env: the environment credentials are taken from (default ``os.environ``).
 
