@@ -443,8 +443,8 @@ def _open_study_run(study: Any, cfg: TrainingConfig, name: str, key: str, storag
                     tracking_uri: str | None, experiment: str | None) -> Any:
     """The study's MLflow run: the one an earlier session opened, or a new one."""
     from nbexec.tracking import create_training_mlflow_run
-    from nbexec.tracking.tracked import TrackedRun
     from nbexec.tracking.store import get_client, setup_mlflow
+    from nbexec.tracking.tracked import TrackedRun
 
     setup = setup_mlflow(tracking_uri, experiment, config=cfg)
     run_id = study.user_attrs.get(ATTR_STUDY_RUN)

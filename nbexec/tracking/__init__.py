@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from nbexec.tracking.create import create_training_child_run, create_training_mlflow_run
     from nbexec.tracking.env import setup_mlflow_tracking_env, with_tracking_env
     from nbexec.tracking.params import training_params
-    from nbexec.tracking.tracked import TrackedRun, tracking_finalizer
     from nbexec.tracking.sink import MlflowMetricsSink
     from nbexec.tracking.store import TrackingSetup, TrackingWarning, current_setup, setup_mlflow
     from nbexec.tracking.tags import add_training_tags, build_training_tags
+    from nbexec.tracking.tracked import TrackedRun, tracking_finalizer

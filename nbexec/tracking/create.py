@@ -18,9 +18,9 @@ from nbexec.result import RunStatus
 from nbexec.tracking.abandoned import launcher_tags
 from nbexec.tracking.batching import log_batch_chunked
 from nbexec.tracking.params import flatten_params, training_params
-from nbexec.tracking.tracked import TrackedRun, one_line
 from nbexec.tracking.store import get_client, setup_mlflow
 from nbexec.tracking.tags import TAG_PARENT_RUN, build_training_tags
+from nbexec.tracking.tracked import TrackedRun, one_line
 
 if TYPE_CHECKING:
     from nbexec.config import TrainingConfig
