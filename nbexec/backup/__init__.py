@@ -24,15 +24,15 @@ _EXPORTS: dict[str, str] = {
     "BackupRecord": "nbexec.backup.record",
     "BackupWarning": "nbexec.backup.record",
     "RestoreResult": "nbexec.backup.restoring",
-    "backup_run": "nbexec.backup.run",
+    "backup_run": "nbexec.backup.run_backup",
     "flush_drive": "nbexec.backup.colab",
-    "immediate_backup_if_needed": "nbexec.backup.api",
+    "immediate_backup_if_needed": "nbexec.backup.immediate",
     "is_colab": "nbexec.backup.colab",
     "mount_drive": "nbexec.backup.colab",
     "restore": "nbexec.backup.restoring",
-    "run_backup_finalizer": "nbexec.backup.run",
+    "run_backup_finalizer": "nbexec.backup.run_backup",
     "snapshot_sqlite": "nbexec.backup.sqlite",
-    "verify_backup": "nbexec.backup.api",
+    "verify_backup": "nbexec.backup.immediate",
 }
 
 __all__ = [
@@ -52,9 +52,9 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 if TYPE_CHECKING:
-    from nbexec.backup.api import immediate_backup_if_needed, verify_backup
     from nbexec.backup.colab import flush_drive, is_colab, mount_drive
+    from nbexec.backup.immediate import immediate_backup_if_needed, verify_backup
     from nbexec.backup.record import BackupRecord, BackupWarning
     from nbexec.backup.restoring import RestoreResult, restore
-    from nbexec.backup.run import backup_run, run_backup_finalizer
+    from nbexec.backup.run_backup import backup_run, run_backup_finalizer
     from nbexec.backup.sqlite import snapshot_sqlite

@@ -146,7 +146,7 @@ def test_unusable_targets_stop_the_launch_before_anything_starts(project: Path) 
 
 
 def test_drive_target_on_colab_mounts_before_the_launch(project: Path, fake_colab: Path, tmp_path: Path) -> None:
-    from nbexec.backup.run import run_backup_finalizer
+    from nbexec.backup.run_backup import run_backup_finalizer
     from nbexec.config import load_config
     from nbexec.plan import plan_training
 

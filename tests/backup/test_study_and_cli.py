@@ -103,7 +103,7 @@ def test_a_store_that_cannot_be_copied_says_the_checkpoint_is_safe(tmp_path: Pat
     import warnings
 
     from nbexec.backup import BackupWarning, engine
-    from nbexec.backup.run import RunBackup
+    from nbexec.backup.run_backup import RunBackup
     from nbexec.errors import BackupError
 
     result = finished_run(tmp_path / "outputs" / "final-2")

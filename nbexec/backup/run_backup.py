@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from nbexec import contract
-from nbexec.backup.api import check_writable, on_drive, resolve_base, safe_name
 from nbexec.backup.colab import flush_drive
 from nbexec.backup.engine import Component, backup_components
+from nbexec.backup.immediate import check_writable, on_drive, resolve_base, safe_name
 from nbexec.backup.record import BackupRecord, BackupWarning
 from nbexec.backup.restoring import ARTIFACTS_COMPONENT, MLFLOW_DB_COMPONENT, RUN_COMPONENT, STUDY_COMPONENT
 from nbexec.errors import BackupError, ConfigError

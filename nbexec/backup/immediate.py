@@ -8,7 +8,7 @@ is a folder you choose, or ``MyDrive/nbexec`` on Google Drive)::
 
 A run's backup (``--backup``) also holds ``run/`` (the run directory with its
 checkpoint) and ``mlflow/`` (a consistent copy of ``mlflow.db`` and the
-artifacts); see :mod:`nbexec.backup.run`.
+artifacts); see :mod:`nbexec.backup.run_backup`.
 """
 
 from __future__ import annotations
