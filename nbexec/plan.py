@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nbexec import contract
+import nbexec.contract as contract
 from nbexec.config import BUILTIN_TRAINER_MODULE, LaunchConfig, TrainingConfig, load_config
 from nbexec.hardware import HardwareInfo, detect_hardware
 from nbexec.redact import redact_argv, redact_env, split_secrets

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nbexec import contract
+import nbexec.contract as contract
 from nbexec.backup.copy import Copier, fsync_dir, tmp_name
 from nbexec.backup.record import TAMPERED, Manifest, utc_now
 from nbexec.backup.sqlite import integrity_problem

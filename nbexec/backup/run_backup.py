@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
-from nbexec import contract
+import nbexec.contract as contract
 from nbexec.backup.colab import flush_drive
 from nbexec.backup.engine import Component, backup_components
 from nbexec.backup.immediate import check_writable, on_drive, resolve_base, safe_name

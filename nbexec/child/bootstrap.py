@@ -42,7 +42,7 @@ import time
 import traceback
 from pathlib import Path
 
-from nbexec import contract
+import nbexec.contract as contract
 
 FLUSH_INTERVAL_S = 0.05  # how stale buffered stdout may get before it is sent
 PACKET_PAYLOAD = 1 << 15  # bytes per packet on the python channel (well under a socket's message limit)

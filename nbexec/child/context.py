@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nbexec import contract
+import nbexec.contract as contract
 from nbexec.events import EventWriter
 
 __all__ = [

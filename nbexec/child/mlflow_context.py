@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from nbexec import contract
+import nbexec.contract as contract
 
 TAG_PARENT = "mlflow.parentRunId"
 TAG_JOB_RUN = "nbexec.job_run_id"

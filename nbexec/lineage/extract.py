@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nbexec import contract
+import nbexec.contract as contract
 from nbexec.lineage.record import (
     BackupLineage,
     CheckpointLineage,

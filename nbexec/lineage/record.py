@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from nbexec import contract
+import nbexec.contract as contract
 from nbexec.hashing import file_sha256, listing_sha256
 
 LINEAGE_VERSION = 1

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from nbexec import contract
+import nbexec.contract as contract
 from nbexec.events import Event, EventTail
 from nbexec.runner.lines import LineSplitter, LogLine, display_text
 from nbexec.runner.sinks import Dispatcher

@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from nbexec import contract
+import nbexec.contract as contract
 from nbexec.tracking.batching import MAX_METRICS_PER_BATCH, mlflow_key
 from nbexec.tracking.store import TrackingWarning
 from nbexec.tracking.tags import TAG_CHILD_LOGGED

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbexec import contract
+import nbexec.contract as contract
 from nbexec.events import Event, read_events
 from nbexec.tracking.batching import MAX_TAG_VALUE, log_batch_chunked, mlflow_key, truncate
 from nbexec.tracking.tags import TAG_CHILD_LOGGED

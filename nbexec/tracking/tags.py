@@ -59,9 +59,9 @@ def build_training_tags(
     Returns:
         ``{tag: value}`` with every value a string within MLflow's limit.
     """
-    import nbexec
+    from nbexec.version import __version__
 
-    tags: dict[str, object] = {"nbexec.version": nbexec.__version__}
+    tags: dict[str, object] = {"nbexec.version": __version__}
     if config is not None:
         tags["nbexec.config_hash"] = config.config_hash
         launch = config.launch

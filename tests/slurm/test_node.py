@@ -18,7 +18,7 @@ from nbexec.result import RunStatus
 from nbexec.runner.handle import write_run_inputs
 from nbexec.runner.sinks import Dispatcher
 from nbexec.schedulers.filetail import FileTailPump
-from nbexec.schedulers.multinode import node_run_dirs
+from nbexec.schedulers.nodes import node_run_dirs
 from nbexec.schedulers.slurm.commands import JobState
 from nbexec.schedulers.slurm.script import SPEC_FILE, slurm_dir, spec_json
 from nbexec.schedulers.slurm.submit import SlurmJob

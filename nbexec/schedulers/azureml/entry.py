@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from nbexec import contract
+import nbexec.contract as contract
 
 
 def main(argv: list[str]) -> int:

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbexec import contract
+import nbexec.contract as contract
 from nbexec.config_fields import MAX_NPROC
 from nbexec.errors import EnvironmentCheckError
 from nbexec.schedulers.azureml.options import azureml_options

@@ -33,7 +33,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from nbexec import contract
+import nbexec.contract as contract
 
 TEST_CLIENT_VAR = "NBEXEC_AZUREML_TEST_CLIENT"
 # The SDK polls the job's log files at most this far apart (its default backs off to 60 s).

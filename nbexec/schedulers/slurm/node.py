@@ -19,8 +19,8 @@ import signal
 import sys
 from pathlib import Path
 
-from nbexec import contract
-from nbexec.schedulers.multinode import node_run_name
+import nbexec.contract as contract
+from nbexec.schedulers.nodes import node_run_name
 from nbexec.schedulers.slurm.scheduler import SLURM_HEAD, SLURM_IS_HOST
 from nbexec.schedulers.slurm.script import HEAD_ENV, SPEC_FILE, slurm_dir
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from nbexec.errors import NbexecError, RootCause
 from nbexec.result import RunStatus
 from nbexec.schedulers.filetail import FileTailPump
-from nbexec.schedulers.multinode import find_job_root_cause, node_run_dirs
+from nbexec.schedulers.nodes import find_job_root_cause, node_run_dirs
 from nbexec.schedulers.slurm import commands
 from nbexec.schedulers.slurm.script import SCRIPT_FILE, SPEC_FILE, build_sbatch_script, slurm_dir, spec_json
 

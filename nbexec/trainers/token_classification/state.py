@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nbexec import contract
+import nbexec.contract as contract
 
 __all__ = ["MODEL_FILE", "OPTIMIZER_FILE", "STATE_FILE", "CheckpointError", "read_trainer_state", "resume_problem"]
 

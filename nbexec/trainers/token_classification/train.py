@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from nbexec import contract
+import nbexec.contract as contract
 from nbexec.child import (
     RunContext,
     create_run_context,
