@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nbexec import contract
+import nbexec.contract as contract
 from nbexec.errors import NbexecError, RootCause, RunDirectoryTaken, TrainingCancelled, TrainingFailed
 from nbexec.events import Event
 from nbexec.plan import LaunchPlan

@@ -13,7 +13,7 @@ import json
 import re
 from pathlib import Path
 
-from nbexec import contract
+import nbexec.contract as contract
 from nbexec.errors import RootCause
 from nbexec.runner.process import signal_name
 

@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from nbexec import contract
+import nbexec.contract as contract
 from nbexec.events import Event, EventTail
 from nbexec.redact import Scrubber
 from nbexec.runner.lines import LineSplitter, LogLine, display_text, terminal_picture
