@@ -25,54 +25,44 @@ _EXPORTS: dict[str, str] = {
     # config
     "TrainingConfig": "nbexec.config",
     "load_config": "nbexec.config",
-    # hardware
-    "HardwareInfo": "nbexec.hardware",
-    "GPUInfo": "nbexec.hardware",
-    "detect_hardware": "nbexec.hardware",
-    # launch plan and checks
-    "LaunchPlan": "nbexec.plan",
-    "plan_training": "nbexec.plan",
+    # the run: start one, its handle, its result
+    "launch": "nbexec.executor",
+    "prepare": "nbexec.executor",
+    "TrainingRun": "nbexec.runner.handle",
+    "RunStatus": "nbexec.result",
+    "TrainingResult": "nbexec.result",
+    # the seed's names: execution
+    "execute_training_subprocess": "nbexec.executor",
     "build_training_command": "nbexec.plan",
     "setup_training_environment": "nbexec.plan",
-    "should_use_ddp": "nbexec.plan",
-    "resolve_nproc": "nbexec.plan",
     "verify_training_environment": "nbexec.checks",
-    # running
-    "RunStatus": "nbexec.runner.handle",
-    "TrainingRun": "nbexec.runner.handle",
-    "LogLine": "nbexec.runner.lines",
-    "TrainingResult": "nbexec.result",
-    "launch": "nbexec.executor",
-    "execute_training_subprocess": "nbexec.executor",
-    "build_training_run_name_with_fallback": "nbexec.naming",
-    # tracking (MLflow)
+    # ... distributed
+    "create_run_context": "nbexec.child",
+    "should_use_ddp": "nbexec.plan",
+    "detect_hardware": "nbexec.hardware",
+    "init_process_group_if_needed": "nbexec.child",
+    # ... tracking (MLflow)
     "setup_mlflow": "nbexec.tracking",
     "create_training_mlflow_run": "nbexec.tracking",
     "create_training_child_run": "nbexec.tracking",
     "setup_mlflow_tracking_env": "nbexec.tracking",
-    "add_training_tags": "nbexec.tracking",
-    # backup and restore
-    "BackupRecord": "nbexec.backup",
-    "immediate_backup_if_needed": "nbexec.backup",
-    "backup_run": "nbexec.backup",
-    "verify_backup": "nbexec.backup",
-    "restore": "nbexec.backup",
-    "is_colab": "nbexec.backup",
-    "mount_drive": "nbexec.backup",
-    # notebook widgets (import ipywidgets when first used)
-    "TrainingPanel": "nbexec.notebook.panel",
-    # HPO sweeps (the nbexec[hpo] extra) and lineage
-    "run_hpo": "nbexec.hpo",
-    "run_final_training_workflow": "nbexec.hpo",
-    "get_or_compute_study_key_hash": "nbexec.hpo",
-    "get_or_compute_trial_key_hash": "nbexec.hpo",
+    # ... lineage and tags
     "extract_lineage_from_best_model": "nbexec.lineage",
     "apply_lineage_tags": "nbexec.lineage",
-    "Lineage": "nbexec.lineage",
-    # child side (also importable from nbexec.child)
-    "RunContext": "nbexec.child",
-    "create_run_context": "nbexec.child",
-    "init_process_group_if_needed": "nbexec.child",
+    "add_training_tags": "nbexec.tracking",
+    "build_training_run_name_with_fallback": "nbexec.naming",
+    "get_or_compute_study_key_hash": "nbexec.hpo",
+    "get_or_compute_trial_key_hash": "nbexec.hpo",
+    # ... high level
+    "run_final_training_workflow": "nbexec.hpo",
+    "immediate_backup_if_needed": "nbexec.backup",
+    # sweeps, backups and the panel, as the README shows them
+    "run_hpo": "nbexec.hpo",
+    "restore": "nbexec.backup",
+    "verify_backup": "nbexec.backup",
+    "BackupRecord": "nbexec.backup",
+    "mount_drive": "nbexec.backup",
+    "TrainingPanel": "nbexec.notebook.panel",  # imports ipywidgets when first used
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -86,17 +76,10 @@ def load_ipython_extension(ipython: Any) -> None:
     register(ipython)
 
 
-if TYPE_CHECKING:  # static names for type checkers and IDEs
-    from nbexec.backup import (
-        BackupRecord,
-        backup_run,
-        immediate_backup_if_needed,
-        is_colab,
-        mount_drive,
-        restore,
-        verify_backup,
-    )
-    from nbexec.child import RunContext, create_run_context, init_process_group_if_needed
+if TYPE_CHECKING:  # static names for type checkers and IDEs (tests/core/test_exports.py: all of _EXPORTS)
+    from nbexec.backup import BackupRecord, immediate_backup_if_needed, mount_drive, restore, verify_backup
+    from nbexec.checks import verify_training_environment
+    from nbexec.child import create_run_context, init_process_group_if_needed
     from nbexec.config import TrainingConfig, load_config
     from nbexec.errors import (
         BackupError,
@@ -108,12 +91,24 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
         TrainingCancelled,
         TrainingFailed,
     )
-    from nbexec.hardware import GPUInfo, HardwareInfo, detect_hardware
+    from nbexec.executor import execute_training_subprocess, launch, prepare
+    from nbexec.hardware import detect_hardware
     from nbexec.hpo import (
         get_or_compute_study_key_hash,
         get_or_compute_trial_key_hash,
         run_final_training_workflow,
         run_hpo,
     )
-    from nbexec.lineage import Lineage, apply_lineage_tags, extract_lineage_from_best_model
+    from nbexec.lineage import apply_lineage_tags, extract_lineage_from_best_model
+    from nbexec.naming import build_training_run_name_with_fallback
     from nbexec.notebook.panel import TrainingPanel
+    from nbexec.plan import build_training_command, setup_training_environment, should_use_ddp
+    from nbexec.result import RunStatus, TrainingResult
+    from nbexec.runner.handle import TrainingRun
+    from nbexec.tracking import (
+        add_training_tags,
+        create_training_child_run,
+        create_training_mlflow_run,
+        setup_mlflow,
+        setup_mlflow_tracking_env,
+    )

@@ -18,7 +18,7 @@ import nbexec
 HEAVY = ("torch", "mlflow", "IPython", "ipywidgets")
 CORE_EXPORTS = (
     "load_config",
-    "plan_training",
+    "prepare",
     "launch",
     "execute_training_subprocess",
     "detect_hardware",

@@ -14,7 +14,7 @@ HEAVY = ("torch", "mlflow", "optuna", "IPython", "ipywidgets")
 
 @pytest.mark.parametrize("code", [
     "import nbexec\nnbexec.run_hpo, nbexec.run_final_training_workflow, nbexec.extract_lineage_from_best_model\n"
-    "nbexec.apply_lineage_tags, nbexec.get_or_compute_study_key_hash, nbexec.Lineage",
+    "nbexec.apply_lineage_tags, nbexec.get_or_compute_study_key_hash, nbexec.lineage.Lineage",
     "import nbexec.hpo, nbexec.lineage\nfor n in nbexec.hpo.__all__ + nbexec.lineage.__all__:\n"
     "    getattr(nbexec.hpo if n in nbexec.hpo.__all__ else nbexec.lineage, n)",
     "import nbexec.cli\nnbexec.cli.build_parser()",
