@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nbexec import contract
-from nbexec.notebook import formats, markup
+from nbexec.render import formats, markup
 
 # params shown as columns (the rest are in MLflow), in this order
 KEY_PARAMS: tuple[tuple[str, str], ...] = (

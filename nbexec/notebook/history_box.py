@@ -18,8 +18,8 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from nbexec.notebook import markup
 from nbexec.notebook.history import RunRow, recent_runs, render_history_html
+from nbexec.render import markup
 
 HISTORY_LIMIT = 10  # runs in the history table
 PROMPT = ("pick a run to load its config", "")

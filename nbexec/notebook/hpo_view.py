@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from nbexec.hpo.trial import TrialRecord
-from nbexec.notebook import formats, markup
+from nbexec.render import formats, markup
 
 _STATE_STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED", "RUNNING": "RUNNING"}
 

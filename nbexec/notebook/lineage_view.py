@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nbexec.lineage.record import Lineage
 from nbexec.lineage.view import lineage_rows, run_url
-from nbexec.notebook import markup
+from nbexec.render import markup
 
 
 def render_lineage_table_html(lineage: Lineage, *, tracking_url: str | None = None) -> str:

@@ -30,10 +30,10 @@ import ipywidgets as widgets
 from nbexec.config import load_config
 from nbexec.errors import ConfigError
 from nbexec.hardware import HardwareInfo, detect_hardware
-from nbexec.notebook import markup
 from nbexec.notebook.history_box import RunHistoryBox
 from nbexec.notebook.live_runs import track
 from nbexec.notebook.panel_form import ConfigForm
+from nbexec.render import markup
 from nbexec.result import RunStatus
 from nbexec.runner.sinks import Sink
 

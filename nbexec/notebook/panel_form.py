@@ -21,7 +21,7 @@ from nbexec.checks import device_problem
 from nbexec.config import load_config
 from nbexec.errors import ConfigError
 from nbexec.hardware import HardwareInfo
-from nbexec.notebook import markup
+from nbexec.render import markup
 from nbexec.trainers.token_classification.schema import BACKBONES, DEFAULTS
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbexec.errors import RootCause
-from nbexec.notebook import formats, markup
+from nbexec.render import formats, markup
 from nbexec.result import RunStatus, TrainingResult
 
 

@@ -14,7 +14,6 @@ import pytest
 from nbexec.config import load_config
 from nbexec.errors import RootCause, TrainingFailed
 from nbexec.hardware import HardwareInfo
-from nbexec.notebook import formats, markup
 from nbexec.notebook.errors import failure_lines, shown_briefly
 from nbexec.notebook.live import MAX_RATE, LiveRunView
 from nbexec.notebook.summary import RunSummary, code_version, render_summary_html, render_summary_text
@@ -22,6 +21,7 @@ from nbexec.notebook.tail import LineTail
 from nbexec.notebook.throttle import Throttle
 from nbexec.notebook.view import LiveSnapshot, render_html, render_text, rendered
 from nbexec.plan import LaunchPlan, plan_training
+from nbexec.render import formats, markup
 from nbexec.result import RunStatus, TrainingResult
 from nbexec.runner.lines import LogLine
 

@@ -1,4 +1,4 @@
-"""Small HTML building blocks for the run views: every piece of text is escaped here.
+"""Small HTML building blocks for the views of runs and lineage: every piece of text is escaped here.
 
 Views are inline-styled HTML (no CSS files, no JavaScript) so they render the
 same in JupyterLab, classic Notebook, VS Code, Colab and a saved notebook.

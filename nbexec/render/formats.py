@@ -1,4 +1,7 @@
-"""How numbers and events read in the run views, shared by their HTML and text forms."""
+"""How numbers and events read, in every view: the CLI, the terminal sink, reprs, HTML and text.
+
+A metric is formatted here and nowhere else (:func:`metric_value`, :func:`metrics_line`).
+"""
 
 from __future__ import annotations
 
@@ -19,15 +22,11 @@ def duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def metric_value(value: object) -> str:
-    """A metric as people read it: 4 significant digits for floats."""
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else str(value)
-    return str(value)
+def metric_value(value: object, digits: int = 4) -> str:
+    """A metric (or a param) as people read it: ``digits`` significant digits for floats, the rest as is."""
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.{digits}g}"
+    return str(value)  # ints stay whole (a step count is not 1.234e+04); nan and inf as Python writes them
 
 
 def metrics_line(metrics: Mapping[str, object]) -> str:
