@@ -4,8 +4,8 @@
   ``lineage.json`` in the run directory.
 - :func:`extract_lineage_from_best_model` — rebuild it from a model directory and a study file.
 - :func:`apply_lineage_tags` / :func:`read_lineage_tags` — the record as ``nbexec.lineage.*`` tags.
-- :func:`render_lineage_text` — the table as text (``nbexec lineage PATH``); the notebook
-  shows a record as HTML with links to the MLflow runs.
+- :func:`render_lineage_text` — the table as text (``nbexec lineage PATH``), from
+  :mod:`nbexec.render.lineage`; a notebook shows a record as HTML with links to the MLflow runs.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ _EXPORTS: dict[str, str] = {
     "read_lineage_tags": "nbexec.lineage.tags",
     "lineage_to_tags": "nbexec.lineage.tags",
     "lineage_from_tags": "nbexec.lineage.tags",
-    "lineage_rows": "nbexec.lineage.view",
-    "render_lineage_text": "nbexec.lineage.view",
+    "lineage_rows": "nbexec.render.lineage",
+    "render_lineage_text": "nbexec.render.lineage",
 }
 
 __all__ = list(_EXPORTS)
@@ -35,4 +35,4 @@ if TYPE_CHECKING:
     from nbexec.lineage.extract import build_lineage, extract_lineage_from_best_model
     from nbexec.lineage.record import Lineage, checkpoint_lineage
     from nbexec.lineage.tags import apply_lineage_tags, lineage_from_tags, lineage_to_tags, read_lineage_tags
-    from nbexec.lineage.view import lineage_rows, render_lineage_text
+    from nbexec.render.lineage import lineage_rows, render_lineage_text

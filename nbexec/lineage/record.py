@@ -16,6 +16,7 @@ from typing import Any
 
 import nbexec.contract as contract
 from nbexec.hashing import file_sha256, listing_sha256
+from nbexec.render.lineage import Row, lineage_rows, render_lineage_html, render_lineage_text
 
 LINEAGE_VERSION = 1
 
@@ -158,22 +159,17 @@ class Lineage:
             path = path / contract.LINEAGE_FILE
         return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
-    def rows(self) -> list[tuple[str, str, str | None]]:
+    def rows(self) -> list[Row]:
         """``(what, value, mlflow run id or None)`` rows, as the table views show them."""
-        from nbexec.lineage.view import lineage_rows
-
         return lineage_rows(self)
 
     def __str__(self) -> str:
-        from nbexec.lineage.view import render_lineage_text
-
         return render_lineage_text(self)
 
     def _repr_html_(self) -> str:  # only ever called by a notebook front end
-        from nbexec.lineage.view import known_tracking_url
-        from nbexec.notebook.lineage_view import render_lineage_html
+        from nbexec.tracking.store import known_server_url  # lazy: reading a record need not load the store
 
-        return render_lineage_html(self, tracking_url=known_tracking_url())
+        return render_lineage_html(self, tracking_url=known_server_url())
 
 
 def checkpoint_lineage(path: str | os.PathLike[str]) -> CheckpointLineage:

@@ -21,6 +21,7 @@ from typing import Any
 
 from nbexec import contract
 from nbexec.render import formats, markup
+from nbexec.render.links import run_url, server_url
 
 # params shown as columns (the rest are in MLflow), in this order
 KEY_PARAMS: tuple[tuple[str, str], ...] = (
@@ -148,14 +149,14 @@ def render_history_html(rows: Sequence[RunRow], *, tracking_uri: str | None = No
     """The history as an HTML table; run ids link to the MLflow UI when it is a server."""
     if not rows:
         return f'<div style="{markup.MUTED}">no runs in this experiment yet</div>'
-    server = tracking_uri.rstrip("/") if tracking_uri and tracking_uri.startswith(("http://", "https://")) else None
+    server = server_url(tracking_uri)
     head = ["run", "status", "started", "duration", *(label for _, label in KEY_PARAMS), "metrics", "run id"]
     body = []
     for row in rows:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in key_metrics(row.metrics))
         run_id = markup.esc(row.run_id[:12])
         if server:
-            url = f"{server}/#/experiments/{row.experiment_id}/runs/{row.run_id}"
+            url = run_url(server, row.run_id, row.experiment_id)
             run_id = f'<a href="{markup.esc(url)}" target="_blank">{run_id}</a>'
         cells = [
             f"<b>{markup.esc(row.name)}</b>",

@@ -202,10 +202,10 @@ def render_summary_html(s: RunSummary) -> str:
         rows.append(("backup", f'<span style="color:{colour}">{markup.esc(text)}</span>'))
     parts.append(markup.table(rows))
     if s.lineage_record is not None:
-        from nbexec.lineage.view import known_tracking_url
-        from nbexec.notebook.lineage_view import render_lineage_html
+        from nbexec.render.lineage import render_lineage_html
+        from nbexec.tracking.store import known_server_url
 
-        parts.append(render_lineage_html(s.lineage_record, tracking_url=known_tracking_url()))
+        parts.append(render_lineage_html(s.lineage_record, tracking_url=known_server_url()))
     else:
         lineage = [(markup.esc(k), markup.esc(v)) for k, v in s.lineage]
         parts.append(markup.details("lineage", markup.table(lineage), open_=True))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbexec.errors import TrackingError
+from nbexec.render.links import experiment_url, run_url, server_url
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -63,9 +64,8 @@ class TrackingSetup:
 
     def run_url(self, run_id: str, experiment_id: str | None = None) -> str | None:
         """The run's page on a tracking server; None for a local store."""
-        if not self.is_remote:
-            return None
-        return f"{self.tracking_uri}/#/experiments/{experiment_id or self.experiment_id}/runs/{run_id}"
+        server = server_url(self.tracking_uri)
+        return run_url(server, run_id, experiment_id or self.experiment_id) if server else None
 
     def where(self, run_id: str, experiment_id: str | None = None) -> str:
         """One line telling a person where to open a run."""
@@ -133,6 +133,15 @@ def setup_mlflow(
 def current_setup() -> TrackingSetup | None:
     """The setup of the latest :func:`setup_mlflow` call in this process, if any."""
     return _current
+
+
+def known_server_url() -> str | None:
+    """The tracking server's URL when runs live on one: the current setup's, else ``$MLFLOW_TRACKING_URI``'s.
+
+    None for a local store (its runs have no web pages).
+    """
+    setup = _current
+    return server_url(setup.tracking_uri if setup is not None else os.environ.get("MLFLOW_TRACKING_URI"))
 
 
 def reset_setup() -> None:
@@ -583,8 +592,9 @@ def _create_experiment(client: MlflowClient, uri: str, name: str) -> Any:
 
 
 def _ui_hint(uri: str, experiment_id: str) -> str:
-    if uri.startswith(("http://", "https://")):
-        return f"{uri}/#/experiments/{experiment_id}"
+    server = server_url(uri)
+    if server:
+        return experiment_url(server, experiment_id)
     return f"mlflow ui --backend-store-uri {shlex.quote(uri)}"
 
 

@@ -19,8 +19,7 @@ from nbexec.lineage.record import (
     StudyLineage,
     TrialLineage,
 )
-from nbexec.lineage.view import render_lineage_text
-from nbexec.notebook.lineage_view import render_lineage_html
+from nbexec.render.lineage import render_lineage_html, render_lineage_text
 from nbexec.result import RunStatus, TrainingResult
 
 RUN_ID, TRIAL_RUN, STUDY_RUN = "a" * 32, "b" * 32, "c" * 32
