@@ -261,7 +261,7 @@ def _train(args: argparse.Namespace, script_args: list[str] | None, signals: Sto
     elif result.untracked_reason:  # not a tracked success: said plainly (result.json has it too)
         print(f"  mlflow:     NOT tracked: {result.untracked_reason}", file=sys.stderr)
     if result.backup is not None:
-        from nbexec.notebook.summary import backup_line
+        from nbexec.render.summary import backup_line
 
         text, ok = backup_line(result.backup) or ("", True)
         print(f"  backup:     {text}", file=sys.stdout if ok else sys.stderr)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from nbexec.errors import BackupError, ConfigError
 from nbexec.hpo.sweep import ATTR_BASE_CONFIG, ATTR_OUTPUT_DIR, DEFAULT_STUDY_PATH, require_optuna, study_inputs
 from nbexec.lineage.record import BackupLineage, DataLineage, Lineage, RunLineage
+from nbexec.render.summary import RunSummary, render_summary_html
 
 if TYPE_CHECKING:
     from nbexec.config import TrainingConfig
@@ -66,9 +67,10 @@ class FinalTrainingResult:
         return f"{self!r}\n{self.lineage}"
 
     def _repr_html_(self) -> str:  # a notebook shows the run summary with the full lineage table
-        from nbexec.notebook.summary import RunSummary, render_summary_html
+        from nbexec.tracking.store import known_server_url  # lazy: only a notebook front end calls this
 
-        return render_summary_html(RunSummary.from_result(self.result, lineage=self.lineage))
+        summary = RunSummary.from_result(self.result, lineage=self.lineage, tracking_url=known_server_url())
+        return render_summary_html(summary)
 
 
 def run_final_training_workflow(

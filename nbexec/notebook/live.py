@@ -22,10 +22,10 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nbexec.contract import rank_log_path
-from nbexec.notebook.summary import RunSummary
 from nbexec.notebook.tail import DEFAULT_TAIL, LineTail
 from nbexec.notebook.throttle import Throttle
-from nbexec.notebook.view import LiveSnapshot, render_html, render_text
+from nbexec.render.live import LiveSnapshot, render_html, render_text
+from nbexec.render.summary import RunSummary
 from nbexec.result import RunStatus
 from nbexec.runner.sinks import Sink
 
@@ -72,7 +72,7 @@ class LiveRunView(Sink):
         quiet: show no lines (progress, metrics and the summary only).
         show_traceback: put the failing rank's traceback in the summary (off
             when the cell's error output shows it already).
-        code_version: for the lineage table (e.g. the git commit).
+        git: where the code was, for the lineage table (:func:`nbexec.tracking.tags.git_tags`).
         publish: where renderings go (default: an IPython display output).
         max_rate: display updates per second, at most.
         clock: wall clock, for elapsed time (injectable for tests).
@@ -88,7 +88,7 @@ class LiveRunView(Sink):
         tail: int = DEFAULT_TAIL,
         quiet: bool = False,
         show_traceback: bool = True,
-        code_version: str | None = None,
+        git: Mapping[str, str] | None = None,
         publish: Publisher | None = None,
         max_rate: float = MAX_RATE,
         clock: Callable[[], float] = time.time,
@@ -99,7 +99,7 @@ class LiveRunView(Sink):
         self.plan = plan
         self.quiet = quiet
         self.show_traceback = show_traceback
-        self.code_version = code_version
+        self.git = git
         self.publish = publish or DisplayPublisher()
         self.tail = LineTail(ranks, maxlen=tail)
         self.updates = 0  # renderings published so far
@@ -200,7 +200,7 @@ class LiveRunView(Sink):
             result,
             tracking=getattr(run, "tracking", None),
             data=_data_path(self.plan),
-            code_version=self.code_version,
+            git=self.git,
             show_traceback=self.show_traceback,
         )
         self._publish()

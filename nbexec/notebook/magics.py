@@ -131,12 +131,10 @@ def _ranks(args: argparse.Namespace) -> tuple[int, ...] | None:
 
 
 def _run_in_cell(plan: LaunchPlan, args: argparse.Namespace, ranks: tuple[int, ...] | None) -> Any:
-    import nbexec
     from nbexec.executor import launch
     from nbexec.notebook.errors import shown_briefly
     from nbexec.notebook.live import LiveRunView
     from nbexec.notebook.live_runs import track
-    from nbexec.notebook.summary import code_version
     from nbexec.notebook.tail import DEFAULT_TAIL
     from nbexec.tracking.tags import git_tags
 
@@ -146,7 +144,7 @@ def _run_in_cell(plan: LaunchPlan, args: argparse.Namespace, ranks: tuple[int, .
         tail=args.tail or DEFAULT_TAIL,
         quiet=args.quiet,
         show_traceback=args.background,  # in the foreground the cell's error output shows it
-        code_version=code_version(git_tags(), nbexec.__version__),
+        git=git_tags(),
     )
     view.show()
     try:
@@ -197,9 +195,10 @@ def _run_in_terminal(plan: LaunchPlan, args: argparse.Namespace, ranks: tuple[in
     from nbexec.executor import launch
     from nbexec.notebook.errors import failure_lines, shown_briefly
     from nbexec.notebook.live_runs import track
-    from nbexec.notebook.summary import RunSummary, render_summary_text
     from nbexec.notebook.tail import is_shown
+    from nbexec.render.summary import RunSummary, render_summary_text
     from nbexec.runner.sinks import Sink, StartedLine, TerminalSink
+    from nbexec.tracking.tags import git_tags
 
     class RankLines(TerminalSink):
         def on_lines(self, lines: Sequence[LogLine]) -> None:
@@ -224,7 +223,7 @@ def _run_in_terminal(plan: LaunchPlan, args: argparse.Namespace, ranks: tuple[in
         result = run.result()
     except TrainingFailed as err:
         raise shown_briefly(err, failure_lines(err)) from None
-    print(render_summary_text(RunSummary.from_result(result, tracking=run.tracking)))
+    print(render_summary_text(RunSummary.from_result(result, tracking=run.tracking, git=git_tags())))
     return result
 
 

@@ -178,10 +178,8 @@ class TrainingPanel:
 
     def train(self) -> TrainingRun | None:
         """Launch the form's config in the background; None when it cannot start (shown in the panel)."""
-        import nbexec
         from nbexec.executor import launch, prepare
         from nbexec.notebook.live import LiveRunView
-        from nbexec.notebook.summary import code_version
         from nbexec.tracking.tags import git_tags
 
         with self._lock:
@@ -197,7 +195,7 @@ class TrainingPanel:
             view = LiveRunView(
                 plan,
                 ranks=_ranks(self.rank_picker.value),
-                code_version=code_version(git_tags(), nbexec.__version__),
+                git=git_tags(),
                 publish=self._publish,
                 on_follow_failure=self._show_failed_rank,
             )

@@ -15,7 +15,7 @@ import pytest
 from nbexec.backup import BackupWarning, verify_backup
 from nbexec.errors import BackupError, ConfigError
 from nbexec.executor import launch
-from nbexec.notebook.summary import RunSummary, render_summary_html, render_summary_text
+from nbexec.render.summary import RunSummary, render_summary_html, render_summary_text
 from nbexec.result import RunStatus, TrainingResult
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "scripts"
@@ -118,7 +118,7 @@ def test_a_failed_backup_never_hides_a_finished_training(project: Path) -> None:
     assert tags["nbexec.backup.status"] == "FAILED" and tags["nbexec.backup.error"]
     text = render_summary_text(RunSummary.from_result(result))
     assert "  backup:     FAILED (" in text and "FINISHED" in text
-    assert not [row for row in RunSummary.from_result(result).lineage if row[0] == "backup"]
+    assert [row for row in RunSummary.from_result(result).lineage if row[0] == "backup"] == [("backup", "none")]
 
 
 @pytest.mark.slow

@@ -80,7 +80,7 @@ def test_cell_magic_streams_while_running_and_returns_the_result(kernel: Kernel,
     assert final["msg_type"] == "update_display_data"
     summary = text(final)
     assert summary.startswith("nbexec: tiny-cell FINISHED in ")
-    for field in ("metrics:    ", "val_f1=", "mlflow:     ", "open:       mlflow ui", "checkpoint: ", "lineage:    config hash: "):
+    for field in ("metrics:    ", "val_f1=", "mlflow:     ", "open:       mlflow ui", "checkpoint: ", "lineage:    ", "config hash: "):
         assert field in summary, (field, summary)
     assert str(tmp_path / "tiny-cell" / "checkpoint") in summary
     assert "#16a34a" in html(final), "FINISHED is green"
@@ -115,7 +115,7 @@ def test_line_magic_failure_on_rank_1_names_the_rank_and_the_exception(kernel: K
     _, renders = the_view(cell)
     final = renders[-1]
     assert text(final).startswith("nbexec: boom FAILED in ")
-    assert "failure:    rank 1 failed (exit code 1): ValueError: rank one exploded on batch 17" in text(final)
+    assert "root cause: rank 1 failed (exit code 1): ValueError: rank one exploded on batch 17" in text(final)
     assert "Traceback" not in text(final)
     assert "#dc2626" in html(final), "FAILED is red"
     assert "mlflow:     not tracked" in text(final)

@@ -16,12 +16,12 @@ from nbexec.errors import RootCause, TrainingFailed
 from nbexec.hardware import HardwareInfo
 from nbexec.notebook.errors import failure_lines, shown_briefly
 from nbexec.notebook.live import MAX_RATE, LiveRunView
-from nbexec.notebook.summary import RunSummary, code_version, render_summary_html, render_summary_text
 from nbexec.notebook.tail import LineTail
 from nbexec.notebook.throttle import Throttle
-from nbexec.notebook.view import LiveSnapshot, render_html, render_text, rendered
 from nbexec.plan import LaunchPlan, plan_training
 from nbexec.render import formats, markup
+from nbexec.render.live import LiveSnapshot, render_html, render_text, rendered
+from nbexec.render.summary import RunSummary, render_summary_html, render_summary_text
 from nbexec.result import RunStatus, TrainingResult
 from nbexec.runner.lines import LogLine
 
@@ -83,7 +83,7 @@ def test_every_other_value_is_escaped_too() -> None:
     assert "<script>" not in html and "<b>bold</b>" not in html
     rc = RootCause(rank=1, exit_code=1, exc_type="ValueError", message=EVIL, traceback=f"Traceback\n  {EVIL}")
     s = RunSummary.from_result(result(RunStatus.FAILED, run_name=EVIL, metrics={EVIL: 2.0}, root_cause=rc),
-                               data=EVIL, code_version=EVIL)
+                               data=EVIL, git={"nbexec.git_commit": EVIL})
     html = render_summary_html(s)
     assert "<script>" not in html and "<b>bold</b>" not in html
     assert markup.esc(rc.headline()) in html
@@ -191,15 +191,18 @@ def test_summary_of_a_finished_run() -> None:
             return "run abc123 (experiment id 1); open with: mlflow ui --backend-store-uri sqlite:///x/mlflow.db"
 
     s = RunSummary.from_result(result(mlflow_run_id="abc123"), tracking=Tracked(), data="data/ner",
-                               code_version=code_version({"nbexec.git_commit": "f" * 40, "nbexec.git_dirty": "true"}, "0.1.0"))
+                               git={"nbexec.git_commit": "f" * 40, "nbexec.git_dirty": "true"})
     text, html = render_summary_text(s), render_summary_html(s)
     assert text.splitlines()[0] == "nbexec: run-1 FINISHED in 1 min 12 s (2 x gloo)"
     assert "metrics:    loss=0.1235 val_f1=0.5" in text
     assert "mlflow:     abc123 (experiment ner)" in text
     assert "open:       mlflow ui --backend-store-uri sqlite:///x/mlflow.db" in text
     assert "checkpoint: /runs/run-1/checkpoint" in text
-    assert ("lineage:    config hash: 0123456789abcdef | data: data/ner | code: git ffffffffffff (uncommitted changes)"
-            " · nbexec 0.1.0 | run: run-1 (MLflow run abc123) | checkpoint: /runs/run-1/checkpoint") in text
+    # the lineage table's rows (render.lineage), as far as the run itself knows them
+    assert ("lineage:    data: data/ner (no fingerprint) | run: run-1 (MLflow run abc123) | config hash: 0123456789abcdef"
+            " | code: git ffffffffffff (uncommitted changes) · nbexec 0.1.0 | checkpoint: /runs/run-1/checkpoint"
+            " | backup: none") in text
+    assert "lineage:" not in render_summary_text(s, lineage=False)
     assert markup.status_colour(RunStatus.FINISHED) in html
     assert "<th" in html and ">val_f1</th>" in html and ">0.1235</td>" in html
     assert "<code" in html and "mlflow ui --backend-store-uri" in html
@@ -224,7 +227,12 @@ def test_summary_of_a_failed_run_and_the_error_lines() -> None:
     res = result(RunStatus.FAILED, root_cause=rc, checkpoint=None, metrics={})
     shown = RunSummary.from_result(res, show_traceback=True)
     hidden = RunSummary.from_result(res, show_traceback=False)
-    assert "failure:    rank 1 failed (exit code 1): ValueError: boom on batch 17" in render_summary_text(shown)
+    text = render_summary_text(shown).splitlines()
+    assert "  root cause: rank 1 failed (exit code 1): ValueError: boom on batch 17" in text
+    # the failure comes last, where a terminal leaves the eye: then only its traceback and the logs
+    assert text.index("  root cause: rank 1 failed (exit code 1): ValueError: boom on batch 17") > text.index(
+        "  run dir:    /runs/run-1")
+    assert text[-1] == "  logs:       /runs/run-1/logs (rank0.log, rank1.log)"
     assert 'File "t.py", line 3' in render_summary_text(shown)
     assert 'File "t.py"' not in render_summary_text(hidden) and 't.py' not in render_summary_html(hidden)
     assert "<details><summary>traceback from rank 1</summary>" in render_summary_html(shown)

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbexec.notebook.summary import RunSummary, render_summary_html, render_summary_text
 from nbexec.render import formats, markup
+from nbexec.render.summary import RunSummary, render_summary_html, render_summary_text
 from nbexec.result import RunStatus
 from nbexec.runner.lines import LogLine
 
