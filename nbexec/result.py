@@ -11,6 +11,7 @@ from typing import Any
 
 import nbexec.contract as contract
 from nbexec.errors import RootCause
+from nbexec.render.formats import metrics_line
 
 
 class RunStatus(str, enum.Enum):
@@ -143,7 +144,7 @@ class TrainingResult:
         return cls.from_dict(json.loads(path.read_text()))
 
     def __repr__(self) -> str:
-        metrics = ", ".join(f"{k}={v:.4g}" for k, v in self.metrics.items())
+        metrics = metrics_line(self.metrics)
         return (
             f"TrainingResult({self.run_name!r}, {self.status.value}, "
             f"{self.duration_s:.1f}s, {self.nproc}x{self.backend}"

@@ -153,7 +153,7 @@ def render_history_html(rows: Sequence[RunRow], *, tracking_uri: str | None = No
     head = ["run", "status", "started", "duration", *(label for _, label in KEY_PARAMS), "metrics", "run id"]
     body = []
     for row in rows:
-        metrics = ", ".join(f"{k}={v:.4g}" for k, v in key_metrics(row.metrics))
+        metrics = formats.metrics_line(dict(key_metrics(row.metrics)))
         run_id = markup.esc(row.run_id[:12])
         if server:
             url = run_url(server, row.run_id, row.experiment_id)
@@ -182,7 +182,7 @@ def render_history_text(rows: Sequence[RunRow]) -> str:
     lines = []
     for row in rows:
         params = " ".join(f"{label}={row.params[key]}" for key, label in KEY_PARAMS if key in row.params)
-        metrics = " ".join(f"{k}={v:.4g}" for k, v in key_metrics(row.metrics))
+        metrics = formats.metrics_line(dict(key_metrics(row.metrics)))
         lines.append(f"{row.name} {row.status} {params} {metrics}".rstrip())
     return "\n".join(lines)
 

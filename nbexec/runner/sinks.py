@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from nbexec.events import Event
+from nbexec.render.formats import metrics_line
 from nbexec.runner.lines import LogLine
 
 if TYPE_CHECKING:
@@ -209,7 +210,7 @@ class TerminalSink(Sink):
         out = []
         for ev in events:
             if ev.get("kind") == "metrics" and isinstance(ev.get("metrics"), dict):
-                values = " ".join(f"{k}={v:.4g}" for k, v in ev["metrics"].items() if isinstance(v, (int, float)))
+                values = metrics_line({k: v for k, v in ev["metrics"].items() if isinstance(v, (int, float))})
                 step = f" step {ev['step']}" if ev.get("step") is not None else ""
                 out.append(f"[nbexec]{step} {values}\n")
         if out:
