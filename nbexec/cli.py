@@ -33,6 +33,14 @@ from nbexec.errors import (
     TrainingFailed,
 )
 from nbexec.options import add_train_arguments, prepare_from_args, split_script_args
+from nbexec.render.summary import (
+    RunSummary,
+    backup_line,
+    failure_text_lines,
+    logs_text_line,
+    render_summary_text,
+    summary_text_lines,
+)
 from nbexec.runner.sinks import Sink, StartedLine
 
 if TYPE_CHECKING:
@@ -243,31 +251,27 @@ def _train(args: argparse.Namespace, script_args: list[str] | None, signals: Sto
         return EXIT_INTERRUPTED
     except TrainingFailed as err:
         streamed = not args.quiet and (args.ranks is None or err.rank in args.ranks)
-        print(failure_report(err, run.outcome, traceback_shown=streamed), file=sys.stderr)
+        print(failure_report(err, run.outcome, traceback_shown=streamed, tracking=run.tracking), file=sys.stderr)
         return EXIT_FAILED
     finally:
         hurry.close()
-    metrics = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()) or "none reported"
-    print(
-        f"nbexec: {result.run_name} {result.status.value} in {result.duration_s:.1f} s\n"
-        f"  metrics:    {metrics}\n"
-        f"  checkpoint: {result.checkpoint or 'none'}\n"
-        f"  run dir:    {result.run_dir}"
-    )
-    setup = run.tracking.setup if result.mlflow_run_id and run.tracking is not None else None
-    if setup is not None:
-        print(f"  mlflow:     {result.mlflow_run_id} (experiment {setup.experiment_name}, id {setup.experiment_id})\n"
-              f"  open:       {setup.run_url(result.mlflow_run_id) or setup.ui_hint}")
-    elif result.untracked_reason:  # not a tracked success: said plainly (result.json has it too)
-        print(f"  mlflow:     NOT tracked: {result.untracked_reason}", file=sys.stderr)
-    if result.backup is not None:
-        from nbexec.render.summary import backup_line
+    return print_summary(result, run.tracking)
 
-        text, ok = backup_line(result.backup) or ("", True)
-        print(f"  backup:     {text}", file=sys.stdout if ok else sys.stderr)
-        if not ok:
-            return EXIT_BACKUP
-    return 0
+
+def print_summary(result: TrainingResult, tracking: object = None) -> int:
+    """Print a finished run's summary (the text renderer's); returns the exit code.
+
+    Its problems (NOT tracked and why, a failed backup) go to stderr, said once
+    there; the rest to stdout. The lineage row is left to ``nbexec lineage``.
+
+    Returns:
+        ``EXIT_BACKUP`` when the backup failed (the training stays FINISHED), else 0.
+    """
+    summary = RunSummary.from_result(result, tracking=tracking)
+    for text, problem in summary_text_lines(summary, lineage=False):
+        print(text, file=sys.stderr if problem else sys.stdout, flush=True)  # flushed: in order when merged
+    backup = backup_line(result.backup)
+    return EXIT_BACKUP if backup is not None and not backup[1] else 0
 
 
 class _StartingLine(StartedLine):
@@ -343,28 +347,25 @@ def _say(text: str) -> None:
         pass
 
 
-def failure_report(err: TrainingFailed, result: TrainingResult | None, *, traceback_shown: bool) -> str:
-    """The end of a failed run in a terminal: the root cause once, where it is, where the logs are.
+def failure_report(
+    err: TrainingFailed, result: TrainingResult | None, *, traceback_shown: bool, tracking: object = None
+) -> str:
+    """The end of a failed run in a terminal: its summary, then the root cause once, where it is, the logs.
 
     The failing rank's traceback was streamed already when its lines were
-    shown (``traceback_shown``); it is repeated only when it was not.
-    torchrun's own report of the failure is in ``launcher.log``.
+    shown (``traceback_shown``); it is repeated only when it was not (without
+    one, the last lines of the rank's log). torchrun's own report of the
+    failure is in ``launcher.log``.
     """
-    rc = err.root_cause
-    took = f" in {result.duration_s:.1f} s" if result is not None else ""
-    lines = [f"nbexec: {err.run_name} FAILED{took}", f"  root cause: {rc.headline()}"]
-    if rc.where:
-        lines.append(f"  at:         {rc.where}")
-    if rc.traceback and not traceback_shown:
-        lines += ["  " + ln for ln in rc.traceback.rstrip().splitlines()]
-    elif not rc.traceback and err.log_tail and not traceback_shown:
-        lines.append("  last lines of its log:")
-        lines += ["    " + ln for ln in err.log_tail]
-    if err.log_paths:
-        folder = next(iter(err.log_paths.values())).parent
-        names = ", ".join(p.name for p in err.log_paths.values())
-        lines.append(f"  logs:       {folder} ({names}; torchrun's own report in launcher.log)")
-    return "\n".join(lines)
+    show = not traceback_shown
+    if result is None:  # no result to summarize: what the error itself knows
+        lines = [f"nbexec: {err.run_name} FAILED",
+                 *failure_text_lines(err.root_cause, show_traceback=show, log_tail=err.log_tail)]
+        if err.log_paths:
+            lines.append(logs_text_line([(n, str(p)) for n, p in err.log_paths.items()], failed=True))
+        return "\n".join(lines)
+    summary = RunSummary.from_result(result, tracking=tracking, show_traceback=show, log_tail=err.log_tail)
+    return render_summary_text(summary, lineage=False)
 
 
 def _doctor(args: argparse.Namespace) -> int:
