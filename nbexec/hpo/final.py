@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbexec.errors import BackupError, ConfigError
 from nbexec.hpo.sweep import ATTR_BASE_CONFIG, ATTR_OUTPUT_DIR, DEFAULT_STUDY_PATH, require_optuna, study_inputs
-from nbexec.lineage.record import BackupLineage, DataLineage, Lineage, RunLineage
+from nbexec.lineage.record import BackupLineage, DataLineage, Lineage, RunLineage, git_state
 from nbexec.render.summary import RunSummary, render_summary_html
 
 if TYPE_CHECKING:
@@ -241,10 +241,9 @@ def _lineage(result: TrainingResult, plan: Any, tracking: Any, study_path: Any, 
     from nbexec.lineage.extract import build_lineage
     from nbexec.tracking.tags import _package_version, git_tags
 
-    git = git_tags()
+    git_commit, git_dirty = git_state(git_tags())
     facts = RunLineage(
-        mlflow_experiment_id=_experiment_id(tracking), git_commit=git.get("nbexec.git_commit"),
-        git_dirty={"true": True, "false": False}.get(git.get("nbexec.git_dirty", "")),
+        mlflow_experiment_id=_experiment_id(tracking), git_commit=git_commit, git_dirty=git_dirty,
         nbexec_version=nbexec.__version__, torch_version=_package_version("torch"),
         hardware=plan.hardware.summary(),
     )

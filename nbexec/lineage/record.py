@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,11 @@ class BackupLineage:
     location: str | None = None
     verified_at: str | None = None
     manifest: str | None = None
+
+
+def git_state(git: Mapping[str, str]) -> tuple[str | None, bool | None]:
+    """``(git_commit, git_dirty)`` of a :class:`RunLineage` from :func:`nbexec.tracking.tags.git_tags`; None: unknown."""
+    return git.get("nbexec.git_commit"), {"true": True, "false": False}.get(git.get("nbexec.git_dirty", ""))
 
 
 SECTIONS: dict[str, type] = {

@@ -15,7 +15,7 @@ from typing import Any
 
 from nbexec import __version__
 from nbexec.errors import RootCause
-from nbexec.lineage.record import BackupLineage, CheckpointLineage, DataLineage, Lineage, RunLineage
+from nbexec.lineage.record import BackupLineage, CheckpointLineage, DataLineage, Lineage, RunLineage, git_state
 from nbexec.render import formats, markup
 from nbexec.render.lineage import lineage_rows, render_lineage_html
 from nbexec.render.links import server_url
@@ -135,15 +135,15 @@ def _run_lineage(
     git: Mapping[str, str] | None,
 ) -> Lineage:
     """What a run knows of its own lineage at its end (no study; nothing hashed: a summary must be quick)."""
-    git = git or {}
+    git_commit, git_dirty = git_state(git or {})
     backup = result.backup
     verified = backup is not None and bool(backup.get("verified"))
     return Lineage(
         data=DataLineage(path=data) if data else None,
         final_run=RunLineage(
             mlflow_run_id=run_id, mlflow_experiment_id=experiment_id, run_name=result.run_name,
-            run_dir=str(result.run_dir), config_hash=result.config_hash, git_commit=git.get("nbexec.git_commit"),
-            git_dirty={"true": True, "false": False}.get(git.get("nbexec.git_dirty", "")), nbexec_version=__version__,
+            run_dir=str(result.run_dir), config_hash=result.config_hash, git_commit=git_commit, git_dirty=git_dirty,
+            nbexec_version=__version__,
         ),
         checkpoint=CheckpointLineage(path=str(result.checkpoint)) if result.checkpoint else None,
         backup=BackupLineage(location=backup.get("location"), verified_at=backup.get("verified_at"),
