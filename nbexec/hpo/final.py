@@ -237,14 +237,14 @@ def _backup(result: TrainingResult, *, backup_enabled: bool, backup_to_drive: bo
 
 def _lineage(result: TrainingResult, plan: Any, tracking: Any, study_path: Any, study_name: str | None,
              trial: Any, backup: BackupOutcome, data_path: str | None) -> Lineage:
-    import nbexec
     from nbexec.lineage.extract import build_lineage
     from nbexec.tracking.tags import _package_version, git_tags
+    from nbexec.version import __version__
 
     git_commit, git_dirty = git_state(git_tags())
     facts = RunLineage(
         mlflow_experiment_id=_experiment_id(tracking), git_commit=git_commit, git_dirty=git_dirty,
-        nbexec_version=nbexec.__version__, torch_version=_package_version("torch"),
+        nbexec_version=__version__, torch_version=_package_version("torch"),
         hardware=plan.hardware.summary(),
     )
     missing = []

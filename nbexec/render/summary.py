@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nbexec import __version__
 from nbexec.errors import RootCause
 from nbexec.lineage.record import BackupLineage, CheckpointLineage, DataLineage, Lineage, RunLineage, git_state
 from nbexec.render import formats, markup
 from nbexec.render.lineage import lineage_rows, render_lineage_html
 from nbexec.render.links import server_url
 from nbexec.result import RunStatus, TrainingResult
+from nbexec.version import __version__
 
 TextLine = tuple[str, bool]  # a line of the text summary, and whether it reports a problem (stderr in a terminal)
 
