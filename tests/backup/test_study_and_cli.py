@@ -62,8 +62,10 @@ def test_a_run_and_its_study_are_backed_up_and_restored(tmp_path: Path) -> None:
 
 def test_importing_the_backup_api_stays_light(tmp_path: Path) -> None:
     code = ("import json, sys, nbexec\n"
-            "for n in ('restore', 'immediate_backup_if_needed', 'verify_backup', 'backup_run', 'BackupRecord',"
-            " 'is_colab', 'mount_drive'): getattr(nbexec, n)\n"
+            "for n in ('restore', 'immediate_backup_if_needed', 'verify_backup', 'BackupRecord', 'mount_drive'):"
+            " getattr(nbexec, n)\n"
+            "import nbexec.backup\n"
+            "for n in nbexec.backup.__all__: getattr(nbexec.backup, n)\n"
             "import nbexec.backup.cli\n"
             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in"
             " ('torch', 'mlflow', 'IPython', 'ipywidgets', 'yaml', 'google'))))")
