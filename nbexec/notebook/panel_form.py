@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from nbexec.checks import device_problem
-from nbexec.config import load_config
+from nbexec.config import BUILTIN_TRAINER_MODULE, load_config
 from nbexec.errors import ConfigError
 from nbexec.hardware import HardwareInfo
 from nbexec.render import markup
-from nbexec.trainers.token_classification.schema import BACKBONES, DEFAULTS
+from nbexec.trainer_spec import TrainerSpec, trainer_spec
 
 if TYPE_CHECKING:
     from nbexec.config import TrainingConfig
@@ -69,8 +69,11 @@ class ConfigForm:
         self._on_validated = on_validated
         self._filling = False  # loading a config into the form: validate once at the end
 
-        backbone = (self.base.get("model") or {}).get("backbone", DEFAULTS["model"]["backbone"])
-        options = list(BACKBONES) + ([backbone] if backbone not in BACKBONES else [])
+        # the built-in trainer's fields and choices, through its spec (the core imports no trainer)
+        self.spec: TrainerSpec = _builtin_spec()
+        backbones = list(self.spec.choices.get("model.backbone", ()))
+        backbone = (self.base.get("model") or {}).get("backbone", self.spec.defaults["model"]["backbone"])
+        options = backbones + ([backbone] if backbone not in backbones else [])
         self.fields: dict[str, widgets.ValueWidget] = {
             "backbone": widgets.Dropdown(options=options, value=backbone, description="backbone"),
             "learning_rate": widgets.FloatText(description="learning rate"),
@@ -134,11 +137,13 @@ class ConfigForm:
         model, training = raw.get("model") or {}, raw.get("training") or {}
         launch, tracking = raw.get("launch") or {}, raw.get("tracking") or {}
         output, backup = raw.get("output") or {}, raw.get("backup") or {}
+        model_defaults: Mapping[str, Any] = self.spec.defaults["model"]
+        training_defaults: Mapping[str, Any] = self.spec.defaults["training"]
         values = {
-            "backbone": model.get("backbone", DEFAULTS["model"]["backbone"]),
-            "learning_rate": _number(training.get("learning_rate", DEFAULTS["training"]["learning_rate"])),
-            "batch_size": int(training.get("batch_size", DEFAULTS["training"]["batch_size"])),
-            "epochs": int(training.get("epochs", DEFAULTS["training"]["epochs"])),
+            "backbone": model.get("backbone", model_defaults["backbone"]),
+            "learning_rate": _number(training.get("learning_rate", training_defaults["learning_rate"])),
+            "batch_size": int(training.get("batch_size", training_defaults["batch_size"])),
+            "epochs": int(training.get("epochs", training_defaults["epochs"])),
             "nproc": str(launch.get("nproc", "auto")),
             "experiment": str(tracking.get("experiment") or "nbexec"),
             "run_name": str(output.get("run_name") or ""),
@@ -229,3 +234,10 @@ def _number(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return 0.0
+
+
+def _builtin_spec() -> TrainerSpec:
+    spec = trainer_spec(BUILTIN_TRAINER_MODULE)
+    if spec is None:  # TRAINERS names it: only a broken install gets here
+        raise RuntimeError(f"the built-in trainer's spec ({BUILTIN_TRAINER_MODULE}) cannot be found")
+    return spec
