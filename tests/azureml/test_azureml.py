@@ -155,7 +155,7 @@ class Recorder(Sink):
 def fake_azure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     """The stand-in MLClient, for this process and for the log streamer child."""
     from nbexec.schedulers.azureml import submit as az_run
-    from nbexec.schedulers.azureml.stream import TEST_CLIENT_VAR
+    from nbexec.schedulers.azureml.client import TEST_CLIENT_VAR
 
     folder = tmp_path / "azure"
     folder.mkdir()

@@ -51,7 +51,7 @@ class AzureMLScheduler(Scheduler):
 
     def check(self, plan: LaunchPlan) -> list[str]:
         """The workspace, the credentials and azure-ai-ml: connected now, so nothing is submitted without them."""
-        from nbexec.schedulers.azureml.submit import connect
+        from nbexec.schedulers.azureml.client import connect
 
         try:
             self._client = connect(plan.config.launch.azureml, plan.env)

@@ -7,7 +7,7 @@ It runs ``MLClient.jobs.stream(NAME)``, which prints to a hard-coded
 ``sys.stdout`` is a :class:`SectionRouter` that splits what the SDK prints
 into the run dir's log files, which the submitter tails
 (:class:`~nbexec.schedulers.filetail.FileTailPump`) into ``lines()`` and the
-sinks. The client comes from :func:`~nbexec.schedulers.azureml.submit.connect`:
+sinks. The client comes from :func:`~nbexec.schedulers.azureml.client.connect`:
 the same workspace options and credential chain as the submission (``az
 login``, service principal variables, managed identity); no secret is on the
 command line or stdin. The submitter keeps stdin open: when it closes
@@ -23,7 +23,6 @@ grants nothing new; nbexec never sets it.
 from __future__ import annotations
 
 import argparse
-import importlib
 import io
 import json
 import os
@@ -31,11 +30,11 @@ import re
 import sys
 import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import nbexec.contract as contract
+from nbexec.schedulers.azureml.client import make_client
 
-TEST_CLIENT_VAR = "NBEXEC_AZUREML_TEST_CLIENT"
 # The SDK polls the job's log files at most this far apart (its default backs off to 60 s).
 POLL_MAX_S = 10
 _HEADER_RE = re.compile(r"^Streaming (\S+)$")
@@ -144,17 +143,6 @@ class SectionRouter(io.TextIOBase):
             path = self.log_dir / contract.LAUNCHER_LOG if rank is None else self.log_dir / contract.rank_log_name(rank)
             fh = self._files[rank] = open(path, "ab")  # noqa: SIM115 - closed in close()
         fh.write(line.encode("utf-8", errors="replace") + b"\n")
-
-
-def make_client(options: dict[str, Any]) -> Any:
-    """The ``MLClient`` (the test hook's stand-in only when ``NBEXEC_AZUREML_TEST_CLIENT`` is set)."""
-    spec = os.environ.get(TEST_CLIENT_VAR)
-    if spec:
-        module, _, attr = spec.partition(":")
-        return getattr(importlib.import_module(module), attr)(options)
-    from nbexec.schedulers.azureml.submit import connect
-
-    return connect(options)
 
 
 def _exit_at_eof() -> None:

@@ -17,21 +17,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbexec.errors import EnvironmentCheckError, RootCause
+from nbexec.errors import RootCause
 from nbexec.plan import LaunchPlan
 from nbexec.result import RunStatus
 from nbexec.runner.handle import Finalizer, TrainingRun
 from nbexec.runner.lines import LogLine
 from nbexec.runner.sinks import Sink
-from nbexec.schedulers.azureml.job import (
-    build_command_job,
-    require_azure_ai_ml,
-    write_job_yaml,
-)
+from nbexec.schedulers.azureml.client import TEST_CLIENT_VAR, connect
+from nbexec.schedulers.azureml.job import build_command_job, write_job_yaml
 from nbexec.schedulers.filetail import FileTailPump
 
 if TYPE_CHECKING:
@@ -46,9 +43,6 @@ STREAM_MODULE = "nbexec.schedulers.azureml.stream"
 JOB_NAME_FILE = "job_name"  # <output_dir>/azureml/<run_name>/job_name
 STREAM_LOG = "stream.log"  # the streamer's own errors (shown as launcher lines)
 _EXC_RE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit))(?::\s*(.*))?$")
-ARM_SCOPE = "https://management.azure.com/.default"
-_WORKSPACE_ENV = (("subscription_id", "AZURE_SUBSCRIPTION_ID"), ("resource_group", "AZURE_RESOURCE_GROUP"),
-                  ("workspace", "AZUREML_WORKSPACE_NAME"))
 # AzureML's job states -> the run's status (the one table; anything else ends FAILED)
 AZUREML_STATES: dict[str, RunStatus] = {
     "NotStarted": RunStatus.PENDING, "Queued": RunStatus.PENDING, "Preparing": RunStatus.PENDING,
@@ -58,50 +52,6 @@ AZUREML_STATES: dict[str, RunStatus] = {
     "NotResponding": RunStatus.FAILED,
 }
 AZUREML_STATES_DONE = {"Completed", "Failed", "Canceled", "NotResponding"}
-
-
-def workspace_of(options: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, str]:
-    """Subscription, resource group and workspace from the config, else the environment.
-
-    Raises:
-        EnvironmentCheckError: naming each missing value and where to give it.
-    """
-    found = {key: options.get(key) or env.get(var) for key, var in _WORKSPACE_ENV}
-    missing = [f"launch.azureml.{key} (or ${var})" for key, var in _WORKSPACE_ENV if not found[key]]
-    if missing:
-        raise EnvironmentCheckError([(
-            f"AzureML submission needs the workspace; missing: {', '.join(missing)}. "
-            "Or use --dry-run to write the job YAML and submit it with `az ml job create -f`"
-        )])
-    return {k: str(v) for k, v in found.items()}
-
-
-def connect(options: Mapping[str, Any], env: Mapping[str, str] | None = None, credential: Any = None) -> Any:
-    """An authenticated ``MLClient`` for the configured workspace.
-
-    Raises:
-        EnvironmentCheckError: azure-ai-ml, the workspace, the compute or credentials missing.
-    """
-    require_azure_ai_ml()
-    env = os.environ if env is None else env
-    workspace = workspace_of(options, env)
-    if not options.get("compute"):
-        raise EnvironmentCheckError(["AzureML submission needs launch.azureml.compute: the compute cluster's name"])
-    from azure.ai.ml import MLClient
-
-    if credential is None:
-        from azure.core.exceptions import ClientAuthenticationError
-        from azure.identity import DefaultAzureCredential
-
-        credential = DefaultAzureCredential()
-        try:
-            credential.get_token(ARM_SCOPE)
-        except ClientAuthenticationError as err:
-            raise EnvironmentCheckError([(
-                "no Azure credentials found: run `az login`, or set AZURE_CLIENT_ID, AZURE_TENANT_ID and "
-                "AZURE_CLIENT_SECRET (a service principal), or run where a managed identity is available"
-            )]) from err
-    return MLClient(credential, workspace["subscription_id"], workspace["resource_group"], workspace["workspace"])
 
 
 class AzureMLLauncher:
@@ -263,8 +213,6 @@ def _start_streamer(plan: LaunchPlan, job_name: str, stream_log: Path) -> subpro
     """``python -m nbexec.schedulers.azureml.stream``: workspace options on stdin, its errors in ``stream_log``."""
     import json
 
-    from nbexec.schedulers.azureml.stream import TEST_CLIENT_VAR
-
     argv = [sys.executable, "-m", STREAM_MODULE, "--job", job_name, "--log-dir", str(plan.log_dir)]
     env = dict(plan.env)  # what connect() was given (plans drop NBEXEC_* variables: pass the test hook on)
     if os.environ.get(TEST_CLIENT_VAR):
@@ -341,5 +289,4 @@ def submit_azureml(plan: LaunchPlan, *, sinks: Sequence[Sink] = (), finalizers: 
     return TrainingRun(plan, sinks=sinks, finalizers=finalizers, launcher=AzureMLLauncher(client)).start()
 
 
-__all__ = ["AZUREML_STATES", "AzureMLJob", "AzureMLLauncher", "connect", "last_exception", "submit_azureml",
-           "workspace_of"]
+__all__ = ["AZUREML_STATES", "AzureMLJob", "AzureMLLauncher", "last_exception", "submit_azureml"]
