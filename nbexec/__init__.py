@@ -54,7 +54,7 @@ _EXPORTS: dict[str, str] = {
     "get_or_compute_study_key_hash": "nbexec.hpo",
     "get_or_compute_trial_key_hash": "nbexec.hpo",
     # ... high level
-    "run_final_training_workflow": "nbexec.hpo",
+    "run_final_training_workflow": "nbexec.workflow",
     "immediate_backup_if_needed": "nbexec.backup",
     # sweeps, backups and the panel, as the README shows them
     "run_hpo": "nbexec.hpo",
@@ -93,12 +93,7 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs (tests/core/test_ex
     )
     from nbexec.executor import execute_training_subprocess, launch, prepare
     from nbexec.hardware import detect_hardware
-    from nbexec.hpo import (
-        get_or_compute_study_key_hash,
-        get_or_compute_trial_key_hash,
-        run_final_training_workflow,
-        run_hpo,
-    )
+    from nbexec.hpo import get_or_compute_study_key_hash, get_or_compute_trial_key_hash, run_hpo
     from nbexec.lineage import apply_lineage_tags, extract_lineage_from_best_model
     from nbexec.naming import build_training_run_name_with_fallback
     from nbexec.notebook.panel import TrainingPanel
@@ -112,3 +107,4 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs (tests/core/test_ex
         setup_mlflow,
         setup_mlflow_tracking_env,
     )
+    from nbexec.workflow import run_final_training_workflow

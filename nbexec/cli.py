@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_train_arguments(train)
 
-    from nbexec.hpo.cli import add_hpo_arguments, add_lineage_arguments
+    from nbexec.commands.hpo import add_hpo_arguments
+    from nbexec.commands.lineage import add_lineage_arguments
 
     add_hpo_arguments(sub.add_parser("hpo", help="run or resume an Optuna sweep of training jobs (nbexec[hpo])"))
     add_lineage_arguments(sub.add_parser("lineage", help="show where a trained model came from"))
@@ -183,9 +184,9 @@ def main(argv: Sequence[str] | None = None, *, signals: StopSignals | None = Non
         if args.command == "train":
             return _train(args, script_args, signals or StopSignals())
         if args.command in ("hpo", "lineage"):
-            from nbexec.hpo import cli as hpo_cli
+            from nbexec.commands import hpo, lineage
 
-            return hpo_cli.hpo_command(args) if args.command == "hpo" else hpo_cli.lineage_command(args)
+            return hpo.hpo_command(args) if args.command == "hpo" else lineage.lineage_command(args)
         if args.command in ("backup", "restore"):
             from nbexec.backup.cli import run_backup_command
 

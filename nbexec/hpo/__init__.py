@@ -1,9 +1,11 @@
 """Hyperparameter sweeps with Optuna (the ``nbexec[hpo]`` extra): every trial a real training job.
 
 - :func:`run_hpo` — run or resume a study in SQLite (``outputs/hpo/study.db``).
-- :func:`run_final_training_workflow` — train the best trial's config, back it up, record lineage.
 - :func:`get_or_compute_study_key_hash`, :func:`get_or_compute_trial_key_hash` — what identifies
   a study and a trial; :func:`data_fingerprint` — the content hash of a dataset.
+
+Training the best trial's config, backing it up and recording its lineage is
+:func:`nbexec.workflow.run_final_training_workflow`, above both sweeps and lineage.
 
 Importing this package imports neither Optuna, torch nor MLflow.
 """
@@ -25,8 +27,6 @@ _EXPORTS: dict[str, str] = {
     "compute_trial_key_hash": "nbexec.hpo.keys",
     "get_or_compute_study_key_hash": "nbexec.hpo.keys",
     "get_or_compute_trial_key_hash": "nbexec.hpo.keys",
-    "run_final_training_workflow": "nbexec.hpo.final",
-    "FinalTrainingResult": "nbexec.hpo.final",
 }
 
 __all__ = list(_EXPORTS)
@@ -34,7 +34,6 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 if TYPE_CHECKING:
-    from nbexec.hpo.final import FinalTrainingResult, run_final_training_workflow
     from nbexec.hpo.fingerprint import DataFingerprint, data_fingerprint
     from nbexec.hpo.keys import (
         compute_study_key_hash,

@@ -6,7 +6,7 @@
 
 The options are ``nbexec hpo``'s; the cell body is the search space. Returns
 the :class:`~nbexec.hpo.sweep.HpoResult` (with ``--final``, the
-:class:`~nbexec.hpo.final.FinalTrainingResult`). An interrupt cancels the running
+:class:`~nbexec.workflow.FinalTrainingResult`). An interrupt cancels the running
 trial's job; run the same cell again to resume the study.
 """
 
@@ -20,7 +20,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.utils.process import arg_split
 
-from nbexec.hpo.cli import add_hpo_arguments
+from nbexec.commands.hpo import add_hpo_arguments
 
 if TYPE_CHECKING:
     import argparse
@@ -56,10 +56,11 @@ class HpoMagics(Magics):
         if not space:
             raise UsageError("no search space: put it in the cell body (%%hpo) or pass --space FILE")
 
+        from nbexec.commands.hpo import backup_kwargs, hpo_kwargs
         from nbexec.errors import ConfigError, EnvironmentCheckError, TrackingError, TrainingFailed
-        from nbexec.hpo import run_final_training_workflow, run_hpo
-        from nbexec.hpo.cli import backup_kwargs, hpo_kwargs
+        from nbexec.hpo import run_hpo
         from nbexec.notebook.errors import failure_lines, shown_briefly
+        from nbexec.workflow import run_final_training_workflow
 
         kwargs = hpo_kwargs(args)
         in_kernel = getattr(self.shell, "kernel", None) is not None

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from nbexec.hpo import run_final_training_workflow, run_hpo
-from nbexec.hpo.final import BackupWarning
+from nbexec.hpo import run_hpo
 from nbexec.hpo.fingerprint import data_fingerprint
 from nbexec.hpo.keys import compute_study_key_hash, compute_trial_key_hash
 from nbexec.lineage import Lineage, extract_lineage_from_best_model, read_lineage_tags
+from nbexec.workflow import BackupWarning, run_final_training_workflow
 
 from .conftest import LR_SPACE, load_study
 

@@ -146,7 +146,7 @@ def test_final_workflow_refuses_what_it_cannot_train_before_starting_anything(tm
     import optuna
 
     from nbexec.errors import ConfigError
-    from nbexec.hpo import run_final_training_workflow
+    from nbexec.workflow import run_final_training_workflow
 
     with pytest.raises(ConfigError, match="does not exist; run run_hpo") as info:
         run_final_training_workflow(tmp_path / "missing.db")

@@ -1,15 +1,13 @@
-"""``nbexec hpo`` and ``nbexec lineage``: the sweep and the lineage table on the command line.
+"""``nbexec hpo``: a sweep (and the final training run) on the command line; its options serve ``%hpo`` too.
 
     nbexec hpo CONFIG --space SPACE.yaml --trials 20 [--study outputs/hpo/study.db] [--set k=v ...]
     nbexec hpo CONFIG --space SPACE.yaml --trials 20 --final [--backup PATH]
-    nbexec lineage RUN_DIR [--study outputs/hpo/study.db]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from nbexec.contract import DEFAULT_STUDY_PATH  # not from the sweep: `nbexec train` builds this parser too
@@ -63,7 +61,7 @@ def backup_kwargs(backup: str | None) -> dict[str, Any]:
 def hpo_command(args: argparse.Namespace) -> int:
     """``nbexec hpo``; errors are raised for the CLI's exit-code mapping."""
     from nbexec.errors import ConfigError
-    from nbexec.hpo import run_final_training_workflow, run_hpo
+    from nbexec.hpo import run_hpo
     from nbexec.runner.sinks import TerminalSink
 
     if not args.space:
@@ -77,7 +75,7 @@ def hpo_command(args: argparse.Namespace) -> int:
     if args.final:
         import warnings
 
-        from nbexec.hpo.final import BackupWarning
+        from nbexec.workflow import BackupWarning, run_final_training_workflow
 
         # the line printed below says how the backup went; Python's raw warning would repeat it
         warnings.filterwarnings("ignore", category=BackupWarning)
@@ -87,25 +85,3 @@ def hpo_command(args: argparse.Namespace) -> int:
         print(f"nbexec: final run {final.result.run_name} {final.result.status.value}; {final.backup.message}\n"
               f"lineage ({final.lineage_path}):\n{final.lineage}")
     return 0
-
-
-def lineage_command(args: argparse.Namespace) -> int:
-    """``nbexec lineage PATH``: the lineage table of a run (or checkpoint) directory."""
-    from pathlib import Path
-
-    from nbexec.lineage import extract_lineage_from_best_model
-
-    if not Path(args.path).exists():
-        print(f"nbexec: {args.path} does not exist; give a run directory (or its checkpoint/)", file=sys.stderr)
-        return 2
-    lineage = extract_lineage_from_best_model(args.path, args.study, study_name=args.study_name)
-    print(json.dumps(lineage.to_dict(), indent=2) if args.json else str(lineage))
-    return 0
-
-
-def add_lineage_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``nbexec lineage``."""
-    parser.add_argument("path", help="a final run's directory, or its checkpoint directory")
-    parser.add_argument("--study", help="the study file (default: the one its lineage.json names)")
-    parser.add_argument("--study-name", help="which study in the file (default: the recorded or only one)")
-    parser.add_argument("--json", action="store_true", help="print the record as JSON")

@@ -1,0 +1,1 @@
+"""The command line's subcommands beyond ``nbexec train`` (``nbexec hpo``, ``nbexec lineage``); see :mod:`nbexec.cli`."""
