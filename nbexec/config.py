@@ -1,8 +1,11 @@
 """Training config: load (YAML, JSON, dict, string), override, validate, hash.
 
 A config has nbexec's own sections, validated strictly here, and the trainer's
-sections (``model``, ``training``, ``data``), passed through to the trainer
-untouched except for their type (each must be a mapping).
+sections (``model``, ``training``, ``data``). For a trainer with a spec (the
+built-in one; :mod:`nbexec.trainer_spec`) those are checked and resolved by it:
+the config holds the values the job runs with, defaults included, so
+``config.yaml``, the MLflow params and the config hash all say what ran. A
+script of the user's own gets them as given (each must be a mapping).
 
     model:    {backbone: tiny-encoder}
     training: {learning_rate: 2.0e-5, batch_size: 16, epochs: 2}
@@ -26,6 +29,7 @@ imports nothing from :mod:`nbexec.schedulers`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -605,8 +609,11 @@ def _validate(raw: dict[str, Any]) -> TrainingConfig:
     config = TrainingConfig(model=trainer["model"], training=trainer["training"], data=trainer["data"], **own)
     _check_cross_fields(config)
     spec = trainer_spec(config.launch.target_module)
-    if spec is not None:  # the trainer's own fields (a script of the user's own has no spec: as given)
-        spec.resolve({"model": config.model, "training": config.training, "data": config.data})
+    if spec is not None:
+        # The trainer's own fields, checked and with its defaults filled in: the config says what
+        # runs (config.yaml, MLflow params, the hash). A script of the user's own has no spec: as given.
+        resolved = spec.resolve({"model": config.model, "training": config.training, "data": config.data})
+        config = dataclasses.replace(config, **{name: _freeze(resolved.get(name) or {}) for name in TRAINER_SECTIONS})
     return config
 
 

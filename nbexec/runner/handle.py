@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import nbexec.contract as contract
+from nbexec.config import TRAINER_SECTIONS
 from nbexec.errors import NbexecError, RootCause, RunDirectoryTaken, TrainingCancelled, TrainingFailed
 from nbexec.events import Event
 from nbexec.plan import LaunchPlan
@@ -367,10 +368,6 @@ def write_run_inputs(plan: LaunchPlan) -> None:
         RunDirectoryTaken: the run dir already holds files, or another job claimed it
             first (an EnvironmentCheckError and a FileExistsError; nothing is overwritten).
     """
-    import yaml
-
-    from nbexec.redact import split_secrets
-
     run_dir = plan.run_dir
     try:
         if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
@@ -379,9 +376,7 @@ def write_run_inputs(plan: LaunchPlan) -> None:
         (run_dir / contract.LOG_DIR).mkdir()
     except FileExistsError:
         raise RunDirectoryTaken(run_dir) from None
-    clean, _ = split_secrets(plan.config.to_dict())
-    clean["launch"]["args"] = redact_argv(clean["launch"].get("args") or [])  # "-- --api-key=X"
-    (run_dir / contract.CONFIG_FILE).write_text(yaml.safe_dump(clean, sort_keys=False), encoding="utf-8")
+    (run_dir / contract.CONFIG_FILE).write_text(resolved_config_yaml(plan), encoding="utf-8")
     env_lines = "\n".join(f"{k}={v}" for k, v in plan.recorded_env().items())
     argv = redact_argv(plan.argv)  # e.g. "--hf-token VALUE" in the script args
     (run_dir / contract.COMMAND_FILE).write_text(
@@ -390,6 +385,31 @@ def write_run_inputs(plan: LaunchPlan) -> None:
         f"# environment nbexec set, and relevant inherited variables (secrets redacted)\n{env_lines}\n",
         encoding="utf-8",
     )
+
+
+def resolved_config_yaml(plan: LaunchPlan) -> str:
+    """``config.yaml``: what ran, secrets redacted.
+
+    The trainer's sections come resolved from the config (defaults filled in);
+    ``nproc`` and ``backend`` are the plan's, not ``auto``; a section a script
+    of the user's own does not use is left out rather than written empty.
+    """
+    import yaml
+
+    from nbexec.redact import split_secrets
+
+    clean, _ = split_secrets(plan.config.to_dict())
+    for name in TRAINER_SECTIONS:
+        if not clean[name]:
+            del clean[name]
+    launch = clean["launch"]
+    resolved_here = [key for key in ("nproc", "backend") if launch[key] == "auto"]
+    launch["nproc"], launch["backend"] = plan.nproc, plan.backend
+    launch["args"] = redact_argv(launch.get("args") or [])  # "-- --api-key=X"
+    header = "# nbexec: the resolved config of this run (what ran; secrets redacted)\n"
+    if resolved_here:
+        header += f"# launch.{' and launch.'.join(resolved_here)} were auto, resolved on this machine\n"
+    return header + yaml.safe_dump(clean, sort_keys=False)
 
 
 def _scrubbed(cause: RootCause | None, scrubber: Scrubber) -> RootCause | None:

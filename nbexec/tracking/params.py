@@ -16,20 +16,37 @@ if TYPE_CHECKING:
 
 
 def training_params(config: TrainingConfig, plan: LaunchPlan | None = None) -> dict[str, str]:
-    """``model.*``, ``training.*``, ``data.*`` and the resolved ``launch.nproc``.
+    """What ran, as MLflow params: the trainer's sections and the launch that matters.
 
-    Values under secret names are ``***REDACTED***``; each value is cut to
-    MLflow's 6,000 characters.
+    ``model.*``, ``training.*`` and ``data.*`` as resolved (the built-in trainer's
+    defaults included); ``launch.nproc`` and ``launch.backend`` resolved (never
+    ``auto`` when a plan is given); for a script of the user's own, what nbexec
+    knows of it: ``launch.entrypoint`` or ``launch.module`` and ``launch.args``.
+    Values under secret names, and secret-looking script arguments, are
+    ``***REDACTED***``; each value is cut to MLflow's 6,000 characters.
     """
+    from nbexec.config import BUILTIN_TRAINER_MODULE
+    from nbexec.redact import redact_argv
+
     clean, _ = split_secrets(config.to_dict())
     params = flatten_params({name: clean[name] for name in TRAINER_SECTIONS if clean[name]})
     if plan is not None:
         nproc: object = plan.nproc
+        backend: object = plan.backend
     else:
         from nbexec.plan import resolve_nproc
 
-        nproc = resolve_nproc(config)
+        nproc, backend = resolve_nproc(config), config.launch.backend
     params["launch.nproc"] = str(nproc)
+    params["launch.backend"] = str(backend)
+    launch = config.launch
+    if launch.target_module != BUILTIN_TRAINER_MODULE:
+        if launch.entrypoint:
+            params["launch.entrypoint"] = truncate(str(launch.entrypoint), MAX_PARAM_VALUE)
+        elif launch.module:
+            params["launch.module"] = launch.module
+    if launch.args:
+        params["launch.args"] = truncate(json.dumps(redact_argv(list(launch.args))), MAX_PARAM_VALUE)
     return params
 
 

@@ -15,11 +15,11 @@ import pytest
 
 from nbexec.config import BUILTIN_TRAINER_MODULE, TrainingConfig, load_config
 from nbexec.errors import ConfigError
+from nbexec.trainers.token_classification.schema import DEFAULTS as TRAINER_DEFAULTS
 
+# The built-in trainer's sections come back resolved (its defaults filled in): the config says what runs.
 DEFAULTS: dict[str, Any] = {
-    "model": {},
-    "training": {},
-    "data": {},
+    **copy.deepcopy(TRAINER_DEFAULTS),
     "launch": {
         "nproc": "auto",
         "backend": "auto",
@@ -222,8 +222,8 @@ def test_override_nbexec_sections() -> None:
 def test_override_creates_new_nested_keys_and_sections() -> None:
     config = load_config(None, overrides=["model.encoder.attention.heads=8", "data.extra.seed=1"])
 
-    assert config.to_dict()["model"] == {"encoder": {"attention": {"heads": 8}}}
-    assert config.to_dict()["data"] == {"extra": {"seed": 1}}
+    assert config.to_dict()["model"]["encoder"] == {"attention": {"heads": 8}}
+    assert config.to_dict()["data"]["extra"] == {"seed": 1}
 
 
 def test_later_override_wins() -> None:

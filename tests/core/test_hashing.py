@@ -31,10 +31,20 @@ SPACE = {"training.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, 
 
 
 def test_config_hashes_are_the_stored_ones() -> None:
-    assert load_config(None).config_hash == "77d4aef5e2dee6bc"
-    assert load_config(SAMPLE).config_hash == "9d93bc1bc8b4b59d"
+    # Pinned: a change here changes every run's nbexec.config_hash tag and run-dir name. They last
+    # changed when the trainer's defaults joined the hash (before: 77d4aef5..., 9d93bc1b..., 09e9b38e...).
+    assert load_config(None).config_hash == "4c960f6277ce25e8"
+    assert load_config(SAMPLE).config_hash == "9a1c9b3e7f9680a4"
     scaled = {"launch": {"nnodes": 2, "scheduler": "slurm", "backend": "gloo"}, "tracking": {"metrics_from": "rank0"}}
-    assert load_config(scaled).config_hash == "09e9b38e2369463e"
+    assert load_config(scaled).config_hash == "bd1b8785e645bc8a"
+
+
+def test_the_config_hash_is_of_what_runs() -> None:
+    """Spelling out the trainer's defaults, or reloading a run's config.yaml, trains the same model: same hash."""
+    explicit = load_config({"training": {"learning_rate": 0.002, "epochs": 2}, "model": {"d_model": 64}})
+    assert explicit.config_hash == load_config(None).config_hash
+    assert load_config(load_config(SAMPLE).to_dict()).config_hash == load_config(SAMPLE).config_hash
+    assert load_config({"training": {"epochs": 3}}).config_hash != load_config(None).config_hash
 
 
 def test_the_config_rule_is_lenient_and_the_key_rule_strict() -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nbexec import contract
 from nbexec.child import load_run_config
@@ -511,3 +512,41 @@ def test_cli_dry_run_prints_the_whole_command_and_creates_nothing(tmp_path: Path
     assert command == [*torchrun_prefix(1, run_name), "train.py", *script_args]
     assert f"run dir:    {tmp_path / 'out' / run_name}" in lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.py"]
+
+
+# --- config.yaml says what ran -------------------------------------------------------------
+
+
+def _written_config(plan) -> tuple[str, dict]:
+    write_run_inputs(plan)
+    text = (plan.run_dir / contract.CONFIG_FILE).read_text()
+    return text, yaml.safe_load(text)
+
+
+def test_the_run_config_is_resolved_with_no_empty_section(machine: Machine, tmp_path: Path) -> None:
+    """With no config at all, config.yaml holds the trainer's values and the resolved launch (issue: `model: {}`)."""
+    plan = plan_training(load_config(None), output_dir=tmp_path, hardware=machine(cpus=4))
+
+    text, written = _written_config(plan)
+
+    assert [name for name, section in written.items() if not section] == []
+    assert written["training"]["learning_rate"] == 0.002 and written["model"]["d_model"] == 64
+    assert written["data"]["num_train"] >= 1 and written["data"]["path"]
+    assert (written["launch"]["nproc"], written["launch"]["backend"]) == (plan.nproc, plan.backend) == (2, "gloo")
+    assert "launch.nproc and launch.backend were auto" in text
+    # read back, it trains the same model (the launch differs only in saying 2 x gloo for auto)
+    again = load_config(plan.run_dir / contract.CONFIG_FILE).to_dict()
+    assert {k: again[k] for k in ("model", "training", "data")} == {
+        k: plan.config.to_dict()[k] for k in ("model", "training", "data")}
+
+
+def test_an_own_scripts_config_holds_what_nbexec_knows(machine: Machine, tmp_path: Path) -> None:
+    config = load_config({"launch": {"entrypoint": "train.py", "args": ["--epochs", "3", "--api-key", "k-123"]}})
+    plan = plan_training(config, output_dir=tmp_path, hardware=machine(cpus=2))
+
+    text, written = _written_config(plan)
+
+    assert set(written) == {"launch", "output", "tracking", "backup"}  # no empty model/training/data
+    assert written["launch"]["entrypoint"] == "train.py"
+    assert written["launch"]["args"] == ["--epochs", "3", "--api-key", REDACTED]
+    assert "k-123" not in text

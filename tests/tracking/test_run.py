@@ -23,7 +23,7 @@ def test_run_is_open_with_flattened_redacted_params(store_uri: str, client, conf
     assert run.info.experiment_id == tracked.experiment_id == current_setup().experiment_id
     assert client.get_experiment(run.info.experiment_id).name == "tests"
     params = run.data.params
-    assert params == {
+    given = {
         "model.backbone": "tiny-encoder",
         "model.d_model": "32",
         "model.heads": "4",
@@ -34,7 +34,12 @@ def test_run_is_open_with_flattened_redacted_params(store_uri: str, client, conf
         "data.num_train": "64",
         "data.num_val": "16",
         "launch.nproc": "2",
+        "launch.backend": plan.backend,
     }
+    assert {k: params.get(k) for k in given} == given
+    # what was not given is there too, as the trainer resolved it: the params say what ran
+    assert params["model.layers"] == "2" and params["training.seed"] == "42" and params["data.seq_len"] == "32"
+    assert "auto" not in (params["launch.nproc"], params["launch.backend"])
     assert run.data.tags["nbexec.status"] == "RUNNING"
     assert run.data.tags["nbexec.config_hash"] == config.config_hash
     assert SECRET not in repr(run.data)
