@@ -253,10 +253,20 @@ def _train(args: argparse.Namespace, script_args: list[str] | None, signals: Sto
     except TrainingFailed as err:
         streamed = not args.quiet and (args.ranks is None or err.rank in args.ranks)
         print(failure_report(err, run.outcome, traceback_shown=streamed, tracking=run.tracking), file=sys.stderr)
-        return EXIT_FAILED
+        return failed_exit_code(err)
     finally:
         hurry.close()
     return print_summary(result, run.tracking)
+
+
+# A rank that stopped on a problem of its config or data, or of the machine, exits like the same problem
+# found before the launch (the built-in trainer raises these for data and model problems).
+_RANK_ERROR_EXIT = {"nbexec.errors.ConfigError": EXIT_USAGE, "nbexec.errors.EnvironmentCheckError": EXIT_ENV}
+
+
+def failed_exit_code(err: TrainingFailed) -> int:
+    """``nbexec train``'s exit code for a failed run: 2 or 3 when a rank raised ConfigError or EnvironmentCheckError."""
+    return _RANK_ERROR_EXIT.get(err.root_cause.exc_type, EXIT_FAILED)
 
 
 def print_summary(result: TrainingResult, tracking: object = None) -> int:

@@ -179,7 +179,6 @@ def train(
         history, best = list(state.get("history", [])), state.get("best")
         if scaler is not None and state.get("grad_scaler"):
             scaler.load_state_dict(state["grad_scaler"])
-        _carry_best(ctx, Path(resume_from), best)
         _say(ctx, f"resumed from {resume_from}: epoch {state['epoch']} done, step {global_step}")
         ctx.report_message(f"resumed from {resume_from} at epoch {start_epoch}")
 
@@ -227,6 +226,8 @@ def train(
         ctx.report_progress(global_step, total_steps, epoch=start_epoch - 1)
         return {}
 
+    if resume_from:
+        _carry_best(ctx, Path(resume_from), best)
     loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
     checkpoint_dir = Path(ctx.checkpoint_dir or DEFAULT_CHECKPOINT_DIR)
     metrics: dict[str, float] = {}
