@@ -6,10 +6,12 @@ For tests, the example notebook and benchmarks (``nbexec[hf]``)::
     build_tiny_distilbert("outputs/tiny-distilbert", words=["Alice", "visited", "Paris"])
     # model: {backbone: outputs/tiny-distilbert}
 
-The tokenizer is trained with the ``tokenizers`` library on ``words`` (BERT's
-normalisation, lower case, and pre-tokenizer), so some words split into
-several sub-tokens, as with a real vocabulary. Deterministic: the same
-arguments give the same files.
+The tokenizer is a ``tokenizers`` WordPiece with BERT's normalisation (lower
+case) and pre-tokenizer. Its vocabulary holds every character of ``words``
+(alone and as a ``##`` continuation) and, as far as ``vocab_size`` allows, the
+most frequent words whole: the rest split into several sub-tokens, as rare
+words do with a real vocabulary. Deterministic: the same arguments give the
+same files.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def build_tiny_distilbert(
     directory: str | Path,
     words: Iterable[str],
     *,
-    vocab_size: int = 200,
+    vocab_size: int = 160,
     dim: int = 32,
     layers: int = 2,
     heads: int = 2,
@@ -41,17 +43,25 @@ def build_tiny_distilbert(
         (which adds a new classification head) and ``AutoTokenizer.from_pretrained``.
     """
     import torch
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import DistilBertConfig, DistilBertModel, PreTrainedTokenizerFast
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pieces = [p for w in words for p, _ in pre_tokenizers.BertPreTokenizer().pre_tokenize_str(
+        normalizer.normalize_str(w))]
+    chars = sorted({c for p in pieces for c in p})
+    counts: dict[str, int] = {}
+    for p in pieces:
+        counts[p] = counts.get(p, 0) + 1
+    room = max(0, vocab_size - len(SPECIAL_TOKENS) - 2 * len(chars))
+    whole = [p for p in sorted(counts, key=lambda p: (-counts[p], p)) if len(p) > 1][:room]
+    vocab = [*SPECIAL_TOKENS, *chars, *(f"##{c}" for c in chars), *sorted(whole)]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizer
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
-    tok.train_from_iterator(sorted(set(words)), trainer=trainer)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
