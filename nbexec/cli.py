@@ -259,14 +259,14 @@ def _train(args: argparse.Namespace, script_args: list[str] | None, signals: Sto
     return print_summary(result, run.tracking)
 
 
-# A rank that stopped on a problem of its config or data, or of the machine, exits like the same problem
-# found before the launch (the built-in trainer raises these for data and model problems).
-_RANK_ERROR_EXIT = {"nbexec.errors.ConfigError": EXIT_USAGE, "nbexec.errors.EnvironmentCheckError": EXIT_ENV}
-
-
 def failed_exit_code(err: TrainingFailed) -> int:
-    """``nbexec train``'s exit code for a failed run: 2 or 3 when a rank raised ConfigError or EnvironmentCheckError."""
-    return _RANK_ERROR_EXIT.get(err.root_cause.exc_type, EXIT_FAILED)
+    """``nbexec train``'s exit code for a failed run: 2 (a bad config) when a rank stopped on a ConfigError.
+
+    The built-in trainer raises one for a problem of its data or model found
+    in the ranks (a dataset it cannot read, a backbone it cannot load): the
+    exit code of the same problem found before the launch.
+    """
+    return EXIT_USAGE if err.root_cause.exc_type == "nbexec.errors.ConfigError" else EXIT_FAILED
 
 
 def print_summary(result: TrainingResult, tracking: object = None) -> int:

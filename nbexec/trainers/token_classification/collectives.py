@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 
 from nbexec.child import RunContext
-from nbexec.errors import ConfigError, EnvironmentCheckError, NbexecError
+from nbexec.errors import ConfigError
 
 __all__ = ["all_reduce", "barrier", "node_first"]
 
@@ -48,11 +48,11 @@ def node_first(ctx: RunContext, work: Callable[[], T]) -> T:
     if not ctx.is_distributed:
         return work()
     result: Any = None
-    own: NbexecError | None = None
+    own: ConfigError | None = None
     if ctx.local_rank == 0:
         try:
             result = work()
-        except (ConfigError, EnvironmentCheckError) as err:
+        except ConfigError as err:
             own = err
     gathered: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(gathered, _describe(own))
@@ -66,20 +66,13 @@ def node_first(ctx: RunContext, work: Callable[[], T]) -> T:
     return result
 
 
-def _describe(err: NbexecError | None) -> dict[str, Any] | None:
+def _describe(err: ConfigError | None) -> dict[str, Any] | None:
     if err is None:
         return None
-    if isinstance(err, EnvironmentCheckError):
-        return {"kind": "environment", "problems": list(err.problems)}
-    assert isinstance(err, ConfigError)
-    return {"kind": "config", "message": str(err), "field": err.field, "value": repr(err.value)}
+    return {"message": str(err), "field": err.field, "value": repr(err.value)}
 
 
-def _rebuild(rank: int, described: dict[str, Any]) -> NbexecError:
-    err: NbexecError
-    if described["kind"] == "environment":
-        err = EnvironmentCheckError(described["problems"])
-    else:
-        err = ConfigError(described["message"], field=described["field"], value=described["value"])
+def _rebuild(rank: int, described: dict[str, Any]) -> ConfigError:
+    err = ConfigError(described["message"], field=described["field"], value=described["value"])
     setattr(err, "copied_from_rank", rank)  # the rank that said it first (see train._said_once)
     return err

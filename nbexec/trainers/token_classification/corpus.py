@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbexec.errors import ConfigError, EnvironmentCheckError
+from nbexec.errors import ConfigError
 from nbexec.trainers.token_classification import data as synthetic
 
 __all__ = [
@@ -150,8 +150,8 @@ def load_corpus(data_cfg: Mapping[str, Any]) -> Corpus:
 
     Raises:
         ConfigError: see :func:`check_dataset`; a malformed line or record
-            (file and line named); a tag not in ``data.labels``.
-        EnvironmentCheckError: a ``save_to_disk`` dataset without ``datasets`` installed.
+            (file and line named); a tag not in ``data.labels``; a ``save_to_disk``
+            dataset without ``datasets`` installed.
     """
     root = prepare_dataset(data_cfg)
     fmt = detect_format(root)
@@ -239,10 +239,8 @@ def _read_hf_disk(
     try:
         import datasets
     except ImportError as err:
-        raise EnvironmentCheckError([
-            f"data.path {str(root)!r} is a dataset saved with save_to_disk, and reading it needs the "
-            f"'datasets' package ({err}); install it: pip install 'nbexec[hf]'"
-        ]) from err
+        raise _error(root, f"is a dataset saved with save_to_disk, and reading it needs the 'datasets' package "
+                           f"({err}); install it: pip install 'nbexec[hf]'") from err
     loaded = datasets.load_from_disk(str(root))
     if not isinstance(loaded, datasets.DatasetDict):
         raise _error(root, "is a single Dataset; save a DatasetDict with a train and a validation split "

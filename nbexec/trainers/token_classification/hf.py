@@ -6,10 +6,13 @@ with :func:`.collectives.node_first`: each node's first rank downloads it into
 the node's Hugging Face cache while the others wait, then they read it from
 the cache (``local_files_only``), so a node never downloads it more than once.
 
-A model that is neither cached nor downloadable (``HF_HUB_OFFLINE=1``, no
-network, a private model) stops the run with an EnvironmentCheckError that
-names the model and how to pre-download it; a model id the hub does not know
-is a ConfigError of ``model.backbone``.
+Every problem with the backbone is a ConfigError of ``model.backbone`` (``nbexec
+train`` exits 2) that says what to do: a model that is neither cached nor
+downloadable (``HF_HUB_OFFLINE=1``, no network) names the cache and how to
+pre-download it; a model id the hub does not know, a gated model, a model
+without a fast tokenizer, ``transformers`` not installed. (Not an
+EnvironmentCheckError: that one says nothing was started, and here the job is
+running.)
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nbexec.errors import ConfigError, EnvironmentCheckError
+from nbexec.errors import ConfigError
 
 __all__ = [
     "INSTALL_HINT", "load_backbone", "quiet_transformers", "require_transformers", "save_pretrained_files",
@@ -38,9 +41,11 @@ def require_transformers() -> Any:
     try:
         import transformers
     except ImportError as err:
-        raise EnvironmentCheckError([
-            f"a Hugging Face model.backbone needs the 'transformers' package ({err}); install it: {INSTALL_HINT}"
-        ]) from err
+        raise ConfigError(
+            f"model.backbone is a Hugging Face model, which needs the 'transformers' package ({err}); "
+            f"install it: {INSTALL_HINT}, or use model.backbone: tiny-encoder",
+            field="model.backbone",
+        ) from err
     return transformers
 
 
@@ -73,9 +78,8 @@ def load_backbone(
 
     Raises:
         ConfigError: not a model directory, a model id the hub does not know,
-            or a model without a fast tokenizer.
-        EnvironmentCheckError: transformers is missing, or the model is not
-            cached and cannot be downloaded.
+            a model without a fast tokenizer, transformers missing, or a model
+            that is not cached and cannot be downloaded.
     """
     transformers = require_transformers()
     _check_local(name)
@@ -154,7 +158,7 @@ def _check_local(name: str) -> None:
         )
 
 
-def _unavailable(name: str, err: OSError) -> Exception:
+def _unavailable(name: str, err: OSError) -> ConfigError:
     causes = []
     cause: BaseException | None = err
     while cause is not None:
@@ -167,10 +171,11 @@ def _unavailable(name: str, err: OSError) -> Exception:
             field="model.backbone", value=name,
         )
     if "GatedRepoError" in causes:
-        return EnvironmentCheckError([
+        return ConfigError(
             f"model.backbone {name!r} is a gated model: accept its terms on its hub page, then log in "
-            "(hf auth login, or set HF_TOKEN) on every node"
-        ])
+            "(hf auth login, or set HF_TOKEN) on every node",
+            field="model.backbone", value=name,
+        )
     try:
         from huggingface_hub import constants
 
@@ -178,10 +183,11 @@ def _unavailable(name: str, err: OSError) -> Exception:
     except ImportError:  # transformers always brings it; kept safe all the same
         offline, cache = False, "the Hugging Face cache"
     why = "HF_HUB_OFFLINE is set" if offline else f"the hub could not be reached ({str(err).splitlines()[0]})"
-    return EnvironmentCheckError([
+    return ConfigError(
         f"model.backbone {name!r} is not in this machine's Hugging Face cache ({cache}) and could not be "
         f"downloaded: {why}. Download it once where there is network, into the cache the job uses (HF_HOME): "
         f"python -c \"from transformers import AutoTokenizer, AutoModelForTokenClassification as M; "
         f"AutoTokenizer.from_pretrained('{name}'); M.from_pretrained('{name}')\" (or: hf download {name}); "
-        "or save it with save_pretrained and set model.backbone to that directory"
-    ])
+        "or save it with save_pretrained and set model.backbone to that directory",
+        field="model.backbone", value=name,
+    )

@@ -56,7 +56,7 @@ from nbexec.child import (
     destroy_process_group_if_needed,
     init_process_group_if_needed,
 )
-from nbexec.errors import ConfigError, EnvironmentCheckError
+from nbexec.errors import ConfigError
 from nbexec.redact import split_secrets
 from nbexec.trainers.token_classification import schema
 from nbexec.trainers.token_classification.checkpoint import (
@@ -433,7 +433,7 @@ def _restore(
 
 
 def _said_once(hook: Callable[..., Any], ctx: RunContext) -> Callable[..., Any]:
-    """``sys.excepthook`` that says a config or environment problem in one line, not a traceback per rank.
+    """``sys.excepthook`` that says a config or data problem in one line, not a traceback per rank.
 
     Such an error is the user's to fix, not a bug: rank 0 says it (each node's
     first rank says its own), the other ranks, which raise the same one, keep
@@ -442,12 +442,11 @@ def _said_once(hook: Callable[..., Any], ctx: RunContext) -> Callable[..., Any]:
     """
 
     def excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> Any:
-        if not isinstance(exc, (ConfigError, EnvironmentCheckError)):
+        if not isinstance(exc, ConfigError):
             return hook(exc_type, exc, tb)
         copied = getattr(exc, "copied_from_rank", None) is not None
         if ctx.rank == 0 or (ctx.local_rank == 0 and not copied):
-            kind = "config error" if isinstance(exc, ConfigError) else "environment not ready"
-            print(f"{TRAINER_NAME}: {kind}: {exc}", file=sys.stderr, flush=True)
+            print(f"{TRAINER_NAME}: config error: {exc}", file=sys.stderr, flush=True)
         return None
 
     return excepthook
