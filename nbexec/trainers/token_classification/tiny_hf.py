@@ -45,6 +45,7 @@ def build_tiny_distilbert(
     import torch
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import DistilBertConfig, DistilBertModel, PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -76,5 +77,11 @@ def build_tiny_distilbert(
         vocab_size=tok.get_vocab_size(), dim=dim, n_layers=layers, n_heads=heads, hidden_dim=hidden_dim,
         max_position_embeddings=max_positions, pad_token_id=tokenizer.pad_token_id,
     )
-    DistilBertModel(config).save_pretrained(directory, safe_serialization=True)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a bar for one small file is noise (and not the same twice)
+    try:
+        DistilBertModel(config).save_pretrained(directory, safe_serialization=True)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return directory
