@@ -253,10 +253,20 @@ def _train(args: argparse.Namespace, script_args: list[str] | None, signals: Sto
     except TrainingFailed as err:
         streamed = not args.quiet and (args.ranks is None or err.rank in args.ranks)
         print(failure_report(err, run.outcome, traceback_shown=streamed, tracking=run.tracking), file=sys.stderr)
-        return EXIT_FAILED
+        return failed_exit_code(err)
     finally:
         hurry.close()
     return print_summary(result, run.tracking)
+
+
+def failed_exit_code(err: TrainingFailed) -> int:
+    """``nbexec train``'s exit code for a failed run: 2 (a bad config) when a rank stopped on a ConfigError.
+
+    The built-in trainer raises one for a problem of its data or model found
+    in the ranks (a dataset it cannot read, a backbone it cannot load): the
+    exit code of the same problem found before the launch.
+    """
+    return EXIT_USAGE if err.root_cause.exc_type == "nbexec.errors.ConfigError" else EXIT_FAILED
 
 
 def print_summary(result: TrainingResult, tracking: object = None) -> int:

@@ -1,7 +1,7 @@
 """A deterministic synthetic NER dataset: generated once per ``data.path``, then loaded.
 
-Layout of ``data.path`` (default ``outputs/data/synthetic-ner``, relative to
-the job's working directory)::
+Layout of ``data.path`` (by default ``outputs/data/synthetic-ner-<settings>``,
+relative to the job's working directory: see :func:`.schema.synthetic_data_path`)::
 
     meta.json     {"labels": [...], "vocab": [...], "generator": {...}, "counts": {...}}
     train.jsonl   one sentence a line: {"tokens": [...], "labels": ["B-PER", "O", ...]}
@@ -12,7 +12,7 @@ are ambiguous ("Jordan" is a person or a country, "Washington" a person, a
 place or part of an organisation) so the model has to use context.
 
 A directory in this format without a ``generator`` entry in ``meta.json`` is
-taken as the user's own data and loaded as is. Generation writes into a
+the user's own JSONL data (:mod:`.corpus` reads every format). Generation writes into a
 temporary sibling directory and renames it into place, so concurrent
 generators (ranks, jobs) never expose a half-written dataset.
 """
@@ -25,30 +25,25 @@ import random
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nbexec.errors import ConfigError
 
-if TYPE_CHECKING:
-    import torch
-
 __all__ = [
+    "GENERATOR_VERSION",
     "LABELS",
     "PAD",
     "UNK",
-    "DatasetMeta",
+    "check_existing",
     "ensure_dataset",
     "generate_dataset",
-    "load_meta",
-    "load_split",
+    "generator_params",
 ]
 
 GENERATOR_NAME = "synthetic-ner"
 GENERATOR_VERSION = 1  # bump when the output for a given seed changes
 PAD, UNK = "<pad>", "<unk>"
-IGNORE_INDEX = -100  # label of padding positions: skipped by the loss and metrics
 LABELS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG")
 
 _FIRST = ("Alice", "Bob", "Maria", "Wei", "Omar", "Priya", "Lukas", "Sofia",
@@ -79,18 +74,6 @@ _TEMPLATES: tuple[tuple[str, ...], ...] = (
     ("the", "weather", "in", "{LOC}", "was", "cold", "today"),
 )
 _JOINERS = (("and",), (",",), (".",), ("while",), ("but",))
-
-
-@dataclass(frozen=True)
-class DatasetMeta:
-    """What a model needs to read a dataset: its vocabulary and label set."""
-
-    vocab: tuple[str, ...]
-    labels: tuple[str, ...]
-
-    @property
-    def token_ids(self) -> dict[str, int]:
-        return {tok: i for i, tok in enumerate(self.vocab)}
 
 
 def _vocabulary() -> tuple[str, ...]:
@@ -151,8 +134,8 @@ def generate_dataset(
             generated with other settings.
     """
     target = Path(target)
-    params = _generator_params(seed, num_train, num_val, seq_len)
-    if _check_existing(target, params):
+    params = generator_params({"seed": seed, "num_train": num_train, "num_val": num_val, "seq_len": seq_len})
+    if check_existing(target, params):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
@@ -164,7 +147,7 @@ def generate_dataset(
             # and replaces only an empty directory.
             os.rename(tmp, target)
         except OSError:
-            if not _check_existing(target, params):
+            if not check_existing(target, params):
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -172,10 +155,7 @@ def generate_dataset(
 
 
 def ensure_dataset(data: Mapping[str, Any]) -> Path:
-    """The dataset for a resolved ``data`` section, generated if absent.
-
-    A user's own dataset at ``data.path`` (no ``generator`` in its meta) is used as is.
-    """
+    """The synthetic dataset of a resolved ``data`` section at ``data.path``, generated if absent."""
     return generate_dataset(
         data["path"],
         seed=data["seed"],
@@ -185,55 +165,24 @@ def ensure_dataset(data: Mapping[str, Any]) -> Path:
     )
 
 
-def load_meta(path: str | os.PathLike[str]) -> DatasetMeta:
-    """Vocabulary and labels of the dataset at ``path``."""
-    raw = json.loads((Path(path) / "meta.json").read_text(encoding="utf-8"))
-    return DatasetMeta(vocab=tuple(raw["vocab"]), labels=tuple(raw["labels"]))
-
-
-def load_split(
-    path: str | os.PathLike[str], split: str, meta: DatasetMeta, seq_len: int
-) -> torch.utils.data.TensorDataset:
-    """One split as ``TensorDataset(input_ids, labels)``, both ``(N, seq_len)`` int64.
-
-    Sentences are truncated or padded to ``seq_len``; padded positions have
-    token ``<pad>`` (id 0) and label ``IGNORE_INDEX``. Unknown words map to ``<unk>``.
-    """
-    import torch  # here, so generating data (and the core) needs no torch
-
-    ids = meta.token_ids
-    label_ids = {label: i for i, label in enumerate(meta.labels)}
-    unk = ids[UNK]
-    rows: list[list[int]] = []
-    tags: list[list[int]] = []
-    with open(Path(path) / f"{split}.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            item = json.loads(line)
-            toks = [ids.get(t, unk) for t in item["tokens"][:seq_len]]
-            labs = [label_ids[t] for t in item["labels"][:seq_len]]
-            pad = seq_len - len(toks)
-            rows.append(toks + [ids[PAD]] * pad)
-            tags.append(labs + [IGNORE_INDEX] * pad)
-    return torch.utils.data.TensorDataset(
-        torch.tensor(rows, dtype=torch.long), torch.tensor(tags, dtype=torch.long)
-    )
-
-
-def _generator_params(seed: int, num_train: int, num_val: int, seq_len: int) -> dict[str, Any]:
+def generator_params(data: Mapping[str, Any]) -> dict[str, Any]:
+    """What the generator records in ``meta.json`` for the settings of a ``data`` section."""
     return {
         "name": GENERATOR_NAME,
         "version": GENERATOR_VERSION,
-        "seed": seed,
-        "num_train": num_train,
-        "num_val": num_val,
-        "seq_len": seq_len,
+        "seed": data["seed"],
+        "num_train": data["num_train"],
+        "num_val": data["num_val"],
+        "seq_len": data["seq_len"],
     }
 
 
-def _check_existing(target: Path, params: Mapping[str, Any]) -> bool:
-    """True if ``target`` holds a usable dataset, False if absent or an empty directory."""
+def check_existing(target: Path, params: Mapping[str, Any]) -> bool:
+    """True if ``target`` holds a usable dataset, False if absent or an empty directory.
+
+    Raises:
+        ConfigError: ``target`` holds something else, or a synthetic dataset generated with other settings.
+    """
     if not target.exists() or (target.is_dir() and not any(target.iterdir())):
         return False
     meta_path = target / "meta.json"
@@ -251,6 +200,7 @@ def _check_existing(target: Path, params: Mapping[str, Any]) -> bool:
         )
         raise ConfigError(
             f"data.path {str(target)!r} holds a synthetic dataset generated with {diff}; "
+            "leave data.path unset (each setting of the synthetic data then gets a directory of its own), "
             "use another data.path for these settings, or delete that directory",
             field="data.path",
             value=str(target),

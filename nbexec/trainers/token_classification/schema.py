@@ -5,16 +5,35 @@ is spawned, and importing nbexec must stay light.
 
 Known fields:
 
-    model:    backbone "tiny-encoder"; d_model, layers, heads, ff_dim ints >= 1
-              (d_model divisible by heads); dropout float in [0, 1)
-    training: learning_rate float in (0, 1]; batch_size (per process), epochs,
-              log_every ints >= 1; seed int; max_steps int >= 1 or null (a hard
-              stop across epochs); weight_decay float >= 0; grad_clip float > 0
-              or null
-    data:     path str (default ``outputs/data/synthetic-ner``, relative to the
-              working directory of the job); num_train, num_val ints >= 1;
-              seq_len int >= 4; seed int (the dataset's own seed, so changing
-              training.seed does not change the data)
+    model:    backbone "tiny-encoder" (the built-in model, nothing downloaded) or a
+              Hugging Face model id or local directory (``nbexec[hf]``); for
+              tiny-encoder: d_model, layers, heads, ff_dim ints >= 1 (d_model
+              divisible by heads), dropout float in [0, 1); for a Hugging Face
+              backbone: max_length int >= 8 (sub-tokens a sentence is cut to),
+              subtoken_labels "first" (the first sub-token of a word carries its
+              label, the rest are ignored) or "all" (every sub-token carries it,
+              B-X becomes I-X after the first)
+    training: learning_rate float in (0, 1]; batch_size (per process, per
+              micro-batch), epochs, log_every ints >= 1; seed int; max_steps int
+              >= 1 or null (a hard stop across epochs); weight_decay float >= 0
+              (not on biases and norms); grad_clip float > 0 or null;
+              grad_accumulation_steps int >= 1; lr_scheduler "linear" (warmup, then
+              decay to 0 at the last step) or "constant" (warmup, then flat);
+              warmup_ratio float in [0, 1) of the steps, or warmup_steps int >= 0
+              (wins when set); mixed_precision "auto" (bf16 on a GPU that has it,
+              else fp16 with a loss scaler; none on CPU), "no", "bf16", "fp16";
+              best_metric, one of val_f1, val_precision, val_recall,
+              val_token_accuracy, val_loss (which epoch ``checkpoint/best`` keeps)
+    data:     path str or null: a directory with CoNLL-2003 text, JSONL, or a
+              ``datasets`` dataset saved with ``save_to_disk`` (see :mod:`.corpus`);
+              a missing or empty one gets the synthetic dataset; null (default)
+              is ``outputs/data/synthetic-ner-<its settings>``, relative to the
+              working directory of the job, so configs with other settings never
+              share one; format "auto" (detected), "conll", "jsonl", "hf_disk",
+              "synthetic"; labels a list of tags or null (taken from the data);
+              num_train, num_val ints >= 1, seq_len int >= 4 (words; also where
+              tiny-encoder cuts a sentence), seed int: the synthetic dataset's
+              (its own seed, so changing training.seed does not change the data)
 
 A key the trainer does not read is passed through untouched (a secret for your
 tooling, a note), except one that looks like a misspelt known key
@@ -38,9 +57,14 @@ from typing import Any
 from nbexec.config_fields import did_you_mean
 from nbexec.errors import ConfigError
 
-__all__ = ["BACKBONES", "DEFAULTS", "resolved", "validate"]
+__all__ = ["BACKBONES", "DEFAULTS", "TINY_ENCODER", "is_hf_backbone", "resolved", "synthetic_data_path", "validate"]
 
-BACKBONES = ("tiny-encoder",)
+TINY_ENCODER = "tiny-encoder"
+# What a form offers; model.backbone takes any Hugging Face model id or local directory.
+BACKBONES = (TINY_ENCODER, "distilbert-base-uncased", "bert-base-cased", "roberta-base")
+DATA_FORMATS = ("auto", "conll", "jsonl", "hf_disk", "synthetic")
+EVAL_METRICS = ("val_f1", "val_precision", "val_recall", "val_token_accuracy", "val_loss")
+SYNTHETIC_ROOT = "outputs/data"
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {
@@ -50,6 +74,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "heads": 4,
         "ff_dim": 128,
         "dropout": 0.1,
+        "max_length": 128,
+        "subtoken_labels": "first",
     },
     "training": {
         "learning_rate": 2.0e-3,
@@ -60,9 +86,17 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_steps": None,
         "weight_decay": 0.01,
         "grad_clip": 1.0,
+        "grad_accumulation_steps": 1,
+        "lr_scheduler": "linear",
+        "warmup_ratio": 0.0,
+        "warmup_steps": None,
+        "mixed_precision": "auto",
+        "best_metric": "val_f1",
     },
     "data": {
-        "path": "outputs/data/synthetic-ner",
+        "path": None,
+        "format": "auto",
+        "labels": None,
         "num_train": 8000,
         "num_val": 500,
         "seq_len": 32,
@@ -130,20 +164,42 @@ def _choice(options: tuple[str, ...]) -> Check:
     return check
 
 
-def _path(path: str, value: Any) -> str:
+def _path(path: str, value: Any) -> str | None:
+    if value is None:
+        return None
     if not isinstance(value, str) or not value.strip() or "\x00" in value:
-        raise _fail(path, value, "use a directory path (a non-empty string)")
+        raise _fail(path, value, "use a directory path (a non-empty string), or null for the synthetic dataset")
     return value
+
+
+def _backbone(path: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise _fail(path, value, f"use {TINY_ENCODER!r}, a Hugging Face model id (distilbert-base-uncased) "
+                                 "or a local model directory")
+    return value.strip()
+
+
+def _labels(path: str, value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    allowed = 'use a list of tags (e.g. ["O", "B-PER", "I-PER"]) or null to take them from the data'
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+        raise _fail(path, value, allowed)
+    if not all(isinstance(v, str) and v.strip() for v in value) or len(set(value)) != len(value):
+        raise _fail(path, value, allowed + " (non-empty strings, each once)")
+    return [str(v) for v in value]
 
 
 _CHECKS: dict[str, dict[str, Check]] = {
     "model": {
-        "backbone": _choice(BACKBONES),
+        "backbone": _backbone,
         "d_model": _int(1),
         "layers": _int(1),
         "heads": _int(1),
         "ff_dim": _int(1),
         "dropout": _float(0.0, 1.0, low_open=False, high_open=True),
+        "max_length": _int(8),
+        "subtoken_labels": _choice(("first", "all")),
     },
     "training": {
         "learning_rate": _float(0.0, 1.0, low_open=True),
@@ -154,9 +210,17 @@ _CHECKS: dict[str, dict[str, Check]] = {
         "max_steps": _int(1, optional=True),
         "weight_decay": _float(0.0, low_open=False),
         "grad_clip": _float(0.0, low_open=True, optional=True),
+        "grad_accumulation_steps": _int(1),
+        "lr_scheduler": _choice(("linear", "constant")),
+        "warmup_ratio": _float(0.0, 1.0, low_open=False, high_open=True),
+        "warmup_steps": _int(0, optional=True),
+        "mixed_precision": _choice(("auto", "no", "bf16", "fp16")),
+        "best_metric": _choice(EVAL_METRICS),
     },
     "data": {
         "path": _path,
+        "format": _choice(DATA_FORMATS),
+        "labels": _labels,
         "num_train": _int(1),
         "num_val": _int(1),
         "seq_len": _int(4),
@@ -169,10 +233,13 @@ _CHECKS: dict[str, dict[str, Check]] = {
 ALIASES: dict[str, dict[str, str]] = {
     "training": {"lr": "learning_rate", "num_train_epochs": "epochs", "num_epochs": "epochs",
                  "per_device_train_batch_size": "batch_size", "bs": "batch_size", "batch": "batch_size",
-                 "steps": "max_steps"},
+                 "steps": "max_steps", "gradient_accumulation_steps": "grad_accumulation_steps",
+                 "max_grad_norm": "grad_clip", "lr_scheduler_type": "lr_scheduler", "fp16": "mixed_precision",
+                 "bf16": "mixed_precision", "metric_for_best_model": "best_metric"},
     "model": {"hidden_size": "d_model", "num_layers": "layers", "num_heads": "heads", "n_heads": "heads",
-              "dropout_rate": "dropout"},
-    "data": {},
+              "dropout_rate": "dropout", "model_name_or_path": "backbone", "max_seq_length": "max_length",
+              "label_all_tokens": "subtoken_labels"},
+    "data": {"label_list": "labels", "train_file": "path", "dataset_path": "path"},
 }
 
 
@@ -234,8 +301,10 @@ def resolved(
                 raise error
             merged[key] = check(f"{name}.{key}", value) if check else _plain(value)
         out[name] = merged
+    if out["data"]["path"] is None:
+        out["data"]["path"] = synthetic_data_path(out["data"])
     m = out["model"]
-    if m["d_model"] % m["heads"]:
+    if m["backbone"] == TINY_ENCODER and m["d_model"] % m["heads"]:
         raise _fail(
             "model.d_model",
             m["d_model"],
@@ -243,6 +312,23 @@ def resolved(
             f"(e.g. {m['heads'] * max(1, round(m['d_model'] / m['heads']))})",
         )
     return out
+
+
+def is_hf_backbone(backbone: str) -> bool:
+    """True for a Hugging Face model id or directory, False for the built-in ``tiny-encoder``."""
+    return backbone != TINY_ENCODER
+
+
+def synthetic_data_path(data: Mapping[str, Any]) -> str:
+    """Where the synthetic dataset of these settings goes when ``data.path`` is not given.
+
+    Keyed by every generator setting, so two configs that differ in data size
+    each get their own dataset instead of colliding on one path.
+    """
+    from nbexec.trainers.token_classification.data import GENERATOR_VERSION  # no torch there
+
+    return (f"{SYNTHETIC_ROOT}/synthetic-ner-train{data['num_train']}-val{data['num_val']}"
+            f"-len{data['seq_len']}-seed{data['seed']}-v{GENERATOR_VERSION}")
 
 
 def _plain(value: Any) -> Any:

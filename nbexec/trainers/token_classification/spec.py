@@ -23,9 +23,9 @@ def _resume_problem(checkpoint: Path) -> str | None:
 
 
 def _prepare_data(resolved: Mapping[str, Mapping[str, Any]]) -> Path:
-    from nbexec.trainers.token_classification.data import ensure_dataset
+    from nbexec.trainers.token_classification.corpus import prepare_dataset
 
-    return ensure_dataset(resolved["data"])
+    return prepare_dataset(resolved["data"])
 
 
 SPEC = TrainerSpec(

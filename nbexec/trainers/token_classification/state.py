@@ -14,11 +14,16 @@ from typing import Any
 
 import nbexec.contract as contract
 
-__all__ = ["MODEL_FILE", "OPTIMIZER_FILE", "STATE_FILE", "CheckpointError", "read_trainer_state", "resume_problem"]
+__all__ = [
+    "BEST_DIR", "MODEL_FILE", "OPTIMIZER_FILE", "PRETRAINED_MODEL_FILE", "STATE_FILE", "CheckpointError",
+    "read_trainer_state", "resume_problem",
+]
 
-MODEL_FILE = "model.pt"
+MODEL_FILE = "model.pt"  # tiny-encoder's weights
+PRETRAINED_MODEL_FILE = "model.safetensors"  # a Hugging Face backbone's (save_pretrained)
 OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "trainer_state.json"
+BEST_DIR = "best"  # the best epoch by training.best_metric, beside the latest state
 _FIX = "resume from an intact checkpoint directory (<run dir>/checkpoint), or restore one from a backup (nbexec restore)"
 
 
@@ -66,10 +71,12 @@ def resume_problem(directory: str | os.PathLike[str]) -> str | None:
     """
     directory = Path(directory)
     try:
-        read_trainer_state(directory)
+        state = read_trainer_state(directory)
     except CheckpointError as err:
         return f"resume checkpoint: {err}"
-    missing = [name for name in (MODEL_FILE, OPTIMIZER_FILE) if not (directory / name).is_file()]
+    listed = state.get("files")
+    names = list(listed) if isinstance(listed, dict) and listed else [MODEL_FILE, OPTIMIZER_FILE]
+    missing = [name for name in names if not (directory / name).is_file()]
     if missing:
         return f"resume checkpoint {directory} has no {' or '.join(missing)}; {_FIX}"
     return None
