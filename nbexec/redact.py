@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 REDACTED = "***REDACTED***"
-# "TOKEN" but not "tokenizer" / "max_tokens": those name settings, not secrets.
-_SECRET_RE = re.compile(r"TOKEN(?!IZ|S(?![A-Z]))|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+# "TOKEN" but not "tokenizer" / "max_tokens" / "subtoken_labels": those name settings, not secrets.
+_SECRET_RE = re.compile(r"(?<!SUB)TOKEN(?!IZ|S(?![A-Z]))|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 # Names that match the pattern but carry no secret.
 _NOT_SECRET = frozenset({"KEYBOARD", "MONKEY", "KEY_HASH"})
 

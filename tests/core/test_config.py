@@ -15,7 +15,9 @@ import pytest
 
 from nbexec.config import BUILTIN_TRAINER_MODULE, TrainingConfig, load_config
 from nbexec.errors import ConfigError
-from nbexec.trainers.token_classification.schema import DEFAULTS as TRAINER_DEFAULTS
+from nbexec.trainers.token_classification.schema import resolved
+
+TRAINER_DEFAULTS = resolved(None, None, None)
 
 # The built-in trainer's sections come back resolved (its defaults filled in): the config says what runs.
 DEFAULTS: dict[str, Any] = {
@@ -47,7 +49,7 @@ DEFAULTS: dict[str, Any] = {
 # One config written four ways (YAML file, JSON file, dict, YAML text) below.
 SAMPLE: dict[str, Any] = {
     "model": {"backbone": "tiny-encoder", "layers": 2, "blocks": {"dims": [64, 32]}},
-    "training": {"learning_rate": 0.002, "batch_size": 16, "epochs": 2, "schedule": "cosine"},
+    "training": {"learning_rate": 0.002, "batch_size": 16, "epochs": 2, "curriculum": "cosine"},
     "data": {"path": "data/ner"},
     "launch": {"nproc": 2, "backend": "gloo", "args": ["--flag", "value"], "env": {"FOO": "bar"}},
     "output": {"dir": "runs", "run_name": "sample-1"},
@@ -63,7 +65,7 @@ training:
   learning_rate: 0.002
   batch_size: 16
   epochs: 2
-  schedule: cosine
+  curriculum: cosine
 data: {path: data/ner}
 launch:
   nproc: 2
@@ -170,7 +172,7 @@ def test_nproc_given_as_digit_string_becomes_int() -> None:
         ("training.learning_rate=3e-5", "training", "learning_rate", 3e-5),
         ("training.warmup=1E3", "training", "warmup", 1000.0),
         ("training.epochs=3", "training", "epochs", 3),
-        ("training.schedule=linear", "training", "schedule", "linear"),
+        ("training.curriculum=linear", "training", "curriculum", "linear"),
         ("training.amp=true", "training", "amp", True),
         ("training.amp=false", "training", "amp", False),
         ("training.max_steps=null", "training", "max_steps", None),

@@ -29,7 +29,7 @@ def test_secret_names(name: str) -> None:
     [
         "KEYBOARD", "keyboard", "MONKEY", "KEY_HASH", "study_key_hash", "TRIAL_KEY_HASH",
         "learning_rate", "batch_size", "PATH", "HOME", "CUDA_VISIBLE_DEVICES", "MLFLOW_TRACKING_URI",
-        "OMP_NUM_THREADS", "backbone", "",
+        "OMP_NUM_THREADS", "backbone", "subtoken_labels", "tokenizer", "max_tokens", "",
     ],
 )
 def test_ordinary_names(name: str) -> None:

@@ -47,14 +47,14 @@ def test_run_is_open_with_flattened_redacted_params(store_uri: str, client, conf
 
 def test_nested_and_list_values_and_long_values(store_uri: str, client) -> None:  # noqa: ANN001
     config = load_config({
-        "training": {"epochs": 1, "schedule": {"kind": "cosine", "warmup": {"steps": 10}}, "notes": "x" * 7000},
+        "training": {"epochs": 1, "curriculum": {"kind": "cosine", "warmup": {"steps": 10}}, "notes": "x" * 7000},
         "data": {"labels": ["O", "B-PER"], "odd name!": 1},
         "launch": {"nproc": 1},
     })
     tracked = create_training_mlflow_run(config, run_name="nested", tracking_uri=store_uri)
     params = client.get_run(tracked.run_id).data.params
-    assert params["training.schedule.kind"] == "cosine"
-    assert params["training.schedule.warmup.steps"] == "10"
+    assert params["training.curriculum.kind"] == "cosine"
+    assert params["training.curriculum.warmup.steps"] == "10"
     assert params["data.labels"] == '["O", "B-PER"]'
     assert params["data.odd name_"] == "1"
     assert len(params["training.notes"]) == 6000 and params["training.notes"].endswith("[truncated]")
