@@ -220,7 +220,7 @@ def _quiet_backup_warnings() -> None:
 
 def _train(args: argparse.Namespace, script_args: list[str] | None, signals: StopSignals) -> int:
     from nbexec.executor import launch
-    from nbexec.runner.sinks import TerminalSink
+    from nbexec.runner.sinks import TerminalSink, prints_its_own_metrics
 
     plan = prepare_from_args(args, script_args)
     if args.dry_run:
@@ -235,7 +235,10 @@ def _train(args: argparse.Namespace, script_args: list[str] | None, signals: Sto
     # lines: an error that stops the launch (nothing started) comes without it.
     sinks: list[Sink] = [_StartingLine(plan)]
     if not args.quiet:
-        sinks.append(TerminalSink(ranks=args.ranks))
+        metric_lines = args.metric_lines
+        if metric_lines is None:
+            metric_lines = not prints_its_own_metrics(plan.config)
+        sinks.append(TerminalSink(ranks=args.ranks, metric_lines=metric_lines))
     with signals.starting():
         run = launch(plan=plan, sinks=sinks)
         hurry = _Hurry(run)

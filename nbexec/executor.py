@@ -18,7 +18,7 @@ from nbexec.hardware import HardwareInfo
 from nbexec.plan import LaunchPlan, plan_training
 from nbexec.result import TrainingResult
 from nbexec.runner.handle import Finalizer, TrainingRun
-from nbexec.runner.sinks import Sink, TerminalSink
+from nbexec.runner.sinks import Sink, TerminalSink, prints_its_own_metrics
 from nbexec.schedulers import check_options, get_scheduler
 from nbexec.trainer_spec import trainer_spec
 
@@ -225,8 +225,12 @@ def execute_training_subprocess(
         TrainingFailed: a rank failed (rank, exit code, exception, traceback, logs).
         TrainingCancelled: interrupted (Ctrl-C / kernel interrupt cancels the job).
     """
-    sinks = [TerminalSink()] if stream else []
-    run = launch(config, output_dir=output_dir, data_path=data_path, sinks=sinks, **options)
+    launch_only = {key: options.pop(key) for key in ("tracking", "finalizers", "sinks") if key in options}
+    plan = prepare(config, output_dir=output_dir, data_path=data_path, **options)
+    sinks = list(launch_only.pop("sinks", ()))
+    if stream:  # the built-in trainer prints its own line per step: nbexec's would repeat it
+        sinks.append(TerminalSink(metric_lines=not prints_its_own_metrics(plan.config)))
+    run = launch(plan=plan, sinks=sinks, **launch_only)
     try:
         run.wait(timeout)
     except BaseException:  # KeyboardInterrupt, TimeoutError: leave nothing running

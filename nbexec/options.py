@@ -39,6 +39,9 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, ranks_default: str =
     parser.add_argument("--rank", dest="ranks", type=rank_number, action="append",
                         help=f"show only these ranks' lines (repeatable; default: {ranks_default})")
     parser.add_argument("--quiet", action="store_true", help="do not stream the job's lines")
+    parser.add_argument("--metric-lines", action=argparse.BooleanOptionalAction, default=None,
+                        help="print nbexec's '[nbexec] step N name=value' line for each logged step "
+                             "(default: off for the built-in trainer, which prints its own; on for your script)")
     parser.add_argument("--no-tracking", action="store_true", help="do not open an MLflow run")
     parser.add_argument("--experiment", help="MLflow experiment name (tracking.experiment)")
     parser.add_argument("--backup", metavar="drive|PATH|off",

@@ -43,6 +43,12 @@ def test_train_two_ranks_then_resume_from_the_checkpoint(tmp_path):
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "FINISHED" and result["nproc"] == 2
     assert "[rank0] epoch 1/1" in first.stdout and "FINISHED" in first.stdout
+    # each step's loss once: the trainer's own line, not nbexec's metric line too (--metric-lines adds it)
+    assert " loss " in first.stdout and "[nbexec] step" not in first.stdout
+    # config.yaml says what ran: the trainer's defaults and the resolved launch, no empty section
+    written = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert all(written.values()) and written["training"]["weight_decay"] == 0.01
+    assert (written["launch"]["nproc"], written["launch"]["backend"]) == (2, "gloo")
     assert 0.0 <= result["metrics"]["val_f1"] <= 1.0
 
     # the checkpoint is real: it loads into a fresh model of the same shape
@@ -56,6 +62,8 @@ def test_train_two_ranks_then_resume_from_the_checkpoint(tmp_path):
     assert mlrun.info.status == "FINISHED" and mlrun.info.run_name == "first"
     assert mlrun.data.metrics["val_f1"] == pytest.approx(result["metrics"]["val_f1"])
     assert mlrun.data.params["training.learning_rate"] == "0.01"
+    assert mlrun.data.params["training.weight_decay"] == "0.01"  # a default: the params are what ran
+    assert mlrun.data.params["launch.backend"] == "gloo"
     assert len(client.get_metric_history(mlrun.info.run_id, "loss")) >= 2
     assert {a.path for a in client.list_artifacts(mlrun.info.run_id)} >= {"config.yaml", "logs", "result.json"}
     assert f"mlflow:     {result['mlflow_run_id']} (experiment nbexec, id " in first.stdout
@@ -69,9 +77,10 @@ def test_train_two_ranks_then_resume_from_the_checkpoint(tmp_path):
 
     resumed = nbexec_train(
         tmp_path, "config.yaml", "--run-name", "second", "--set", "training.epochs=2",
-        "--resume", str(run_dir / "checkpoint"),
+        "--resume", str(run_dir / "checkpoint"), "--metric-lines",
     )
     assert resumed.returncode == 0, resumed.stderr
+    assert "[nbexec] step" in resumed.stdout  # asked for
     events = read_events(tmp_path / "outputs/second/events.jsonl")
     epochs = {ev["epoch"] for ev in events if ev["kind"] == "progress"}
     assert epochs == {2}  # epoch 1 came from the checkpoint, not trained again

@@ -19,6 +19,7 @@ from nbexec.render.formats import metrics_line
 from nbexec.runner.lines import LogLine
 
 if TYPE_CHECKING:
+    from nbexec.config import TrainingConfig
     from nbexec.plan import LaunchPlan
     from nbexec.result import TrainingResult
 
@@ -144,8 +145,22 @@ class Dispatcher:
                 return
 
 
+def prints_its_own_metrics(config: TrainingConfig) -> bool:
+    """Whether the job's script prints a line per logged step itself (the built-in trainer does).
+
+    Then nbexec's ``[nbexec] step N ...`` line would say the same thing twice,
+    so a terminal leaves it out unless asked (``nbexec train --metric-lines``).
+    A script of the user's own may log metrics without printing them: its
+    metric lines show by default.
+    """
+    from nbexec.config import BUILTIN_TRAINER_MODULE
+
+    launch = config.launch
+    return launch.entrypoint is None and launch.target_module == BUILTIN_TRAINER_MODULE
+
+
 class TerminalSink(Sink):
-    """Prints ``[rank0] line`` for every line, and a short line per metrics event.
+    """Prints ``[rank0] line`` for every line, and (``metric_lines``) a short line per metrics event.
 
     Unfinished lines (a ``\\r`` progress bar) show live. On a terminal they
     are drawn in place on one status line below the output, as the script
@@ -159,6 +174,8 @@ class TerminalSink(Sink):
         ranks: only these ranks' lines (None: all); launcher lines always show.
         live: draw unfinished lines in place (default: when ``stream`` is a terminal).
         partial_every_s: off a terminal, how often an unfinished line is printed.
+        metric_lines: print ``[nbexec] step N name=value ...`` for each metrics
+            event (off when the script prints its own: :func:`prints_its_own_metrics`).
     """
 
     def __init__(
@@ -168,9 +185,11 @@ class TerminalSink(Sink):
         *,
         live: bool | None = None,
         partial_every_s: float = PARTIAL_EVERY_S,
+        metric_lines: bool = True,
     ) -> None:
         self.stream = stream or sys.stdout
         self.ranks = set(ranks) if ranks is not None else None
+        self.metric_lines = metric_lines
         if live is None:
             isatty = getattr(self.stream, "isatty", None)
             live = bool(isatty and isatty())
@@ -207,6 +226,8 @@ class TerminalSink(Sink):
                 self._print_due_partials()
 
     def on_events(self, events: Sequence[Event]) -> None:
+        if not self.metric_lines:
+            return
         out = []
         for ev in events:
             if ev.get("kind") == "metrics" and isinstance(ev.get("metrics"), dict):

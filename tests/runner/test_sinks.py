@@ -129,3 +129,19 @@ def test_off_a_terminal_an_unfinished_line_is_printed_now_and_then_and_when_it_s
     sink.on_end(None)
     assert out.getvalue().splitlines()[-1] == "[rank0!] train: 100%"
     assert "30%" not in out.getvalue()
+
+
+def test_metric_lines_can_be_left_to_the_script() -> None:
+    """The built-in trainer prints its own line per step: nbexec's would repeat it (issue: loss printed twice)."""
+    from nbexec.config import load_config
+    from nbexec.runner.sinks import prints_its_own_metrics
+
+    out = io.StringIO()
+    sink = TerminalSink(out, live=False, metric_lines=False)
+    sink.on_events([{"kind": "metrics", "step": 5, "metrics": {"loss": 0.25}}])
+    sink.on_lines([LogLine(0, "stdout", "epoch 1/1 step 5/10 loss 0.2500", 0.0)])
+    assert out.getvalue() == "[rank0] epoch 1/1 step 5/10 loss 0.2500\n"
+
+    assert prints_its_own_metrics(load_config(None))
+    assert not prints_its_own_metrics(load_config({"launch": {"entrypoint": "train.py"}}))
+    assert not prints_its_own_metrics(load_config({"launch": {"module": "my_pkg.train"}}))
