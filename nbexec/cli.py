@@ -141,16 +141,51 @@ class StopSignals:
         raise _interrupt(signum)
 
 
+TRAIN_EXAMPLES = """\
+examples:
+  nbexec train                                   the built-in trainer on synthetic data (CPU: 2 x gloo)
+  nbexec train config.yaml --nproc 4             your config, 4 processes on this machine
+  nbexec train --set training.epochs=1 --set training.learning_rate=3e-5
+  nbexec train --dry-run config.yaml             show the command, environment and run dir; run nothing
+  nbexec train --entrypoint train.py -- --lr 3e-5    your script; arguments after -- go to it untouched
+  nbexec train -m my_pkg.train --no-tracking     a module, like python -m, without an MLflow run
+  nbexec train --experiment ner --backup /mnt/backups    an MLflow experiment; back the checkpoint up
+  nbexec train --resume outputs/<run>/checkpoint --set training.epochs=4
+
+The run's folder is outputs/<run name>/: config.yaml (what ran), command.txt, logs/, events.jsonl,
+result.json and the checkpoint. MLflow: ./mlflow.db unless MLFLOW_TRACKING_URI or tracking.uri says.
+"""
+
+
+def version_line() -> str:
+    """``nbexec --version``: nbexec's version and what it runs on (read without importing torch)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from nbexec.version import __version__
+
+    parts = [f"python {platform.python_version()}"]
+    for dist in ("torch", "mlflow-skinny", "mlflow"):
+        try:
+            parts.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            continue
+    return f"nbexec {__version__} ({', '.join(parts)})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nbexec", description="Run PyTorch DDP training jobs with torchrun, logs and results."
     )
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser(
         "train",
         help="run a training job",
         description="Run a training job. Arguments after `--` go to the training script untouched.",
+        epilog=TRAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_train_arguments(train)
 

@@ -99,6 +99,9 @@ def detect_hardware(env: Mapping[str, str] | None = None, *, timeout_s: float = 
     for name, probe in (("nvml", _probe_nvml), ("nvidia-smi", lambda: _probe_nvidia_smi(env, timeout_s))):
         try:
             physical = probe()
+        except ImportError:  # nvidia-ml-py is optional: say how to get it, not a bare ModuleNotFoundError
+            errors.append(f"{name}: not installed (pip install 'nbexec[gpu]' adds nvidia-ml-py)")
+            continue
         except Exception as err:  # noqa: BLE001 - any probe failure means "try the next one"
             errors.append(f"{name}: {err}")
             continue
