@@ -595,7 +595,15 @@ def _ui_hint(uri: str, experiment_id: str) -> str:
     server = server_url(uri)
     if server:
         return experiment_url(server, experiment_id)
-    return f"mlflow ui --backend-store-uri {shlex.quote(uri)}"
+    command = f"mlflow ui --backend-store-uri {shlex.quote(uri)}"
+    return command if mlflow_ui_installed() else f"{command}   (the UI: pip install 'nbexec[ui]')"
+
+
+def mlflow_ui_installed() -> bool:
+    """Whether ``mlflow ui`` can run here: nbexec needs only mlflow-skinny, the UI's server is full mlflow's."""
+    import importlib.util
+
+    return importlib.util.find_spec("flask") is not None and importlib.util.find_spec("mlflow.server") is not None
 
 
 def _first_line(err: BaseException) -> str:

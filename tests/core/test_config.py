@@ -469,3 +469,13 @@ def test_a_scheduler_nobody_registered_is_refused_before_anything_runs(tmp_path)
                   "launch.backend is torch.distributed's"):
         assert words in text, text
     assert not any(tmp_path.iterdir())
+
+
+def test_the_shipped_example_config_is_the_defaults() -> None:
+    """docs/config.yaml says 'the defaults shown': it must train exactly what no config trains."""
+    example = Path(__file__).resolve().parents[2] / "docs" / "config.yaml"
+
+    config = load_config(example)
+
+    assert config.config_hash == load_config(None).config_hash
+    assert config.to_dict() == load_config(None).to_dict()
