@@ -54,7 +54,7 @@ START_TIMEOUT_S = 120.0  # `mlflow server` imports for ~10 s on a busy 2-core ma
 STOP_GRACE_S = 10.0
 PORT_TRIES = 3  # a free port can be taken between choosing it and the server binding it
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # stop() takes it too, also while start_ui holds it
 _started: dict[str, MlflowUI] = {}  # store URI -> the UI this process started
 
 
