@@ -618,9 +618,10 @@ def _create_experiment(client: MlflowClient, uri: str, name: str) -> Any:
 
 
 def _ui_hint(uri: str, experiment_id: str) -> str:
-    server = server_url(uri)
-    if server:
-        return experiment_url(server, experiment_id)
+    # Kept with the cached setup: a UI nbexec starts for a local store later (or stops) is
+    # looked up when a run's page is asked for (TrackingSetup.run_url), never baked in here.
+    if uri.startswith(("http://", "https://")):
+        return experiment_url(uri.rstrip("/"), experiment_id)
     return f"mlflow ui --backend-store-uri {shlex.quote(display_store_uri(uri))}"
 
 

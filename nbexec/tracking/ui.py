@@ -233,6 +233,11 @@ def ui_argv(store_uri: str, port: int, artifacts: Path) -> list[str]:
 
 
 def _start(uri: str, db: Path, port: int | None, timeout: float) -> MlflowUI:
+    if port is not None and not _port_free(port):
+        raise TrackingError(
+            f"port {port} on {HOST} is taken by another program: choose another (--port) or leave it out "
+            "to use a free one"
+        )
     log_path = db.parent / LOG_NAME
     artifacts = db.parent / DEFAULT_ARTIFACT_DIR
     tries = 1 if port is not None else PORT_TRIES
@@ -285,6 +290,15 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
 
 
 def _port(url: str) -> int:

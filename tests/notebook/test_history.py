@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from nbexec.notebook.curves import loss_curve_png, loss_names, metric_series
-from nbexec.render.links import register_ui, unregister_ui
 from nbexec.notebook.history import (
     config_from_params,
     key_metrics,
@@ -18,6 +17,7 @@ from nbexec.notebook.history import (
     render_history_text,
     run_config,
 )
+from nbexec.render.links import register_ui, unregister_ui
 
 
 @pytest.fixture

@@ -100,13 +100,13 @@ def test_a_ui_serves_the_store_links_its_runs_and_stops_leaving_nothing(store_ur
     ui.stop()  # idempotent
 
 
-def test_a_ui_that_cannot_start_says_why_and_leaves_nothing(store_uri: str) -> None:
+def test_a_port_that_is_taken_is_refused_before_anything_starts(store_uri: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         before = {p.pid for p in psutil.Process().children(recursive=True)}
-        with pytest.raises(TrackingError, match=f"did not start on http://127.0.0.1:{port}.*log"):
+        with pytest.raises(TrackingError, match=f"port {port} on 127.0.0.1 is taken by another program"):
             start_ui(store_uri, port=port)
     assert {p.pid for p in psutil.Process().children(recursive=True)} - before == set()
     assert server_url(store_uri) is None
