@@ -182,7 +182,7 @@ def render_history_html(rows: Sequence[RunRow], *, tracking_uri: str | None = No
         body.append("<tr>" + "".join(f'<td style="{style}">{c}</td>' for c, style in cells) + "</tr>")
     header = "".join(f'<th style="{CELL};color:{MUTED_COLOUR};font-weight:normal">{markup.esc(h)}</th>' for h in head)
     return (
-        '<div style="max-width:100%;margin:4px 0">'
+        '<div style="max-width:100%;margin:4px 0;line-height:1.4">'  # the widget's own line height is a row's
         f'<table class="nbexec-history" style="width:100%;border-collapse:collapse">'
         f'<tr style="border-bottom:1px solid {BORDER_COLOUR}">{header}</tr>{"".join(body)}</table></div>'
     )

@@ -53,7 +53,8 @@ class RunHistoryBox:
         self._tracking_uri: str | None = None
         self._refreshed = False
         self.heading = widgets.HTML(value="<b>recent runs</b>")
-        self.table = widgets.HTML(value="", layout=widgets.Layout(width="100%"))
+        # as wide as the panel, margins included: the table inside wraps to fit it
+        self.table = widgets.HTML(value="", layout=widgets.Layout(width="100%", margin="0px"))
         self.picker = widgets.Dropdown(options=[PROMPT], value="", description="load config of",
                                        layout=widgets.Layout(width="520px"))
         self.picker.style.description_width = "110px"
