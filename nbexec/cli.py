@@ -5,6 +5,7 @@
     nbexec hpo [CONFIG] --space SPACE --trials N [--study PATH] [--final]
     nbexec lineage RUN_DIR [--study PATH]
     nbexec backup RUN_DIR --to drive|PATH      nbexec restore LOCATION
+    nbexec ui [--store URI] [--port N] [--stop]
 
 Exit codes: 0 success, 1 training failed, 2 bad config or usage,
 3 environment or tracking store not ready, 4 backup failed (a training that
@@ -191,9 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from nbexec.commands.hpo import add_hpo_arguments
     from nbexec.commands.lineage import add_lineage_arguments
+    from nbexec.commands.ui import add_ui_arguments
 
     add_hpo_arguments(sub.add_parser("hpo", help="run or resume an Optuna sweep of training jobs (nbexec[hpo])"))
     add_lineage_arguments(sub.add_parser("lineage", help="show where a trained model came from"))
+    add_ui_arguments(sub.add_parser(
+        "ui", help="serve an MLflow UI for the tracking store on 127.0.0.1 (Ctrl-C stops it)",
+        description="Serve an MLflow UI for the tracking store on 127.0.0.1, or show the one already running.",
+    ))
 
     doctor = sub.add_parser("doctor", help="show hardware and check the environment for a launch")
     doctor.add_argument("config", nargs="?", help="config to check (default: embedded demo config)")
@@ -222,6 +228,10 @@ def main(argv: Sequence[str] | None = None, *, signals: StopSignals | None = Non
             from nbexec.commands import hpo, lineage
 
             return hpo.hpo_command(args) if args.command == "hpo" else lineage.lineage_command(args)
+        if args.command == "ui":
+            from nbexec.commands.ui import ui_command
+
+            return ui_command(args)
         if args.command in ("backup", "restore"):
             from nbexec.backup.cli import run_backup_command
 

@@ -9,7 +9,10 @@ Fields: ``backbone``, ``stage``, ``experiment``, ``timestamp``
 ``rand`` (6 hex), ``what`` (backbone, script or module name) and any trainer
 value by dotted path (``{training.learning_rate}``). When the policy file is
 missing or a field in it is unknown, the built-in pattern
-``{what}-{timestamp}-{rand}`` is used. Names are always safe directory names
+``{timestamp}-{what}-{rand}`` is used: the part that differs between runs comes
+first, because lists that cut long names (MLflow's runs table shows about 22
+characters) would otherwise show every run of a model as the same
+``tiny-encoder-2026…``; and run directories sort by time. Names are always safe directory names
 (letters, digits, ``._-``; no separators, no ``..``) and unique among the names
 ``taken`` reports.
 """
@@ -27,7 +30,7 @@ from typing import Any
 from nbexec.config import NAME_RE, TrainingConfig
 
 POLICY_FILE = "naming.yaml"
-FALLBACK_PATTERN = "{what}-{timestamp}-{rand}"
+FALLBACK_PATTERN = "{timestamp}-{what}-{rand}"
 MAX_LEN = 128
 
 

@@ -2,6 +2,12 @@
 
     python notebooks/build.py            # write + execute every notebook (outputs committed)
     python notebooks/build.py --no-run   # write only
+    python notebooks/build.py --scrub-only   # make the committed outputs' paths relative, nothing else
+
+Committed outputs hold no absolute path of the build machine: after executing,
+every path in them is rewritten by the ``[paths: ...]`` rules of ``sanitize.cfg``
+(the notebooks folder becomes ``./``, the venv ``<venv>/``, a temporary folder
+``<tmp>/``), the rules nbval applies to fresh outputs before comparing.
 
 The notebooks are tested with nbval (``pytest --nbval-lax notebooks``): every
 cell must run, and cells marked ``# NBVAL_CHECK_OUTPUT`` must print what the
@@ -12,8 +18,10 @@ machines; run names, ids, times and paths are masked by ``sanitize.cfg``.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import nbformat
 from nbclient import NotebookClient
@@ -602,14 +610,64 @@ def execute(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
     nb.metadata["language_info"] = {"name": "python"}  # no interpreter version churn in diffs
-    nbformat.write(nb, path)
+    nbformat.write(scrub_paths(nb), path)
+
+
+# --- no absolute path of the build machine in a committed notebook -----------------------------
+
+def path_rules(cfg: Path = HERE / "sanitize.cfg") -> list[tuple[re.Pattern[str], str]]:
+    """The ``[paths: ...]`` rules of sanitize.cfg: nbval sanitizes fresh outputs with the same ones,
+    so a notebook written here and one executed under nbval compare equal."""
+    rules = re.findall(r"^\[paths:[^\]]*\]\n^regex: (.*)$\n^replace: (.*)$", cfg.read_text(), flags=re.MULTILINE)
+    return [(re.compile(regex), replace) for regex, replace in rules]
+
+
+def scrub_text(text: str, rules: list[tuple[re.Pattern[str], str]]) -> str:
+    for regex, replace in rules:
+        text = regex.sub(replace, text)
+    return text
+
+
+def scrub_paths(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Outputs (and the saved widget state) with the machine's paths made relative or placeholders:
+    ``sqlite:////home/me/nbexec/notebooks/mlflow.db`` -> ``sqlite:///./mlflow.db``, the venv's python
+    -> ``<venv>/bin/python``, a temporary folder -> ``<tmp>/``. Images (base64) are left alone."""
+    rules = path_rules()
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return scrub_text(value, rules)
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, dict):
+            return {k: v if k in BINARY_KEYS or k.startswith("image/") else walk(v) for k, v in value.items()}
+        return value
+
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [nbformat.from_dict(walk(dict(output))) for output in cell.outputs]
+    widgets = nb.metadata.get("widgets")
+    if widgets:
+        nb.metadata["widgets"] = nbformat.from_dict(walk(dict(widgets)))
+    return nb
+
+
+BINARY_KEYS = frozenset({"buffers", "application/pdf"})  # base64: never rewritten
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-run", action="store_true", help="write the notebooks without executing them")
+    parser.add_argument("--scrub-only", action="store_true",
+                        help="only make the paths in the committed outputs relative (no writing, no executing)")
     parser.add_argument("names", nargs="*", help="only these notebooks")
     args = parser.parse_args(argv)
+    if args.scrub_only:
+        for path in sorted(HERE.glob("*.ipynb")):
+            if not args.names or path.name in args.names:
+                nbformat.write(scrub_paths(nbformat.read(path, as_version=4)), path)
+                print(f"scrubbed {path.relative_to(HERE.parent)}")
+        return 0
     for name, cells in NOTEBOOKS.items():
         if args.names and name not in args.names:
             continue

@@ -159,6 +159,8 @@ def run_hpo(
     from nbexec.config import load_config
 
     cfg = load_config(config, overrides=overrides)
+    if experiment:  # kept in the study's config: the final run goes to the same experiment
+        cfg = apply_params(cfg, {"tracking.experiment": experiment})
     space = SearchSpace.parse(search_space)
     _check_args(n_trials, objective, direction)
     path = Path(study_path).absolute()

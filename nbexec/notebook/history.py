@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nbexec import contract
+from nbexec.notebook.theme import BORDER_COLOUR, MUTED_COLOUR
 from nbexec.render import formats, markup
 from nbexec.render.links import run_url, server_url
 
@@ -33,7 +34,10 @@ KEY_PARAMS: tuple[tuple[str, str], ...] = (
 )
 MAX_METRICS = 4  # metrics shown per row
 BOOKKEEPING = frozenset({"epoch", "step", "learning_rate", "lr"})  # metrics not worth a history column
-CELL = "padding:1px 10px 1px 0;text-align:left;white-space:nowrap"
+# Cells wrap (the table never gets wider than the panel); the run name may break anywhere.
+CELL = "padding:1px 8px 1px 0;text-align:left;vertical-align:top"
+NOWRAP_CELL = f"{CELL};white-space:nowrap"
+NAME_CELL = f"{CELL};overflow-wrap:anywhere;min-width:9em"
 
 
 @dataclass(frozen=True)
@@ -146,32 +150,41 @@ def config_from_params(params: Mapping[str, str]) -> dict[str, Any]:
 
 
 def render_history_html(rows: Sequence[RunRow], *, tracking_uri: str | None = None) -> str:
-    """The history as an HTML table; run ids link to the MLflow UI when it is a server."""
+    """The history as an HTML table that fits its container (the panel).
+
+    Long cells wrap instead of widening the table: run names break at their
+    hyphens, metrics go one per line. A run's name links to its MLflow page
+    whenever one is known (a tracking server, or a UI nbexec started on the
+    store: :func:`nbexec.render.links.server_url`); its id is the link's title.
+    """
     if not rows:
-        return f'<div style="{markup.MUTED}">no runs in this experiment yet</div>'
+        return f'<div style="color:{MUTED_COLOUR}">no runs in this experiment yet</div>'
     server = server_url(tracking_uri)
-    head = ["run", "status", "started", "duration", *(label for _, label in KEY_PARAMS), "metrics", "run id"]
+    head = ["run", "status", "started", "duration", *(label for _, label in KEY_PARAMS), "metrics"]
     body = []
     for row in rows:
-        metrics = formats.metrics_line(dict(key_metrics(row.metrics)))
-        run_id = markup.esc(row.run_id[:12])
+        name = f"<b>{markup.esc(row.name)}</b>"
         if server:
             url = run_url(server, row.run_id, row.experiment_id)
-            run_id = f'<a href="{markup.esc(url)}" target="_blank">{run_id}</a>'
+            name = f'<a href="{markup.esc(url)}" target="_blank" rel="noopener" title="MLflow run {row.run_id}">{name}</a>'
+        metrics = "<br>".join(
+            markup.esc(f"{key}={formats.metric_value(value)}") for key, value in key_metrics(row.metrics)
+        )
+        date, _, clock = started(row.start_time).partition(" ")
         cells = [
-            f"<b>{markup.esc(row.name)}</b>",
-            markup.badge(row.status),
-            markup.esc(started(row.start_time)),
-            markup.esc(formats.duration(row.duration_s) if row.duration_s is not None else "—"),
-            *(markup.esc(row.params.get(key, "")) for key, _ in KEY_PARAMS),
-            markup.esc(metrics or "—"),
-            f"<code>{run_id}</code>",
+            (name, NAME_CELL),
+            (markup.badge(row.status), NOWRAP_CELL),
+            (f"{markup.esc(date)} {markup.esc(clock)}", CELL),
+            (markup.esc(formats.duration(row.duration_s) if row.duration_s is not None else "—"), NOWRAP_CELL),
+            *((markup.esc(row.params.get(key, "")), CELL) for key, _ in KEY_PARAMS),
+            (metrics or "—", CELL),
         ]
-        body.append("<tr>" + "".join(f'<td style="{CELL}">{c}</td>' for c in cells) + "</tr>")
-    header = "<tr>" + "".join(f'<th style="{CELL};{markup.MUTED}">{markup.esc(h)}</th>' for h in head) + "</tr>"
+        body.append("<tr>" + "".join(f'<td style="{style}">{c}</td>' for c, style in cells) + "</tr>")
+    header = "".join(f'<th style="{CELL};color:{MUTED_COLOUR};font-weight:normal">{markup.esc(h)}</th>' for h in head)
     return (
-        '<div style="overflow-x:auto;margin:4px 0"><table class="nbexec-history" style="border-collapse:collapse">'
-        f'{header}{"".join(body)}</table></div>'
+        '<div style="max-width:100%;margin:4px 0;line-height:1.4">'  # the widget's own line height is a row's
+        f'<table class="nbexec-history" style="width:100%;border-collapse:collapse">'
+        f'<tr style="border-bottom:1px solid {BORDER_COLOUR}">{header}</tr>{"".join(body)}</table></div>'
     )
 
 

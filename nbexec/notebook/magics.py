@@ -8,6 +8,9 @@
     model: {backbone: tiny-encoder}
     training: {learning_rate: 2.0e-5, batch_size: 16, epochs: 2}
 
+    %mlflow_ui                  # an MLflow UI on 127.0.0.1 for the store: runs become links
+    %mlflow_ui --stop
+
 The magic renders and forwards: the options are the command line's
 (:mod:`nbexec.options`), the job goes through :func:`nbexec.launch`, and the
 run is shown by a :class:`~nbexec.notebook.live.LiveRunView` sink. An
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core import magic_arguments
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.utils.process import arg_split
 
 from nbexec.options import add_train_arguments, split_script_args
@@ -104,6 +107,34 @@ class TrainMagics(Magics):
         if getattr(self.shell, "kernel", None) is None:  # a terminal IPython: no display outputs
             return _run_in_terminal(plan, args, ranks)
         return _run_in_cell(plan, args, ranks)
+
+
+    @magic_arguments.magic_arguments()
+    @magic_arguments.argument("--store", metavar="URI",
+                              help="tracking store (default: where runs go: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    @magic_arguments.argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
+    @magic_arguments.argument("--stop", action="store_true", help="stop the UI serving the store")
+    @line_magic
+    def mlflow_ui(self, line: str) -> Any:
+        """Start an MLflow UI on 127.0.0.1 for the tracking store, or show the one already running.
+
+        While it runs, run summaries and the panel's history link each run to its page
+        (in MLflow's "Machine learning" view). It stops with the kernel, or with
+        ``%mlflow_ui --stop``. Returns the UI's handle (``.url``, ``.stop()``).
+        """
+        args = magic_arguments.parse_argstring(self.mlflow_ui, line)
+        from nbexec.errors import TrackingError
+        from nbexec.notebook.errors import shown_briefly
+        from nbexec.tracking.ui import start_ui, stop_ui
+
+        try:
+            if args.stop:
+                stopped = stop_ui(args.store)
+                print(f"stopped the MLflow UI at {stopped.url}" if stopped else "no MLflow UI runs for this store")
+                return None
+            return start_ui(args.store, port=args.port)
+        except TrackingError as err:
+            raise shown_briefly(err) from None
 
 
 def _config_source(args: argparse.Namespace, cell: str | None) -> str | None:

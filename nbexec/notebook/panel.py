@@ -33,6 +33,7 @@ from nbexec.hardware import HardwareInfo, detect_hardware
 from nbexec.notebook.history_box import RunHistoryBox
 from nbexec.notebook.live_runs import track
 from nbexec.notebook.panel_form import ConfigForm
+from nbexec.notebook.theme import ERROR_COLOUR, FRAME_COLOUR, MUTED_COLOUR, PANEL_CSS
 from nbexec.render import markup
 from nbexec.result import RunStatus
 from nbexec.runner.sinks import Sink
@@ -44,6 +45,11 @@ if TYPE_CHECKING:
     from nbexec.runner.handle import TrainingRun
 
 ALL_RANKS = "all"  # the rank selector's value for every rank and the launcher
+READY = "ready"
+STATIC_HINT = (
+    "This is a still picture of an interactive panel: run the cell (with a kernel) to use it, "
+    "or trust the notebook to see the saved panel."
+)
 
 
 class _PanelEnd(Sink):
@@ -95,19 +101,25 @@ class TrainingPanel:
         self.curve_metrics: list[str] = []  # what the loss curve shows
         self._curve_note = ""  # why there is no curve, when drawing it failed
 
-        self.form = ConfigForm(base, self.hardware, on_validated=self._sync_buttons)
+        self._idle_status = READY  # what the status says while no job runs and the form is valid
+        self.status = widgets.Label(value=READY)
+        self.recent = RunHistoryBox(on_pick=self.load_run)
+        self.form = ConfigForm(base, self.hardware, on_validated=self._sync_buttons,
+                               on_edited=lambda: self.recent.show_loaded(None))
         self.fields, self.nproc_hint, self.error = self.form.fields, self.form.nproc_hint, self.form.error
         self.train_button = widgets.Button(description="Train", button_style="primary", icon="play")
-        self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
-        self.status = widgets.Label(value="ready")
+        # Stop is red only while there is a job to stop: a disabled red button still looks clickable
+        self.stop_button = widgets.Button(description="Stop", button_style="", icon="stop", disabled=True)
         self.rank_picker = widgets.Dropdown(options=[("rank 0", "0")], value="0", description="show lines of")
         self.output = widgets.HTML(value="")
         self.curve = widgets.Image(format="png", layout=widgets.Layout(display="none", max_width="640px"))
-        self.recent = RunHistoryBox(on_pick=self.load_run)
         self.history, self.history_picker = self.recent.table, self.recent.picker
         self.rank_picker.style.description_width = "110px"
         buttons = widgets.HBox([self.train_button, self.stop_button, self.status])
-        self.widget = widgets.VBox([self.form.widget, buttons, self.rank_picker, self.output, self.curve, self.recent.widget])
+        self.widget = widgets.VBox([
+            widgets.HTML(value=PANEL_CSS, layout=widgets.Layout(display="none")), self.form.widget, buttons, self.rank_picker, self.output, self.curve,
+            self.recent.widget,
+        ])
         # CSS hooks for styling and for browser tests
         self.widget.add_class("nbexec-panel")
         self.status.add_class("nbexec-panel-status")
@@ -164,6 +176,8 @@ class TrainingPanel:
             ConfigError: the config is invalid (the form is left as it was).
         """
         self.form.load_config(source)
+        self.recent.show_loaded(None)  # the form no longer holds a past run's config
+        self._set_idle_status(READY)
 
     def validate(self) -> ConfigError | None:
         """Check the form now: mark the rejected field, show why, enable Train only when valid."""
@@ -213,6 +227,7 @@ class TrainingPanel:
             track(run)  # cancelled, its outcome written, if the kernel shuts down while it runs
             self.run, self._job_over = run, over
             self.status.value = f"{run.name}: {RunStatus.RUNNING.value}"
+            self.recent.show_running(run.name)
             self._sync_buttons()
             return run
 
@@ -263,7 +278,7 @@ class TrainingPanel:
         except ConfigError:
             cfg = load_config(self.form.base)
         uri = self._tracking_uri(cfg) if cfg.tracking.enabled else None
-        self.recent.refresh(uri, self.fields["experiment"].value.strip() or "nbexec")
+        self.recent.refresh(uri, cfg.tracking.experiment)
 
     def load_run(self, run_id: str) -> None:
         """Load the config a past run (by MLflow run id) was launched with into the form."""
@@ -272,12 +287,14 @@ class TrainingPanel:
         cfg = load_config(self.form.base)
         try:
             raw = run_config(self._tracking_uri(cfg), run_id)
-            self.load_config(raw)
+            self.form.load_config(raw)
         except Exception as err:  # noqa: BLE001 - shown in the panel
-            self.status.value = f"could not load run {run_id[:12]}"
-            self.error.value = f'<div style="color:{markup.STDERR_COLOUR}">{markup.esc(err)}</div>'
+            self.recent.show_loaded(None)
+            self._set_idle_status(f"could not load run {run_id[:12]}")
+            self.error.value = f'<div style="color:{ERROR_COLOUR}">{markup.esc(err)}</div>'
             return
-        self.status.value = f"loaded the config of {self.recent.name_of(run_id)}"
+        self.recent.show_loaded(run_id)  # the picker says whose config the form holds
+        self._set_idle_status(f"loaded the config of {self.recent.name_of(run_id)}")
 
     @staticmethod
     def _tracking_uri(cfg: TrainingConfig) -> str:
@@ -295,10 +312,12 @@ class TrainingPanel:
         with self._lock:  # after train() has recorded the run, however fast the job was
             run = self.run
         self._draw_curve(run, result)
+        self.recent.show_running(None)
         if load_config(self.form.base).tracking.enabled:
             self.refresh_history()
         with self._lock:
-            self.status.value = f"{result.run_name}: {result.status.value}" + self._curve_note
+            self._idle_status = f"{result.run_name}: {result.status.value}" + self._curve_note
+            self.status.value = self._idle_status
             self._sync_buttons()
 
     def _draw_curve(self, run: TrainingRun | None, result: TrainingResult) -> None:
@@ -317,19 +336,67 @@ class TrainingPanel:
             self.curve.layout.display = None
 
     def _show_not_started(self, err: BaseException) -> None:
-        self.status.value = "not started"
-        self.error.value = f'<div style="color:{markup.STDERR_COLOUR}">{markup.esc(err)}</div>'
+        self._idle_status = "not started"
+        self.error.value = f'<div style="color:{ERROR_COLOUR}">{markup.esc(err)}</div>'
+        self._sync_buttons()
+
+    def _set_idle_status(self, text: str) -> None:
+        self._idle_status = text
         self._sync_buttons()
 
     def _sync_buttons(self) -> None:
+        """Buttons and status from the state: running, or idle with a valid or an invalid form."""
         running = self.running
         self.train_button.disabled = running or not self.form.valid
         self.stop_button.disabled = not running
+        self.stop_button.button_style = "danger" if running else ""
+        if running:
+            return  # the status says the job's state
+        if self.form.valid:
+            self.status.value = self._idle_status
+        else:
+            bad = self.form.error_field
+            what = f"fix {self.form.field_label(bad)}" if bad else "fix the form"
+            self.status.value = f"not ready: {what} (see below the form)"
 
     # --- display -----------------------------------------------------------------------
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.widget._repr_mimebundle_(**kwargs)
+        """The widget, plus what a front end without the widget's state shows instead.
+
+        A saved notebook opened before its cells run (or not trusted) cannot draw the
+        widget; JupyterLab then falls back to ``text/html``, other viewers (GitHub, nbviewer)
+        too. That is a still picture of the form and a hint, not ``VBox(children=...``.
+        """
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        if isinstance(data, dict):
+            data["text/plain"] = self._snapshot_text()
+            data["text/html"] = self._snapshot_html()
+        return bundle
+
+    def _snapshot_values(self) -> list[tuple[str, str]]:
+        f = {name: w.value for name, w in self.fields.items()}
+        backup = f"yes, to {f['backup_target'] or '(no target)'}" if f["backup"] else "no"
+        return [
+            ("backbone", str(f["backbone"])), ("learning rate", str(f["learning_rate"])),
+            ("batch size", str(f["batch_size"])), ("epochs", str(f["epochs"])), ("nproc", str(f["nproc"])),
+            ("experiment", str(f["experiment"])), ("run name", str(f["run_name"] or "generated")),
+            ("backup", backup),
+        ]
+
+    def _snapshot_text(self) -> str:
+        values = ", ".join(f"{k}={v}" for k, v in self._snapshot_values())
+        return f"nbexec TrainingPanel ({self.status.value}; {values}). {STATIC_HINT}"
+
+    def _snapshot_html(self) -> str:
+        rows = [(markup.esc(k), markup.esc(v)) for k, v in self._snapshot_values()]
+        return (
+            f'<div class="nbexec-panel-snapshot" style="border-left:4px solid {FRAME_COLOUR};padding:4px 10px">'
+            f"<div><b>nbexec TrainingPanel</b> · {markup.esc(self.status.value)}</div>"
+            f"{markup.table(rows)}"
+            f'<div style="color:{MUTED_COLOUR}">{markup.esc(STATIC_HINT)}</div></div>'
+        )
 
     def __repr__(self) -> str:
         state = repr(self.run) if self.run is not None else "no run yet"

@@ -21,6 +21,7 @@ from nbexec.checks import device_problem
 from nbexec.config import BUILTIN_TRAINER_MODULE, load_config
 from nbexec.errors import ConfigError
 from nbexec.hardware import HardwareInfo
+from nbexec.notebook.theme import ERROR_COLOUR, MUTED_COLOUR
 from nbexec.render import markup
 from nbexec.trainer_spec import TrainerSpec, trainer_spec
 
@@ -55,18 +56,22 @@ class ConfigForm:
     """
 
     def __init__(self, base: Mapping[str, Any], hardware: HardwareInfo,
-                 on_validated: Callable[[], None] = lambda: None) -> None:
+                 on_validated: Callable[[], None] = lambda: None,
+                 on_edited: Callable[[], None] = lambda: None) -> None:
         """Build the widgets and fill them from ``base`` (validated by :meth:`validate`, not here).
 
         Args:
             base: a raw config dict (sections as in a config file).
             hardware: what nproc is bounded by.
             on_validated: called after every validation (the panel enables Train).
+            on_edited: called when a person changes a field (not when a config is loaded).
         """
         self.base: dict[str, Any] = copy.deepcopy(dict(base))
         self.hardware = hardware
         self.valid = False
+        self.error_field: str | None = None  # the form field the last error marks
         self._on_validated = on_validated
+        self._on_edited = on_edited
         self._filling = False  # loading a config into the form: validate once at the end
 
         # the built-in trainer's fields and choices, through its spec (the core imports no trainer)
@@ -82,13 +87,18 @@ class ConfigForm:
             "nproc": widgets.Text(description="nproc", placeholder="auto or a number"),
             "experiment": widgets.Text(description="experiment"),
             "run_name": widgets.Text(description="run name", placeholder="generated"),
-            "backup": widgets.Checkbox(description="back up the checkpoint", indent=False),
-            "backup_target": widgets.Text(description="backup to", placeholder="drive, or a folder"),
+            "backup": widgets.Checkbox(description="back up the checkpoint to", indent=True,
+                                       layout=widgets.Layout(width="auto")),
+            "backup_target": widgets.Text(placeholder="drive, or a folder", layout=widgets.Layout(width="auto")),
             "overrides": widgets.Textarea(description="overrides", placeholder="section.key=value, one per line"),
         }
         self._labels = {name: w.description for name, w in self.fields.items()}
         for w in self.fields.values():
             w.style.description_width = "110px"
+        # the target sits right after its checkbox's words, as one sentence: "[x] back up the checkpoint to [...]"
+        self.fields["backup"].add_class("nbexec-backup")
+        self.fields["backup_target"].add_class("nbexec-backup-target")
+        self.fields["backup_target"].style.description_width = "initial"  # room for a "⚠" only
         self.nproc_hint = widgets.HTML(value=self._nproc_hint())
         self.error = widgets.HTML(value="")
         self.fill(self.base)
@@ -96,7 +106,8 @@ class ConfigForm:
         self.widget = widgets.VBox([
             f["backbone"], f["learning_rate"], f["batch_size"], f["epochs"],
             widgets.HBox([f["nproc"], self.nproc_hint]), f["experiment"], f["run_name"],
-            widgets.HBox([f["backup"], f["backup_target"]]), f["overrides"], self.error,
+            widgets.HBox([f["backup"], f["backup_target"]], layout=widgets.Layout(align_items="center")),
+            f["overrides"], self.error,
         ])
         for w in self.fields.values():
             w.observe(self._on_change, names="value")
@@ -186,15 +197,14 @@ class ConfigForm:
         for name, w in self.fields.items():
             if name == bad:
                 w.add_class(INVALID_CLASS)
-                w.description = f"⚠ {self._labels[name]}"
+                w.description = f"⚠ {self._labels[name]}" if self._labels[name] else "⚠"
             else:
                 w.remove_class(INVALID_CLASS)
                 w.description = self._labels[name]
         self.error.value = (
-            "" if error is None
-            else f'<div style="color:{markup.STDERR_COLOUR}">{markup.esc(error.field or "config")}: '
-                 f"{markup.esc(error)}</div>"
+            "" if error is None else f'<div style="color:{ERROR_COLOUR}">{markup.esc(error_text(error))}</div>'
         )
+        self.error_field = bad
         self.valid = error is None
         self._on_validated()
         return error
@@ -215,11 +225,24 @@ class ConfigForm:
         else:
             bound = f"at most {hw.cpu_count} (CPU cores, gloo)"
             auto = max(1, min(2, hw.cpu_count))
-        return f'<span style="{markup.MUTED}">auto = {auto} · {markup.esc(bound)}</span>'
+        return f'<span style="color:{MUTED_COLOUR}">auto = {auto} · {markup.esc(bound)}</span>'
+
+    def field_label(self, name: str) -> str:
+        """What a person sees as a field's name (``learning rate``, ``backup to``)."""
+        return {"backup_target": "backup to"}.get(name) or self._labels.get(name) or name
 
     def _on_change(self, change: Mapping[str, Any]) -> None:
         if not self._filling:
             self.validate()
+            self._on_edited()
+
+
+def error_text(error: ConfigError) -> str:
+    """The message, naming the field once: ``training.learning_rate = 5.0 is not allowed; ...``."""
+    text = str(error)
+    if error.field and error.field not in text:
+        return f"{error.field}: {text}"
+    return text
 
 
 def _form_field(path: str | None) -> str | None:

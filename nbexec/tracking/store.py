@@ -30,6 +30,11 @@ if TYPE_CHECKING:
     from nbexec.config import TrainingConfig
 
 DEFAULT_EXPERIMENT = "nbexec"
+# MLflow 3's UI picks an experiment's views by this tag: "custom_model_development" is
+# "Machine learning" (training runs, metrics, charts); without it the UI may guess GenAI
+# (traces, evaluations). The values are the UI's ExperimentKind enum.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_EXPERIMENT_KIND = "custom_model_development"
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
 HEALTH_TIMEOUT_S = 3.0
@@ -91,10 +96,15 @@ def setup_mlflow(
     The store is chosen from, in order: ``tracking_uri``, ``$MLFLOW_TRACKING_URI``,
     ``config.tracking.uri``, the store of an earlier ``setup_mlflow`` call in
     this process, and the embedded default ``sqlite:///<cwd>/mlflow.db`` (with
-    artifacts in ``<cwd>/mlartifacts``). The experiment likewise: ``experiment``,
-    ``config.tracking.experiment`` (when not the default), the earlier call's,
-    then ``"nbexec"``. The store is created (SQLite) and the experiment made
-    here, in the parent, before any training process could race to do it.
+    artifacts in ``<cwd>/mlartifacts``). The experiment is ``experiment``, else
+    the config's ``tracking.experiment`` (``"nbexec"`` unless the config names
+    one): a run never inherits the experiment of an earlier run. Only a call
+    with neither (``setup_mlflow()``, asking where things are) returns the
+    earlier call's experiment. The store is created (SQLite) and the experiment
+    made here, in the parent, before any training process could race to do it;
+    an experiment nbexec makes, or finds without a kind, is tagged as a
+    model-training one (:data:`EXPERIMENT_KIND_TAG`), so MLflow 3's UI shows its
+    training runs rather than its GenAI views.
 
     Repeated calls with the same result are cheap: only the reachability check
     runs again.
@@ -172,15 +182,19 @@ def resolve_tracking_uri(
 
 
 def resolve_experiment(experiment: str | None = None, *, config: TrainingConfig | None = None) -> str:
-    """The experiment name by nbexec's resolution order (see :func:`setup_mlflow`)."""
+    """The experiment name: ``experiment``, else the config's ``tracking.experiment``.
+
+    A run's experiment depends only on what the run is given, never on an
+    earlier run in the same process (``%train tiny.yaml`` after
+    ``%train ... --experiment ner`` goes to ``nbexec``, the config's default).
+    Without either, the earlier :func:`setup_mlflow` call's, then ``"nbexec"``.
+    """
     if experiment:
         return str(experiment)
-    if config is not None and config.tracking.experiment and config.tracking.experiment != DEFAULT_EXPERIMENT:
-        return config.tracking.experiment
+    if config is not None:
+        return config.tracking.experiment or DEFAULT_EXPERIMENT
     if _current is not None:
         return _current.experiment_name
-    if config is not None and config.tracking.experiment:
-        return config.tracking.experiment
     return DEFAULT_EXPERIMENT
 
 
@@ -567,6 +581,7 @@ def _create_setup(uri: str, name: str) -> TrackingSetup:
             f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or choose another "
             f"name (tracking.experiment)"
         )
+    _mark_training_experiment(client, experiment)
     return TrackingSetup(
         tracking_uri=uri,
         experiment_id=str(experiment.experiment_id),
@@ -574,6 +589,16 @@ def _create_setup(uri: str, name: str) -> TrackingSetup:
         artifact_location=experiment.artifact_location,
         ui_hint=_ui_hint(uri, str(experiment.experiment_id)),
     )
+
+
+def _mark_training_experiment(client: MlflowClient, experiment: Any) -> None:
+    """Tag the experiment as a model-training one, unless someone already chose its kind."""
+    if (experiment.tags or {}).get(EXPERIMENT_KIND_TAG):
+        return  # the user's (or the UI's) choice stands
+    try:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT_KIND)
+    except Exception as err:  # noqa: BLE001 - a read-only store still tracks; only the UI's default view differs
+        logging.getLogger(__name__).debug("could not tag experiment %s: %s", experiment.experiment_id, err)
 
 
 def _create_experiment(client: MlflowClient, uri: str, name: str) -> Any:
@@ -584,7 +609,8 @@ def _create_experiment(client: MlflowClient, uri: str, name: str) -> Any:
     if path is not None:  # artifacts beside the database, not in the current directory
         location = (path.parent / DEFAULT_ARTIFACT_DIR).as_uri()
     try:
-        client.create_experiment(name, artifact_location=location)
+        client.create_experiment(name, artifact_location=location,
+                                 tags={EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT_KIND})
     except MlflowException as err:
         if err.error_code != "RESOURCE_ALREADY_EXISTS":  # another process won the race
             raise
@@ -592,10 +618,11 @@ def _create_experiment(client: MlflowClient, uri: str, name: str) -> Any:
 
 
 def _ui_hint(uri: str, experiment_id: str) -> str:
-    server = server_url(uri)
-    if server:
-        return experiment_url(server, experiment_id)
-    command = f"mlflow ui --backend-store-uri {shlex.quote(uri)}"
+    # Kept with the cached setup: a UI nbexec starts for a local store later (or stops) is
+    # looked up when a run's page is asked for (TrackingSetup.run_url), never baked in here.
+    if uri.startswith(("http://", "https://")):
+        return experiment_url(uri.rstrip("/"), experiment_id)
+    command = f"mlflow ui --backend-store-uri {shlex.quote(display_store_uri(uri))}"
     return command if mlflow_ui_installed() else f"{command}   (the UI: pip install 'nbexec[ui]')"
 
 
@@ -604,6 +631,20 @@ def mlflow_ui_installed() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("flask") is not None and importlib.util.find_spec("mlflow.server") is not None
+
+
+def display_store_uri(uri: str, cwd: Path | None = None) -> str:
+    """``uri`` as a person in ``cwd`` would type it: a SQLite file under ``cwd`` relative
+    (``sqlite:///mlflow.db``), anything else as it is, without credentials."""
+    path = sqlite_path(uri) if uri.startswith("sqlite:") else None
+    if path is not None:
+        try:
+            relative = path.relative_to((cwd or Path.cwd()).absolute())
+        except ValueError:
+            return uri
+        query = uri.partition("?")[2]
+        return f"sqlite:///{relative.as_posix()}" + (f"?{query}" if query else "")
+    return uri_for_display(uri)
 
 
 def _first_line(err: BaseException) -> str:

@@ -1,7 +1,7 @@
 """Every tag nbexec puts on an MLflow run, in one place.
 
 What ran (version, config hash, command, world size, backend, hardware, torch,
-git commit and dirty flag, notebook), and how it ended (status, exit code,
+git commit and dirty flag, the source: notebook or script), and how it ended (status, exit code,
 failing rank and root cause, duration, checkpoint). No value may carry a
 secret: names are redacted through :mod:`nbexec.redact`, known secret values
 are scrubbed from the text.
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from nbexec.result import TrainingResult
 
 ENV_NOTEBOOK_PATH = "NBEXEC_NOTEBOOK_PATH"
+ENV_JUPYTER_SESSION = "JPY_SESSION_NAME"  # set by Jupyter Server in a kernel: the notebook's path
+TAG_SOURCE_NAME = "mlflow.source.name"
+TAG_SOURCE_TYPE = "mlflow.source.type"
 TAG_CHILD_LOGGED = "nbexec.child_logged"  # set by the child's MetricsLogger once it has logged
 TAG_FAILURE = "nbexec.failure"
 TAG_PARENT_RUN = "mlflow.parentRunId"
@@ -52,7 +55,7 @@ def build_training_tags(
         plan: the launch plan (command, world size, backend, hardware, run dir).
         result: the outcome, when the job has ended (status, exit code, failure...).
         extra: more tags; values under secret names are redacted.
-        notebook_path: the notebook that launched the run (default ``$NBEXEC_NOTEBOOK_PATH``).
+        notebook_path: the notebook that launched the run (default: see :func:`source_tags`).
         cwd: where to look for a git repository (default: the current directory).
         scrubber: secret values to remove (default: from the config and environment).
 
@@ -89,10 +92,7 @@ def build_training_tags(
     if user:
         tags["mlflow.user"] = user
     tags.update(git_tags(cwd))
-    notebook = notebook_path or os.environ.get(ENV_NOTEBOOK_PATH)
-    if notebook:
-        tags["mlflow.source.name"] = str(notebook)
-        tags["mlflow.source.type"] = "NOTEBOOK"
+    tags.update(source_tags(config, notebook_path))
     if result is not None:
         tags.update(result_tags(result))
     for key, value in (extra or {}).items():
@@ -100,6 +100,28 @@ def build_training_tags(
     if scrubber is None:
         scrubber = Scrubber.from_sources(config.to_dict() if config is not None else None)
     return {mlflow_key(k): truncate(scrubber.text(str(v)), MAX_TAG_VALUE) for k, v in tags.items() if v is not None}
+
+
+def source_tags(
+    config: TrainingConfig | None = None, notebook_path: str | os.PathLike[str] | None = None
+) -> dict[str, str]:
+    """What MLflow's "Source" column shows: the notebook that launched the run, else the script it ran.
+
+    The notebook is ``notebook_path``, else ``$NBEXEC_NOTEBOOK_PATH``, else
+    ``$JPY_SESSION_NAME`` (Jupyter Server sets it in the kernels it starts to
+    the notebook's path); its type is ``NOTEBOOK``. Otherwise the run's
+    entrypoint (a script path, or a module such as the built-in trainer's) with
+    type ``LOCAL``. {} when neither is known.
+    """
+    notebook = notebook_path or os.environ.get(ENV_NOTEBOOK_PATH) or os.environ.get(ENV_JUPYTER_SESSION)
+    if notebook:
+        return {TAG_SOURCE_NAME: str(notebook), TAG_SOURCE_TYPE: "NOTEBOOK"}
+    if config is not None:
+        launch = config.launch
+        script = launch.entrypoint or launch.target_module
+        if script:
+            return {TAG_SOURCE_NAME: str(script), TAG_SOURCE_TYPE: "LOCAL"}
+    return {}
 
 
 def result_tags(result: TrainingResult) -> dict[str, object]:

@@ -4,9 +4,14 @@ A JupyterLab server on 127.0.0.1 (free port, token, settings/workspaces/runtime
 in a temporary folder, news off) serves a copy of notebooks/06_training_panel.ipynb;
 Debian's Chromium (never a downloaded browser) opens it, runs all cells, clicks
 Train in the rendered widget and waits for log lines and FINISHED in the page,
-then types a long run into the form, clicks Stop and waits for KILLED. Screenshots
-go to test-artifacts/ at the repo root. The server, its kernel and every training
-process are gone afterwards.
+then types a long run into the form, clicks Stop and waits for KILLED. On the way it
+measures the panel as drawn, in JupyterLab's light and dark themes: the run history fits
+the panel, "backup to" sits beside its checkbox, a disabled Stop looks unlike an enabled
+one, and in the dark theme no element keeps a light background of its own. A second test
+opens the committed notebook as a new user would (outputs and saved widget state, no
+kernel run) and checks that the panel shows, not its ``VBox(children=...`` text.
+Screenshots go to test-artifacts/ at the repo root. The server, its kernel and every
+training process are gone afterwards.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ CHROMIUM = Path(os.environ.get("NBEXEC_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(os.environ.get("NBEXEC_TEST_ARTIFACTS", REPO / "test-artifacts"))
 STARTUP_TIMEOUT_S = 90
 RUN_TIMEOUT_MS = 180_000
+REOPENED = "reopened.ipynb"
+THEMES = {"light": "JupyterLab Light", "dark": "JupyterLab Dark"}
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
 pytest.importorskip("jupyterlab", reason="jupyterlab is in the dev extra")
@@ -77,6 +84,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     work, home = root / "work", root / "home"
     work.mkdir()
     _copy_without_outputs(NOTEBOOK, work / NOTEBOOK.name)
+    shutil.copy(NOTEBOOK, work / REOPENED)  # as committed: outputs and saved widget state
     shutil.copy(NOTEBOOK.parent / "tiny.yaml", work / "tiny.yaml")
     settings = home / "settings"
     notification = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
@@ -95,6 +103,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
         "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
         "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_DATA_DIR": str(home / "data"),  # no notebook is trusted from the host's signature database
         "IPYTHONDIR": str(home / "ipython"),
     }
     argv = [
@@ -198,6 +207,84 @@ def _report_failure(page: object, lab: Lab) -> None:
     print("--- jupyterlab.log (tail):\n", log.read_text(errors="replace")[-4000:] if log.exists() else "<none>")
 
 
+def _set_theme(page: object, theme: str) -> None:
+    """Switch JupyterLab's theme through its own command, and wait until the page has it."""
+    light = "true" if theme == "light" else "false"
+    page.evaluate(  # type: ignore[attr-defined]
+        "(name) => window.jupyterapp.commands.execute('apputils:change-theme', {theme: name})", THEMES[theme]
+    )
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "(light) => document.body.dataset.jpThemeLight === light && document.body.dataset.jpThemeName !== undefined",
+        arg=light, timeout=60_000,
+    )
+    # the theme's CSS is loaded once the body's own background follows it
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "(light) => { const m = getComputedStyle(document.body).getPropertyValue('--jp-layout-color0').trim();"
+        " return m !== '' && (light === 'true') === (m.toLowerCase() === 'white' || m.toLowerCase() === '#fff'"
+        " || m.toLowerCase() === '#ffffff'); }",
+        arg=light, timeout=60_000,
+    )
+
+
+# Every element of the panel whose own background is light (relative luminance > 0.5, not transparent).
+LIGHT_BACKGROUNDS_JS = """(skip) => {
+    const lum = (c) => {
+        const m = c.match(/rgba?\\(([^)]+)\\)/);
+        if (!m) return null;
+        const [r, g, b, a] = m[1].split(',').map(Number);
+        if (a === 0) return null;
+        const ch = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+        return 0.2126 * ch(r) + 0.7152 * ch(g) + 0.0722 * ch(b);
+    };
+    const found = [];
+    for (const panel of document.querySelectorAll('.nbexec-panel')) {
+        for (const el of [panel, ...panel.querySelectorAll('*')]) {
+            if (skip && el.closest(skip)) continue;
+            const bg = getComputedStyle(el).backgroundColor;
+            const l = lum(bg);
+            if (l !== null && l > 0.5) {
+                found.push(`${el.tagName.toLowerCase()}.${[...el.classList].join('.')} ${bg}: `
+                           + (el.innerText || '').slice(0, 60));
+            }
+        }
+    }
+    return found;
+}"""
+
+# Where the parts of the panel are drawn (px).
+LAYOUT_JS = """() => {
+    const panel = document.querySelector('.nbexec-panel');
+    const table = panel.querySelector('.nbexec-history');
+    const box = (el) => { const r = el.getBoundingClientRect(); return {left: r.left, right: r.right, top: r.top,
+                                                                         bottom: r.bottom, width: r.width}; };
+    const check = panel.querySelector('.nbexec-backup .widget-label-basic');  // the box and its words
+    const target = panel.querySelector('.nbexec-backup-target input');
+    return {panel: box(panel), table: table ? box(table) : null,
+            tableScroll: table ? table.parentElement.scrollWidth : null,
+            checkbox: check ? box(check) : null, target: target ? box(target) : null};
+}"""
+
+
+def _button_look(page: object, selector: str) -> dict[str, str]:
+    return page.evaluate(  # type: ignore[attr-defined]
+        "(sel) => { const s = getComputedStyle(document.querySelector(sel));"
+        " return {background: s.backgroundColor, color: s.color, cursor: s.cursor}; }",
+        selector,
+    )
+
+
+def _check_layout(page: object) -> None:
+    layout = page.evaluate(LAYOUT_JS)  # type: ignore[attr-defined]
+    assert layout["table"] is not None, "the run history table is not in the panel"
+    assert layout["table"]["width"] <= layout["panel"]["width"] + 0.5, layout
+    assert layout["table"]["right"] <= layout["panel"]["right"] + 0.5, layout
+    assert layout["tableScroll"] <= layout["panel"]["width"] + 0.5, layout  # nothing hidden sideways either
+    check, target = layout["checkbox"], layout["target"]
+    assert check is not None and target is not None, layout
+    assert abs((check["top"] + check["bottom"]) / 2 - (target["top"] + target["bottom"]) / 2) < 12, layout
+    assert 0 <= target["left"] - check["right"] < 160, f"'backup to' is far from its checkbox: {layout}"
+
+
 def test_train_and_stop_in_jupyterlab(lab: Lab) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with playwright_api.sync_playwright() as pw:
@@ -240,6 +327,16 @@ def test_train_and_stop_in_jupyterlab(lab: Lab) -> None:
             assert "[rank0]" in page.locator(".nbexec-panel").text_content()  # the log tail (collapsed)
             page.screenshot(path=str(ARTIFACTS / "panel-lab-finished.png"), full_page=True)
 
+            # As drawn, in both themes: the history fits, "backup to" sits by its checkbox, and in
+            # the dark theme nothing keeps a light background of its own.
+            page.locator(".nbexec-panel").screenshot(path=str(ARTIFACTS / "panel-light.png"))
+            _check_layout(page)
+            _set_theme(page, "dark")
+            page.locator(".nbexec-panel").screenshot(path=str(ARTIFACTS / "panel-dark.png"))
+            assert page.evaluate(LIGHT_BACKGROUNDS_JS, None) == []  # the whole panel, the run's summary included
+            _check_layout(page)
+            idle_stop = _button_look(page, ".nbexec-panel .nbexec-stop")
+
             # Type a long run into the form, Train, see its lines, Stop: KILLED, nothing left running.
             epochs = page.locator(".nbexec-panel .widget-inline-hbox", has_text="epochs").locator("input")
             epochs.fill("500")
@@ -254,6 +351,13 @@ def test_train_and_stop_in_jupyterlab(lab: Lab) -> None:
                 timeout=RUN_TIMEOUT_MS,
             )
             assert _training_processes(lab.server.pid), "the job runs under the kernel"
+            # While the job runs: the panel's own parts. The live run view inside it (.nbexec-run: its
+            # progress track) belongs to the live view, which is themed and tested with the magic's view.
+            assert page.evaluate(LIGHT_BACKGROUNDS_JS, ".nbexec-run") == []
+            page.locator(".nbexec-panel").screenshot(path=str(ARTIFACTS / "panel-dark-running.png"))
+            # the disabled Stop (idle) must not look like the enabled one (a job to stop)
+            assert _button_look(page, ".nbexec-panel .nbexec-stop") != idle_stop
+            assert idle_stop["cursor"] == "not-allowed"
             page.locator(".nbexec-panel").get_by_role("button", name="Stop", exact=False).click()
             page.wait_for_function(
                 "() => document.querySelector('.nbexec-panel-status').innerText.endsWith(': KILLED')",
@@ -262,9 +366,38 @@ def test_train_and_stop_in_jupyterlab(lab: Lab) -> None:
             page.screenshot(path=str(ARTIFACTS / "panel-lab-killed.png"), full_page=True)
             _, alive = psutil.wait_procs(_training_processes(lab.server.pid), timeout=15)
             assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+            _set_theme(page, "light")
         except BaseException:
             page.screenshot(path=str(ARTIFACTS / "panel-lab-failure.png"), full_page=True)
             _report_failure(page, lab)
             raise
+        finally:
+            browser.close()
+
+
+def test_a_reopened_notebook_shows_the_panel_not_its_repr(lab: Lab) -> None:
+    """The committed notebook opened without running it (a new user, an untrusted notebook)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            page.add_locator_handler(
+                page.locator(".jp-Dialog", has_text="Select Kernel"),
+                lambda dialog: dialog.get_by_role("button", name="Select").click(),
+            )
+            page.goto(f"{lab.url}/lab/tree/{REOPENED}?token={lab.token}")
+            page.wait_for_function(KERNEL_READY_JS, timeout=120_000)
+            # the committed output of the panel's cell, as the page renders it (in this notebook's tab:
+            # the workspace also restores the notebook the other test opened, in a hidden tab)
+            shown = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-OutputArea"
+            page.wait_for_function(
+                "(sel) => { const o = document.querySelector(sel); return o !== null && o.innerText.trim().length > 0; }",
+                arg=shown, timeout=60_000,
+            )
+            text = page.locator(shown).first.inner_text()
+            page.screenshot(path=str(ARTIFACTS / "panel-reopened.png"), full_page=False)
+            assert "VBox(children=" not in text
+            assert "TrainingPanel" in text or page.locator(".nbexec-panel").count() > 0, text[:500]
         finally:
             browser.close()

@@ -11,7 +11,7 @@ from nbexec.config import NAME_RE, load_config
 from nbexec.naming import build_training_run_name_with_fallback as name_for
 
 NOW = time.mktime((2026, 3, 4, 5, 6, 7, 0, 0, -1))
-FALLBACK = r"tiny-encoder-20260304-050607-[0-9a-f]{6}"
+FALLBACK = r"20260304-050607-tiny-encoder-[0-9a-f]{6}"  # what differs between runs first
 
 
 def policy(directory, pattern):

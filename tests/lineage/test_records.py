@@ -78,9 +78,9 @@ def test_html_links_run_ids_only_when_a_tracking_server_is_known() -> None:
     assert "<a " not in plain and f"<code>{RUN_ID}</code>" in plain
     assert "&lt;gelu&gt;" in plain and "<gelu>" not in plain  # values are escaped
     linked = render_lineage_html(FULL, tracking_url="http://127.0.0.1:5000")
-    assert f'href="http://127.0.0.1:5000/#/experiments/7/runs/{RUN_ID}"' in linked
-    assert f'href="http://127.0.0.1:5000/#/experiments/7/runs/{TRIAL_RUN}"' in linked
-    assert f'href="http://127.0.0.1:5000/#/experiments/7/runs/{STUDY_RUN}"' in linked
+    assert f'href="http://127.0.0.1:5000/#/experiments/7/runs/{RUN_ID}?workflowType=machine_learning"' in linked
+    assert f'href="http://127.0.0.1:5000/#/experiments/7/runs/{TRIAL_RUN}?workflowType=machine_learning"' in linked
+    assert f'href="http://127.0.0.1:5000/#/experiments/7/runs/{STUDY_RUN}?workflowType=machine_learning"' in linked
 
 
 def test_repr_html_uses_the_tracking_server_of_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,7 +88,7 @@ def test_repr_html_uses_the_tracking_server_of_the_environment(monkeypatch: pyte
 
     reset_setup()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000/")
-    assert f'href="http://mlflow.example:5000/#/experiments/7/runs/{RUN_ID}"' in FULL._repr_html_()
+    assert f'href="http://mlflow.example:5000/#/experiments/7/runs/{RUN_ID}?workflowType=machine_learning"' in FULL._repr_html_()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/x.db")
     assert "<a " not in FULL._repr_html_()
 

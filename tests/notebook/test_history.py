@@ -17,6 +17,7 @@ from nbexec.notebook.history import (
     render_history_text,
     run_config,
 )
+from nbexec.render.links import register_ui, unregister_ui
 
 
 @pytest.fixture
@@ -80,9 +81,16 @@ def test_history_links_to_a_tracking_server_and_escapes_names() -> None:
     row = RunRow(run_id="abc123def4567890", name="<b>x</b>", status="FINISHED", start_time=0.0,
                  duration_s=12.0, experiment_id="7", params={}, metrics={})
     html = render_history_html([row], tracking_uri="http://127.0.0.1:5000/")
-    assert 'href="http://127.0.0.1:5000/#/experiments/7/runs/abc123def4567890"' in html
+    assert 'href="http://127.0.0.1:5000/#/experiments/7/runs/abc123def4567890?workflowType=machine_learning"' in html
     assert "&lt;b&gt;x&lt;/b&gt;" in html and "<b>x</b>" not in html
     assert "href" not in render_history_html([row], tracking_uri="sqlite:////tmp/m.db")
+    # a local store's runs are links while a UI nbexec started serves it
+    register_ui("sqlite:////tmp/m.db", "http://127.0.0.1:5999")
+    try:
+        assert 'href="http://127.0.0.1:5999/#/experiments/7/runs/abc123def4567890?' in render_history_html(
+            [row], tracking_uri="sqlite:////tmp/m.db")
+    finally:
+        unregister_ui("sqlite:////tmp/m.db")
     assert key_metrics({"epoch": 1, "loss": 0.3, "val_f1": 0.9, "acc": 0.8, "lr": 1e-3}) == [
         ("val_f1", 0.9), ("loss", 0.3), ("acc", 0.8)
     ]

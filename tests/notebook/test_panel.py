@@ -5,9 +5,12 @@ Real torchrun (gloo) jobs and the session's real MLflow store; no browser.
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -68,6 +71,34 @@ def test_invalid_learning_rate_disables_train_and_fixing_it_enables_it(tmp_path:
     assert INVALID_CLASS not in lr._dom_classes
     assert lr.description == "learning rate"
     assert panel.config().training["learning_rate"] == 3e-3
+
+
+def test_a_rejected_value_is_named_once_and_the_status_is_not_ready(tmp_path: Path) -> None:
+    panel = TrainingPanel.from_config(tiny_config(tmp_path), history=False)
+    assert panel.status.value == "ready"
+
+    panel.fields["learning_rate"].value = 5.0
+
+    shown = html.unescape(re.sub("<[^>]+>", "", panel.error.value))
+    assert shown.startswith("training.learning_rate = 5.0 is not allowed")
+    assert shown.count("training.learning_rate") == 1  # not "training.learning_rate: training.learning_rate = ..."
+    assert panel.status.value == "not ready: fix learning rate (see below the form)"
+    panel.fields["learning_rate"].value = 0.01
+    assert panel.status.value == "ready" and panel.error.value == ""
+
+
+def test_where_the_widget_cannot_be_drawn_the_panel_shows_a_still_picture(tmp_path: Path) -> None:
+    """A saved notebook opened before it runs (or untrusted) falls back to text/html, then text/plain."""
+    panel = TrainingPanel.from_config(tiny_config(tmp_path), history=False)
+    panel.fields["experiment"].value = "still-picture"
+
+    bundle = panel._repr_mimebundle_()
+
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == panel.widget.model_id
+    assert "VBox(" not in bundle["text/plain"] and "VBox(" not in bundle["text/html"]
+    assert bundle["text/plain"].startswith("nbexec TrainingPanel (ready; backbone=tiny-encoder, learning rate=0.01")
+    assert "run the cell" in bundle["text/plain"]
+    assert "still-picture" in bundle["text/html"] and "run the cell" in bundle["text/html"]
 
 
 def test_form_builds_the_config_through_load_config(tmp_path: Path) -> None:
@@ -173,6 +204,17 @@ def test_picking_a_past_run_loads_its_config_into_the_form(tmp_path: Path) -> No
     assert panel.config().training["max_steps"] == 3  # from the run's config, not only the form's fields
     assert panel.status.value == "loaded the config of remembered"
     assert not panel.train_button.disabled
+    assert panel.history_picker.value == row.run_id  # the picker says whose config the form holds
+
+    # Another config loaded: the picker no longer names that run, and picking it again loads it again.
+    panel.load_config(tiny_config(tmp_path))
+    assert panel.history_picker.value == "" and panel.fields["learning_rate"].value == 1e-2
+    assert panel.status.value == "ready"
+    panel.history_picker.value = row.run_id
+    assert panel.fields["learning_rate"].value == 7e-3 and panel.history_picker.value == row.run_id
+    # A field edited by hand: the form is no longer that run's config either.
+    panel.fields["epochs"].value = 4
+    assert panel.history_picker.value == ""
 
 
 def test_nproc_is_bounded_by_the_devices_while_typing(tmp_path: Path) -> None:
@@ -230,11 +272,19 @@ def test_two_panels_run_their_own_jobs_at_the_same_time(tmp_path: Path) -> None:
 
 
 def test_stop_kills_every_process_and_the_run_ends_killed(tmp_path: Path) -> None:
-    panel = TrainingPanel.from_config(tiny_config(tmp_path), entrypoint=FIXTURE_SCRIPTS / "hang.py")
+    panel = TrainingPanel.from_config(tiny_config(tmp_path), entrypoint=FIXTURE_SCRIPTS / "hang.py", history=False)
+    panel.fields["experiment"].value = f"first-run-{uuid.uuid4().hex[:8]}"  # an experiment with no run yet
+    panel.refresh_history()
+    assert "no runs in this experiment yet" in panel.history.value
+    assert panel.stop_button.disabled and panel.stop_button.button_style == ""  # nothing to stop: not red
     panel.train_button.click()
     run = panel.run
     assert run is not None and run.pid is not None
     assert panel.train_button.disabled and not panel.stop_button.disabled
+    assert panel.stop_button.button_style == "danger"
+    # its first run is under way: the history says so, not "no runs in this experiment yet"
+    assert "no runs in this experiment yet" not in panel.history.value
+    assert f"{run.name} is running" in panel.history.value
 
     # every rank has started its grandchild: the whole tree is there to collect
     poll(lambda: all(any("ready rank" in ln.text for ln in run.lines(r)) for r in (0, 1)), 60, "both ranks ready")
@@ -256,4 +306,7 @@ def test_stop_kills_every_process_and_the_run_ends_killed(tmp_path: Path) -> Non
     assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
     poll(lambda: panel.status.value.endswith("KILLED"), 120, "status KILLED")
     assert not panel.train_button.disabled and panel.stop_button.disabled
+    assert panel.stop_button.button_style == ""
+    assert panel.history_rows and panel.history_rows[0].name == run.name  # listed once it ended
+    assert "is running" not in panel.history.value
     assert json.loads((run.run_dir / "result.json").read_text())["status"] == "KILLED"

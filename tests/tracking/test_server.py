@@ -88,10 +88,10 @@ def test_run_over_http_then_the_server_goes_away(tmp_path: Path, config: Trainin
     with mlflow_server(root) as url:
         setup = setup_mlflow(url, "served")
         assert setup.is_remote and setup.tracking_uri == url
-        assert setup.ui_hint == f"{url}/#/experiments/{setup.experiment_id}"
+        assert setup.ui_hint == f"{url}/#/experiments/{setup.experiment_id}?workflowType=machine_learning"
         tracked = create_training_mlflow_run(config, plan=plan)  # config's experiment: "tests"
         assert tracked.experiment_id != setup.experiment_id
-        assert tracked.where() == f"{url}/#/experiments/{tracked.experiment_id}/runs/{tracked.run_id}"
+        assert tracked.where() == f"{url}/#/experiments/{tracked.experiment_id}/runs/{tracked.run_id}?workflowType=machine_learning"
 
         # the child side, with the environment a child would get
         child_env = setup_mlflow_tracking_env(tracked, base_env={})

@@ -11,7 +11,7 @@ import pytest
 from nbexec.config import load_config
 from nbexec.errors import TrackingError
 from nbexec.tracking import current_setup, setup_mlflow
-from nbexec.tracking.store import reset_setup
+from nbexec.tracking.store import EXPERIMENT_KIND_TAG, reset_setup, resolve_experiment
 
 from .conftest import free_port
 
@@ -30,7 +30,7 @@ def test_default_store_is_sqlite_in_the_project_dir(tmp_path: Path) -> None:
     assert (project / "mlflow.db").is_file()
     assert setup.experiment_name == "nbexec"
     assert setup.artifact_location == (project / "mlartifacts").as_uri()
-    assert setup.ui_hint == f"mlflow ui --backend-store-uri sqlite:///{project / 'mlflow.db'}"
+    assert setup.ui_hint == "mlflow ui --backend-store-uri sqlite:///mlflow.db"  # as typed here: no absolute path
     assert not setup.is_remote and setup.run_url("abc") is None
     assert experiments_in(setup.tracking_uri) == ["Default", "nbexec"]
 
@@ -75,6 +75,29 @@ def test_experiment_resolution_order(store_uri: str) -> None:
     reset_setup()
     assert setup_mlflow(store_uri).experiment_name == "nbexec"
     assert experiments_in(store_uri) == ["Default", "explicit", "from-config", "nbexec"]
+
+
+def test_a_run_never_inherits_the_experiment_of_an_earlier_one(store_uri: str) -> None:
+    """`%train a.yaml --experiment ner` then `%train b.yaml`: the second goes to b.yaml's experiment."""
+    assert setup_mlflow(store_uri, "ner", config=load_config({})).experiment_name == "ner"
+    assert setup_mlflow(store_uri, config=load_config({})).experiment_name == "nbexec"  # the config's default
+    assert resolve_experiment(config=load_config({"tracking": {"experiment": "mine"}})) == "mine"
+    assert resolve_experiment(config=load_config({})) == "nbexec"
+    # asking where things are, without a run's config, still answers with the current setup
+    setup_mlflow(store_uri, "ner")
+    assert setup_mlflow().experiment_name == "ner"
+
+
+def test_experiments_are_marked_for_the_training_view(store_uri: str, client) -> None:  # noqa: ANN001
+    """MLflow 3's UI shows an experiment as "Machine learning" (runs, charts) by its kind tag."""
+    made = setup_mlflow(store_uri, "made-here")
+    assert client.get_experiment(made.experiment_id).tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
+    untagged = client.create_experiment("made-elsewhere")
+    setup_mlflow(store_uri, "made-elsewhere")
+    assert client.get_experiment(untagged).tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
+    chosen = client.create_experiment("genai-by-choice", tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    setup_mlflow(store_uri, "genai-by-choice")
+    assert client.get_experiment(chosen).tags[EXPERIMENT_KIND_TAG] == "genai_development"  # a choice is kept
 
 
 def test_relative_sqlite_uri_is_made_absolute() -> None:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from nbexec.config import TrainingConfig
+from nbexec.config import TrainingConfig, load_config
 from nbexec.plan import LaunchPlan
 from nbexec.redact import REDACTED
 from nbexec.tracking import add_training_tags, build_training_tags, create_training_mlflow_run
-from nbexec.tracking.tags import git_tags
+from nbexec.tracking.tags import git_tags, source_tags
 
 from .conftest import ENV_SECRET, SECRET
 
@@ -75,12 +75,25 @@ def test_what_ran(config: TrainingConfig, plan: LaunchPlan, tmp_path: Path) -> N
     command = shlex.split(tags["nbexec.command"])
     assert command[:3] == list(plan.argv[:3])
     assert command[-2:] == ["--api-key", REDACTED]
-    assert "mlflow.source.name" not in tags
+    # MLflow's "Source" column: the script the ranks ran (here the built-in trainer's module)
+    assert (tags["mlflow.source.name"], tags["mlflow.source.type"]) == ("nbexec.trainers.token_classification", "LOCAL")
+
+
+def test_the_source_is_a_script_or_a_module_outside_a_notebook(tmp_path: Path) -> None:
+    script = load_config({"launch": {"entrypoint": "scripts/train.py"}})
+    module = load_config({"launch": {"module": "mypkg.fine_tune"}})
+    assert source_tags(script) == {"mlflow.source.name": "scripts/train.py", "mlflow.source.type": "LOCAL"}
+    assert source_tags(module) == {"mlflow.source.name": "mypkg.fine_tune", "mlflow.source.type": "LOCAL"}
+    assert source_tags() == {}  # nothing known: no made-up source
 
 
 def test_notebook_path_from_env_or_argument(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    script = load_config({"launch": {"entrypoint": "scripts/train.py"}})
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/from-jupyter.ipynb")  # what Jupyter Server gives a kernel
+    tags = build_training_tags(config=script, cwd=tmp_path)
+    assert (tags["mlflow.source.name"], tags["mlflow.source.type"]) == ("/home/me/from-jupyter.ipynb", "NOTEBOOK")
     monkeypatch.setenv("NBEXEC_NOTEBOOK_PATH", "/home/me/ner.ipynb")
-    tags = build_training_tags(cwd=tmp_path)
+    tags = build_training_tags(config=script, cwd=tmp_path)
     assert tags["mlflow.source.name"] == "/home/me/ner.ipynb"
     assert tags["mlflow.source.type"] == "NOTEBOOK"
     assert build_training_tags(notebook_path="other.ipynb", cwd=tmp_path)["mlflow.source.name"] == "other.ipynb"
