@@ -183,6 +183,8 @@ def start_ui(
             f"nbexec starts a UI for a SQLite store (sqlite:///mlflow.db) or links a server's pages; "
             f"{uri!r} is neither: run `mlflow ui --backend-store-uri {uri}` yourself"
         )
+    from nbexec.tracking.store import mlflow_ui_installed
+
     with _lock:
         mine = _started.get(uri)
         running = mine if mine is not None and mine.running() and _answers(mine.url) else _running_from_record(uri)
@@ -194,6 +196,11 @@ def start_ui(
                 )
             register_ui(uri, running.url)
             return running
+        if not mlflow_ui_installed():  # nbexec itself needs only mlflow-skinny, which has no server
+            raise TrackingError(
+                "the MLflow UI is not installed here (nbexec brings mlflow-skinny, MLflow's client, without "
+                "its web server): pip install 'nbexec[ui]' (or pip install mlflow), then try again"
+            )
         ensure_sqlite_store(uri)  # made whole under nbexec's lock, never half-made by the server
         ui = _start(uri, db, port, timeout)
         _started[uri] = ui

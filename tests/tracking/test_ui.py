@@ -155,3 +155,15 @@ def _free_port_not(url: str) -> int:
             candidate = int(s.getsockname()[1])
         if candidate != port:
             return candidate
+
+
+def test_without_full_mlflow_the_ui_says_which_extra_brings_it(store_uri: str, monkeypatch) -> None:  # noqa: ANN001
+    """nbexec's own install is mlflow-skinny (no web server): starting a UI names the fix, starts nothing."""
+    import nbexec.tracking.store as store
+
+    monkeypatch.setattr(store, "mlflow_ui_installed", lambda: False)
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with pytest.raises(TrackingError, match=r"pip install 'nbexec\[ui\]'"):
+        start_ui(store_uri)
+    assert {p.pid for p in psutil.Process().children(recursive=True)} - before == set()
+    assert store._ui_hint("sqlite:////tmp/x/mlflow.db", "1").endswith("(the UI: pip install 'nbexec[ui]')")
