@@ -1,0 +1,279 @@
+"""The requester's side of stacks on demand: signal ranks, read back their dumps.
+
+Each rank recorded itself when its hook was installed (:mod:`.hook`). A request
+for rank N:
+
+1. reads ``logs/rank<N>.process.json`` and checks the process is that one
+   (alive, same start time, on this host, handling the signal), so no other
+   process ever gets the signal;
+2. takes an exclusive lock on ``logs/rank<N>.stacks`` (two requesters, say a
+   notebook and ``nbexec stacks`` in a terminal, take turns);
+3. appends a marker line, then sends the signal; the rank's faulthandler
+   appends the dump after it;
+4. reads from there until the dump is whole: the main thread's block (written
+   last) has reached its outermost frame, or was cut by faulthandler's own
+   limit (100 frames). A dump that is not whole by the deadline comes back
+   as far as it got, marked incomplete.
+
+Ranks are signalled together and waited for together, so asking 8 ranks
+takes about as long as asking one. Standard library only: the worker
+bootstrap uses it too (a rank whose collective timed out asks its peers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbexec.contract as contract
+from nbexec.stacks.hook import start_ticks
+
+MARKER = "=== nbexec stacks"  # "=== nbexec stacks <token> <unix time> <requester pid>"
+DUMP_TIMEOUT_S = 5.0  # how long a request waits for a dump to be whole
+POLL_S = 0.002
+
+
+@dataclass(frozen=True)
+class RankProcess:
+    """A rank's process record (``logs/rank<N>.process.json``)."""
+
+    rank: int
+    pid: int
+    host: str
+    signal: int
+    main_thread: str
+    last_frame: str
+    start_ticks: int | None = None
+    local_rank: int | None = None
+
+    @classmethod
+    def read(cls, path: Path) -> RankProcess | None:
+        try:
+            data = json.loads(path.read_text())
+            return cls(rank=int(data["rank"]), pid=int(data["pid"]), host=str(data["host"]),
+                       signal=int(data["signal"]), main_thread=str(data["main_thread"]),
+                       last_frame=str(data["last_frame"]), start_ticks=data.get("start_ticks"),
+                       local_rank=data.get("local_rank"))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def problem(self) -> str | None:
+        """Why this process cannot be asked for its stacks now, or None."""
+        if self.host != socket.gethostname():
+            return f"rank {self.rank} runs on {self.host}; take its stacks there (nbexec stacks RUN_DIR)"
+        if not _pid_alive(self.pid):
+            return f"rank {self.rank} (pid {self.pid}) is not running"
+        if self.start_ticks is not None and start_ticks(self.pid) not in (self.start_ticks, None):
+            return f"rank {self.rank} (pid {self.pid}) is not running (its pid belongs to another process now)"
+        caught = _signal_caught(self.pid, self.signal)
+        if caught is False:
+            return (f"rank {self.rank} (pid {self.pid}) does not handle the stacks signal "
+                    f"({self.signal}) now: its script replaced nbexec's hook, or it is exiting")
+        return None
+
+
+@dataclass(frozen=True)
+class RawDump:
+    """What one rank wrote for one request.
+
+    Attributes:
+        text: faulthandler's dump (empty when there is none).
+        complete: the dump is whole (its main thread reached its outermost frame).
+        error: why there is no dump (the rank is not running...), else "".
+    """
+
+    rank: int
+    pid: int | None
+    text: str
+    taken_at: float
+    complete: bool
+    error: str = ""
+    main_thread: str = ""
+
+
+def rank_processes(run_dir: Path) -> dict[int, RankProcess]:
+    """Every rank that recorded a hook in ``run_dir``, by rank."""
+    found = {}
+    for path in (Path(run_dir) / contract.LOG_DIR).glob(contract.RANK_PROCESS_GLOB):
+        record = RankProcess.read(path)
+        if record is not None:
+            found[record.rank] = record
+    return dict(sorted(found.items()))
+
+
+def request_dumps(run_dir: Path, ranks: Iterable[int] | None = None, *,
+                  timeout: float = DUMP_TIMEOUT_S) -> dict[int, RawDump]:
+    """Ask ranks for their stacks now and wait for the dumps (bounded by ``timeout``).
+
+    Args:
+        run_dir: the job's run directory.
+        ranks: which ranks (None: every rank that recorded a hook).
+        timeout: seconds to wait for all the dumps together.
+
+    Returns:
+        A dump per rank asked for, in rank order; never raises for one rank's problem
+        (it is in that dump's ``error``).
+    """
+    run_dir = Path(run_dir)
+    processes = rank_processes(run_dir)
+    wanted = sorted(processes) if ranks is None else sorted(set(ranks))
+    deadline = time.monotonic() + timeout
+    pending: dict[int, _Request] = {}
+    out: dict[int, RawDump] = {}
+    try:
+        for rank in wanted:
+            record = processes.get(rank)
+            if record is None:
+                out[rank] = RawDump(rank, None, "", time.time(), False,
+                                    f"rank {rank} has not recorded a stacks hook (not started yet, not an nbexec "
+                                    f"rank, or NBEXEC_STACKS=0); no {contract.rank_process_path(run_dir, rank).name}")
+                continue
+            problem = record.problem()
+            if problem is not None:
+                out[rank] = RawDump(rank, record.pid, "", time.time(), False, problem, record.main_thread)
+                continue
+            try:
+                pending[rank] = _Request.send(run_dir, record, deadline)
+            except OSError as err:
+                out[rank] = RawDump(rank, record.pid, "", time.time(), False,
+                                    f"rank {rank} (pid {record.pid}) could not be asked: {err}", record.main_thread)
+        while pending:
+            for rank, request in list(pending.items()):
+                if request.poll():
+                    out[rank] = request.finish()
+                    del pending[rank]
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(POLL_S)
+        for rank, request in pending.items():  # not whole in time: as far as it got
+            out[rank] = request.finish(timed_out=timeout)
+        pending.clear()
+    finally:
+        for request in pending.values():
+            request.close()
+    return dict(sorted(out.items()))
+
+
+class _Request:
+    """One rank's request in flight: the lock held, the marker written, the signal sent."""
+
+    def __init__(self, record: RankProcess, fd: int, offset: int, taken_at: float) -> None:
+        self.record = record
+        self.fd = fd
+        self.offset = offset
+        self.taken_at = taken_at
+        self.text = ""
+
+    @classmethod
+    def send(cls, run_dir: Path, record: RankProcess, deadline: float) -> _Request:
+        path = contract.rank_stacks_path(run_dir, record.rank)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            _lock(fd, deadline)
+            taken_at = time.time()
+            os.write(fd, f"{MARKER} {uuid.uuid4().hex} {taken_at:.3f} {os.getpid()}\n".encode())
+            offset = os.lseek(fd, 0, os.SEEK_END)
+            os.kill(record.pid, record.signal)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(record, fd, offset, taken_at)
+
+    def poll(self) -> bool:
+        """Read what the rank wrote so far; True once the dump is whole."""
+        chunk = os.pread(self.fd, 1 << 20, self.offset + len(self.text.encode()))
+        if chunk:
+            self.text += chunk.decode("utf-8", errors="replace")
+        return dump_is_whole(self.text, self.record.main_thread, self.record.last_frame)
+
+    def finish(self, timed_out: float | None = None) -> RawDump:
+        self.close()
+        error = ""
+        if timed_out is not None:
+            error = (f"rank {self.record.rank} (pid {self.record.pid}) did not finish its dump within "
+                     f"{timed_out:g} s" + ("" if self.text else ": it wrote nothing"))
+        return RawDump(self.record.rank, self.record.pid, self.text, self.taken_at, timed_out is None,
+                       error, self.record.main_thread)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # releases the lock
+            self.fd = -1
+
+
+def dump_is_whole(text: str, main_thread: str, last_frame: str) -> bool:
+    """Whether a faulthandler dump is complete: the main thread's block (the last) has ended."""
+    for header in (f"Current thread {main_thread} ", f"Thread {main_thread} "):
+        at = text.find(header)
+        if at >= 0:
+            block = text[at:]
+            return f"\n  {last_frame}\n" in block or block.endswith("\n  ...\n")
+    return False
+
+
+def split_dumps(text: str) -> list[tuple[float, str]]:
+    """The dumps in a ``rank<N>.stacks`` file: ``(time requested, dump text)``, oldest first."""
+    out: list[tuple[float, str]] = []
+    for part in text.split(MARKER + " ")[1:]:
+        head, _, body = part.partition("\n")
+        fields = head.split()
+        try:
+            taken = float(fields[1])
+        except (IndexError, ValueError):
+            continue
+        out.append((taken, body))
+    return out
+
+
+def _lock(fd: int, deadline: float) -> None:
+    """An exclusive lock on the rank's dump file, waiting for another requester until ``deadline``."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: one requester at a time is then up to the user
+        return
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise OSError("another request for this rank's stacks is still in progress") from None
+            time.sleep(POLL_S)
+
+
+def _signal_caught(pid: int, signum: int) -> bool | None:
+    """Whether ``pid`` has a handler for ``signum`` (/proc/<pid>/status SigCgt); None when unknown."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    """Alive and not a zombie (a rank that exited but torchrun has not reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        return stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
