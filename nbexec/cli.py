@@ -4,6 +4,7 @@
     nbexec doctor [CONFIG]
     nbexec hpo [CONFIG] --space SPACE --trials N [--study PATH] [--final]
     nbexec lineage RUN_DIR [--study PATH]
+    nbexec stacks RUN_DIR [--rank R] [--native]
     nbexec backup RUN_DIR --to drive|PATH      nbexec restore LOCATION
 
 Exit codes: 0 success, 1 training failed, 2 bad config or usage,
@@ -156,9 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from nbexec.commands.hpo import add_hpo_arguments
     from nbexec.commands.lineage import add_lineage_arguments
+    from nbexec.commands.stacks import add_stacks_arguments
 
     add_hpo_arguments(sub.add_parser("hpo", help="run or resume an Optuna sweep of training jobs (nbexec[hpo])"))
     add_lineage_arguments(sub.add_parser("lineage", help="show where a trained model came from"))
+    add_stacks_arguments(sub.add_parser(
+        "stacks", help="show where every rank of a running job is (its threads' stacks), without stopping it"))
 
     doctor = sub.add_parser("doctor", help="show hardware and check the environment for a launch")
     doctor.add_argument("config", nargs="?", help="config to check (default: embedded demo config)")
@@ -183,6 +187,10 @@ def main(argv: Sequence[str] | None = None, *, signals: StopSignals | None = Non
     try:
         if args.command == "train":
             return _train(args, script_args, signals or StopSignals())
+        if args.command == "stacks":
+            from nbexec.commands.stacks import stacks_command
+
+            return stacks_command(args)
         if args.command in ("hpo", "lineage"):
             from nbexec.commands import hpo, lineage
 

@@ -33,6 +33,7 @@ from nbexec.hardware import HardwareInfo, detect_hardware
 from nbexec.notebook.history_box import RunHistoryBox
 from nbexec.notebook.live_runs import track
 from nbexec.notebook.panel_form import ConfigForm
+from nbexec.notebook.stacks_button import StacksButton
 from nbexec.render import markup
 from nbexec.result import RunStatus
 from nbexec.runner.sinks import Sink
@@ -99,6 +100,7 @@ class TrainingPanel:
         self.fields, self.nproc_hint, self.error = self.form.fields, self.form.nproc_hint, self.form.error
         self.train_button = widgets.Button(description="Train", button_style="primary", icon="play")
         self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
+        self.stacks = StacksButton()  # where every rank is, on demand (and on a stall)
         self.status = widgets.Label(value="ready")
         self.rank_picker = widgets.Dropdown(options=[("rank 0", "0")], value="0", description="show lines of")
         self.output = widgets.HTML(value="")
@@ -106,8 +108,9 @@ class TrainingPanel:
         self.recent = RunHistoryBox(on_pick=self.load_run)
         self.history, self.history_picker = self.recent.table, self.recent.picker
         self.rank_picker.style.description_width = "110px"
-        buttons = widgets.HBox([self.train_button, self.stop_button, self.status])
-        self.widget = widgets.VBox([self.form.widget, buttons, self.rank_picker, self.output, self.curve, self.recent.widget])
+        buttons = widgets.HBox([self.train_button, self.stop_button, self.stacks.button, self.status])
+        self.widget = widgets.VBox([self.form.widget, buttons, self.rank_picker, self.output, self.stacks.output,
+                                    self.curve, self.recent.widget])
         # CSS hooks for styling and for browser tests
         self.widget.add_class("nbexec-panel")
         self.status.add_class("nbexec-panel-status")
@@ -202,9 +205,10 @@ class TrainingPanel:
             self.view = view
             self.curve.layout.display = "none"
             view.show()
+            self.stacks.reset()
             over = threading.Event()
             try:
-                run = launch(plan=plan, sinks=[view, _PanelEnd(self, over)])
+                run = launch(plan=plan, sinks=[view, self.stacks, _PanelEnd(self, over)])
             except Exception as err:  # noqa: BLE001
                 view.fail_to_start(err)
                 self._show_not_started(err)

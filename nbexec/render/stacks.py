@@ -81,10 +81,8 @@ def rank_lines(r: RankStacks) -> list[str]:
 
 
 def _thread_lines(thread: ThreadStack) -> list[str]:
-    from nbexec.stacks.snapshot import thread_title
-
     frames = thread.shown_frames
-    out = [f"{thread_title(thread)}:"]
+    out = [f"{thread.title}:"]
     for frame in frames[:MAX_FRAMES]:
         out.append(f"  {frame.function}  {frame.location}")
         if frame.source:

@@ -30,6 +30,7 @@ from nbexec.render.formats import duration
 if TYPE_CHECKING:
     from nbexec.stacks.snapshot import StackSnapshot
 
+STALL_EXC_TYPE = "Stall"  # the root cause's exc_type when nbexec cancelled a stalled job
 SILENT = "silent"
 BEHIND = "behind"
 
@@ -258,9 +259,11 @@ class Stall:
             if found is not None and found.main is not None:
                 stack = found.main.format(f"rank {rank}'s main thread when the stall was found")
                 where = found.frame.location if found.frame is not None else ""
-        message = f"stalled: {self.message}; nbexec cancelled the job (launch.on_stall: cancel)"
-        return RootCause(rank=rank, exit_code=None, message=message, traceback=stack, time=self.detected_at,
-                         where=where)
+        if not stack and self.stacks is not None:  # no one rank to blame: where each one was
+            stack = "every rank when the stall was found:\n" + "\n".join(f"  {ln}" for ln in self.stacks.summary_lines())
+        message = f"{self.message}; nbexec cancelled the job (launch.on_stall: cancel)"
+        return RootCause(rank=rank, exit_code=None, exc_type=STALL_EXC_TYPE, message=message, traceback=stack,
+                         time=self.detected_at, where=where)
 
 
 def stuck_ranks(finding: StallFinding, stacks: StackSnapshot | None) -> tuple[int, ...]:

@@ -101,6 +101,11 @@ class ThreadStack:
         return next((f for f in self.frames if not f.is_library), None)
 
     @property
+    def title(self) -> str:
+        """``main thread`` or ``thread 0x00007f...``."""
+        return "main thread" if self.main else f"thread {self.ident}"
+
+    @property
     def is_nbexec(self) -> bool:
         """One of nbexec's own threads in the rank (the stdout flusher), not the script's."""
         return not self.main and any(f.file.startswith(_OURS) for f in self.frames)

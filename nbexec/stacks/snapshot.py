@@ -19,7 +19,7 @@ from pathlib import Path
 
 import nbexec.contract as contract
 from nbexec.errors import NbexecError
-from nbexec.stacks.parse import Frame, ThreadStack, parse_dump
+from nbexec.stacks.parse import Frame, ThreadStack, parse_dump  # noqa: F401 - ThreadStack: re-exported
 from nbexec.stacks.request import (
     DUMP_TIMEOUT_S,
     RawDump,
@@ -133,7 +133,7 @@ class StackSnapshot:
             if r.error:
                 out.append(f"  {r.error}")
             for thread in sorted(r.threads, key=lambda t: not t.main):
-                out.append(thread_title(thread) + " (most recent call first):")
+                out.append(thread.title + " (most recent call first):")
                 out += [f"  {f.function}  {f.location}" + (f"    {f.source}" if f.source else "") for f in thread.frames]
                 if thread.truncated:
                     out.append("  ... (more frames not dumped)")
@@ -166,11 +166,6 @@ class StackSnapshot:
     def __repr__(self) -> str:
         where = "; ".join(self.summary_lines())
         return f"<StackSnapshot {self.run_dir.name}: {where}>"
-
-
-def thread_title(thread: ThreadStack) -> str:
-    """``main thread`` or ``thread 0x00007f...``."""
-    return "main thread" if thread.main else f"thread {thread.ident}"
 
 
 def take_stacks(
