@@ -66,9 +66,9 @@ def main(argv: list[str]) -> None:
     rank = int(os.environ.get("RANK", "0"))
     _die_with_parent()
     _connect_streams(rank)
-    _answer_for_stacks(rank)
     sys.excepthook = _from_user_code(sys.excepthook)
     _join_tracked_run()
+    _answer_for_stacks(rank)  # last: its record says the script is starting (stall detection counts from it)
     try:
         _run_target(argv)
     except SystemExit as exc:

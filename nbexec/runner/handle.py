@@ -28,7 +28,10 @@ from nbexec.stacks.request import DUMP_TIMEOUT_S
 if TYPE_CHECKING:
     from nbexec.stacks.snapshot import StackSnapshot
 
-MAX_EVENTS = 100_000  # events kept in memory; events.jsonl keeps them all
+MAX_EVENTS = 100_000
+# How much longer than launch.stall_timeout a job may stay silent before any rank starts its script:
+# torchrun imports torch and meets its peers, the ranks wait for the MLflow run (up to tracking.timeout).
+STARTUP_ALLOWANCE_S = 60.0  # events kept in memory; events.jsonl keeps them all
 # The exit code a KILLED result records, always: minus SIGTERM, the signal cancel() sends
 # (Popen's convention). What the processes themselves returned depends on a race between
 # the signal and their own exit (0 when the job was just finishing, -15 or -9 otherwise),
@@ -111,7 +114,10 @@ class TrainingRun:
             self.started_at = time.time()
             stall_timeout = self.plan.config.launch.stall_timeout
             if stall_timeout > 0:
-                self._watch = StallWatch(stall_timeout, time.monotonic())
+                # before any rank runs its script: torchrun starting, the ranks waiting for the MLflow run
+                tracking = self.plan.config.tracking
+                startup = max(STARTUP_ALLOWANCE_S, tracking.timeout if tracking.enabled else 0.0)
+                self._watch = StallWatch(stall_timeout, time.monotonic(), startup_s=startup)
             feed = PumpFeed(self._dispatcher, self._record_events, self._record_text_progress, self._scrubber,
                             on_output=self._record_output if self._watch is not None else None)
             self._job, self._pump = self._launcher.start(self.plan, feed)
@@ -223,6 +229,8 @@ class TrainingRun:
         assert watch is not None
         interval = min(1.0, max(0.05, watch.timeout_s / 20))
         while not self._done.wait(interval):
+            if not watch.ranks_seen and any(self.plan.log_dir.glob(contract.RANK_PROCESS_GLOB)):
+                watch.output(time.monotonic())  # a rank is starting its script (it records itself then)
             if watch.recovered():
                 self._stall_over()
             finding = watch.check(time.monotonic())
@@ -356,7 +364,7 @@ class TrainingRun:
             return list(self._stalls)
 
     def stacks(self, ranks: Sequence[int] | None = None, *, native: bool = False,
-               timeout: float = DUMP_TIMEOUT_S) -> StackSnapshot:
+               timeout: float = DUMP_TIMEOUT_S, save: bool = True) -> StackSnapshot:
         """The stack of every thread of every rank, taken now, without stopping the job.
 
         Saved to ``logs/stacks-<time>.txt``; printed or displayed, the ranks show side by side.
@@ -365,6 +373,7 @@ class TrainingRun:
             ranks: which ranks (None: all).
             native: also the C/C++ frames, through ``py-spy dump --native`` (when py-spy is installed).
             timeout: seconds to wait for the ranks' dumps.
+            save: write them to ``logs/stacks-<time>.txt``.
 
         Raises:
             NbexecError: the job has not started its ranks yet, or is over.
@@ -375,7 +384,7 @@ class TrainingRun:
             state = "has not started" if self._job is None else f"is over ({self._status.value})"
             raise NbexecError(f"training run {self.name!r} {state}: there are no ranks to take stacks of; "
                               f"stacks taken earlier are in {self.plan.log_dir}/stacks-*.txt")
-        return take_stacks(self.run_dir, ranks, native=native, timeout=timeout)
+        return take_stacks(self.run_dir, ranks, native=native, timeout=timeout, save=save)
 
     @property
     def failures(self) -> list[Event]:

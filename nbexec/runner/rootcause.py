@@ -22,7 +22,7 @@ from pathlib import Path
 import nbexec.contract as contract
 from nbexec.errors import RootCause
 from nbexec.runner.process import signal_name
-from nbexec.stacks.parse import COLLECTIVE_TIMEOUT_RE
+from nbexec.stacks.parse import COLLECTIVE_TIMEOUT_RE, collective_in_traceback
 
 # Stacks taken this long before the collective timed out, or later, still tell where the ranks were.
 FRESH_STACKS_S = 60.0
@@ -106,7 +106,7 @@ def _absent_from_collective(run_dir: Path, first: dict, failed: set[object]) -> 
         return None
     rank = stacks.rank(absent[0])
     timed_out = first.get("rank")
-    collective = stacks.waiting.get(timed_out) if isinstance(timed_out, int) else None
+    collective = collective_in_traceback(str(first.get("traceback") or ""))
     in_what = f" in {collective}" if collective else ""
     others = "" if len(absent) == 1 else f" (so were ranks {', '.join(map(str, absent[1:]))})"
     cause = f"{first.get('exc_type') or 'error'}: {message.strip().splitlines()[0] if message.strip() else ''}"

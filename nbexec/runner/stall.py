@@ -60,12 +60,16 @@ class StallWatch:
     Args:
         timeout_s: seconds without progress that make a stall.
         started: when the job started (monotonic): a job silent from its start stalls too.
+        startup_s: more time allowed before any rank shows a sign of life: what nbexec itself
+            may hold the ranks for before their script starts (the MLflow run opening).
     """
 
-    def __init__(self, timeout_s: float, started: float) -> None:
+    def __init__(self, timeout_s: float, started: float, startup_s: float = 0.0) -> None:
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
-        self._last_activity = started  # any rank's output or event
+        self._started = started
+        self._startup_s = startup_s
+        self._last_activity: float | None = None  # any rank's output or event (None: none yet)
         self._steps: dict[int, tuple[int, float]] = {}  # rank -> (step, when it last changed)
         self._stall: StallFinding | None = None  # the stall reported last (None: armed)
         self._stalled_at: float | None = None
@@ -75,14 +79,20 @@ class StallWatch:
         """A stall was reported and what stalled has not moved since."""
         return self._stall is not None
 
+    @property
+    def ranks_seen(self) -> bool:
+        """Some rank has shown a sign of life (output, an event, its script starting)."""
+        return self._last_activity is not None
+
     def output(self, now: float) -> None:
-        """A rank printed something or reported an event."""
-        self._last_activity = max(self._last_activity, now)
+        """A rank printed something, reported an event, or started its script."""
+        last = self._last_activity
+        self._last_activity = now if last is None else max(last, now)
 
     def progress(self, rank: int, step: int, now: float) -> None:
         """A rank reported its step."""
         with self._lock:
-            self._last_activity = max(self._last_activity, now)
+            self.output(now)
             known = self._steps.get(rank)
             if known is None or known[0] != step:
                 self._steps[rank] = (step, now)
@@ -114,15 +124,20 @@ class StallWatch:
             if stall.kind == BEHIND:
                 moved = any(self._steps[r][1] > since for r in stall.ranks if r in self._steps)
             else:
-                moved = self._last_activity > since
+                moved = self._last_activity is not None and self._last_activity > since
             if moved:
                 self._stall = self._stalled_at = None
             return moved
 
     def _silent(self, now: float) -> StallFinding | None:
-        idle = now - self._last_activity
-        if idle < self.timeout_s:
-            return None
+        if self._last_activity is None:  # no rank has started yet: nbexec's own wait is allowed too
+            idle = now - self._started
+            if idle < self.timeout_s + self._startup_s:
+                return None
+        else:
+            idle = now - self._last_activity
+            if idle < self.timeout_s:
+                return None
         return StallFinding(SILENT, idle, steps={r: s for r, (s, _) in self._steps.items()})
 
     def _behind(self, now: float) -> StallFinding | None:

@@ -130,6 +130,17 @@ class ThreadStack:
         return "\n".join(lines) + "\n"
 
 
+_TRACEBACK_FRAME_RE = re.compile(r'^\s*File "(.*)", line \d+, in (\S+)\s*$', re.M)
+
+
+def collective_in_traceback(text: str) -> str | None:
+    """The torch.distributed collective a Python traceback went through (the outermost one), or None."""
+    for file, function in _TRACEBACK_FRAME_RE.findall(text):
+        if function in COLLECTIVES and f"{os.sep}distributed{os.sep}" in file:
+            return str(function)
+    return None
+
+
 def parse_dump(text: str, main_thread: str = "") -> tuple[ThreadStack, ...]:
     """The threads of a faulthandler dump (``all_threads=True``), in the order written (main last)."""
     threads: list[ThreadStack] = []

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 TAG_STALL = "nbexec.stall"
 TAG_STALL_MESSAGE = "nbexec.stall.message"
 TAG_STALL_RANKS = "nbexec.stall.ranks"
+END_WAIT_S = 30.0  # at the job's end, how long the stall's tags and stacks may still take to reach MLflow
 
 
 class StallSink(Sink):
@@ -52,6 +53,11 @@ class StallSink(Sink):
                 thread = threading.Thread(target=self._record, args=(ev,), name="nbexec-mlflow-stall", daemon=True)
                 thread.start()
                 self.threads.append(thread)
+
+    def on_end(self, result: object) -> None:
+        """Let what is being sent finish (bounded), so a caller that waited for the job sees it in MLflow."""
+        for thread in self.threads:
+            thread.join(END_WAIT_S)
 
     def _record(self, event: Event) -> None:
         try:
