@@ -80,8 +80,8 @@ def _outermost_frame() -> str:
     """The line faulthandler writes last for the main thread: its outermost frame.
 
     The bootstrap stays in that frame for the rank's whole life (runpy calling
-    the bootstrap's code), so the line never changes; a requester knows a dump
-    is whole once the main thread's block reaches it. The main thread is the
+    the bootstrap's code); a requester knows a dump is whole once the main
+    thread's block reaches it (by file and function). The main thread is the
     oldest, and faulthandler writes threads newest first: its block is last.
     """
     frame = sys._getframe()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -34,6 +35,7 @@ from pathlib import Path
 import nbexec.contract as contract
 from nbexec.stacks.hook import start_ticks
 
+_FRAME_RE = re.compile(r'^File "(.*)", line \d+ in (.*)$')
 MARKER = "=== nbexec stacks"  # "=== nbexec stacks <token> <unix time> <requester pid>"
 DUMP_TIMEOUT_S = 5.0  # how long a request waits for a dump to be whole
 POLL_S = 0.002
@@ -208,12 +210,25 @@ class _Request:
 
 
 def dump_is_whole(text: str, main_thread: str, last_frame: str) -> bool:
-    """Whether a faulthandler dump is complete: the main thread's block (the last) has ended."""
+    """Whether a faulthandler dump is complete: the main thread's block (the last) has ended.
+
+    It ends with the main thread's outermost frame (``last_frame``: its file and
+    function; the line may differ from the one recorded), or with faulthandler's
+    ``...`` when it cut a deep stack.
+    """
+    outermost = _FRAME_RE.match(last_frame)
     for header in (f"Current thread {main_thread} ", f"Thread {main_thread} "):
         at = text.find(header)
-        if at >= 0:
-            block = text[at:]
-            return f"\n  {last_frame}\n" in block or block.endswith("\n  ...\n")
+        if at < 0:
+            continue
+        block = text[at:]
+        if not block.endswith("\n"):
+            return False
+        tail = block[block.rstrip("\n").rfind("\n") + 1 :]
+        if tail == "  ...\n":
+            return True
+        return outermost is not None and tail.startswith(f'  File "{outermost.group(1)}", line ') \
+            and tail.endswith(f" in {outermost.group(2)}\n")
     return False
 
 
