@@ -238,7 +238,7 @@ class LiveRunView(Sink):
             log_paths=log_paths,
             summary=self._summary,
             error=self._error,
-            stall=run.stall.message if run is not None and run.stall is not None else None,
+            stall=getattr(getattr(run, "stall", None), "message", None),
         )
 
     def _publish(self) -> None:
