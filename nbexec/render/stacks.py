@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING
 
 from nbexec.render import markup
+from nbexec.stacks.parse import short_path
 
 if TYPE_CHECKING:
     from nbexec.stacks.parse import ThreadStack
@@ -94,7 +95,7 @@ def _thread_lines(thread: ThreadStack) -> list[str]:
 
 def _heading(snap: StackSnapshot) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(snap.taken_at))
-    saved = f", saved to {snap.path}" if snap.path is not None else ""
+    saved = f", saved to {short_path(str(snap.path))}" if snap.path is not None else ""
     return f"nbexec: stacks of {snap.run_dir.name} at {stamp}{saved}"
 
 
