@@ -47,6 +47,8 @@ from nbexec.runner.sinks import Sink, StartedLine
 if TYPE_CHECKING:
     from types import FrameType
 
+    from nbexec.events import Event
+    from nbexec.plan import LaunchPlan
     from nbexec.result import TrainingResult
     from nbexec.runner.handle import TrainingRun
 
@@ -241,7 +243,7 @@ def _train(args: argparse.Namespace, script_args: list[str] | None, signals: Sto
     launch_cfg = plan.config.launch
     # The starting line comes once the job's processes are up, before any of their
     # lines: an error that stops the launch (nothing started) comes without it.
-    sinks: list[Sink] = [_StartingLine(plan)]
+    sinks: list[Sink] = [_StartingLine(plan, say_stalls=args.quiet)]
     if not args.quiet:
         sinks.append(TerminalSink(ranks=args.ranks))
     with signals.starting():
@@ -284,7 +286,22 @@ def print_summary(result: TrainingResult, tracking: object = None) -> int:
 
 
 class _StartingLine(StartedLine):
-    """The starting line, then (multi-node) what every other node must run."""
+    """The starting line, then (multi-node) what every other node must run; with ``--quiet``, stalls.
+
+    Without ``--quiet`` a stall is one of the lines the terminal shows already.
+    """
+
+    def __init__(self, plan: LaunchPlan, *, say_stalls: bool = False) -> None:
+        super().__init__(plan)
+        self.say_stalls = say_stalls
+
+    def on_events(self, events: Sequence[Event]) -> None:
+        if not self.say_stalls:
+            return
+        for ev in events:
+            if ev.get("kind") == "stall":
+                print(f"nbexec: stall: {ev.get('message')}" + (f"; stacks in {ev['stacks']}" if ev.get("stacks") else ""),
+                      file=sys.stderr, flush=True)
 
     def on_start(self, run: object) -> None:
         super().on_start(run)

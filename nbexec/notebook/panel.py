@@ -70,6 +70,7 @@ class TrainingPanel:
         view: the last job's live view sink.
         form: the form (:class:`~nbexec.notebook.panel_form.ConfigForm`); ``fields``, ``error`` and
             ``nproc_hint`` are its widgets.
+        stacks: the Stacks button and where its stacks show (:class:`~nbexec.notebook.stacks_button.StacksButton`).
         train_button, stop_button, status, output, rank_picker, curve,
         history, history_picker: the run history's table and picker (``recent``: the whole box).
     """
