@@ -16,8 +16,8 @@
    Reported: median wall time and the ratio to the baseline. Target: **ratio <= 1.02** (nothing measurable;
    the spread of the samples is printed beside it). On a busy machine the jobs' own spread is far
    larger than any cost of the hook, so the hook's whole work is also timed directly: ``install()``
-   (open the dump file, register faulthandler, write the process record), once per rank at its start;
-   after that the hook does nothing until asked (no thread, no timer).
+   (open the dump file, register faulthandler, start the answering thread, write the process record),
+   once per rank at its start; after that the hook does nothing until asked (the thread waits in accept()).
 """
 
 from __future__ import annotations

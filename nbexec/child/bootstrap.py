@@ -24,10 +24,10 @@ It prepares the rank, then runs the target exactly as ``python script.py`` or
    for scripts that do not use ``@record``, and known before torchrun reports.
 5. Shows tracebacks from the user's code down: the bootstrap's and runpy's
    frames are left out of what the rank prints.
-6. Answers for its stacks: a faulthandler hook on a signal writes the stack of
-   every thread to ``logs/rank<N>.stacks`` when asked (``run.stacks()``,
-   ``nbexec stacks``), even while the rank is blocked in a collective; it costs
-   nothing until then (see :mod:`nbexec.stacks.hook`). When the rank's own
+6. Answers for its stacks: a thread on a unix socket (faulthandler on a signal
+   when the GIL stays taken) gives the stack of every thread when asked
+   (``run.stacks()``, ``nbexec stacks``), even while the rank is blocked in a
+   collective; it costs an idle thread until then (see :mod:`nbexec.stacks.hook`). When the rank's own
    collective times out, it asks its peers on this machine for their stacks
    before it exits, so the root cause can name the rank that never came.
 

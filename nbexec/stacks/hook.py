@@ -1,22 +1,31 @@
-"""The rank's side of stacks on demand: a stack-dump hook installed by the worker bootstrap.
+"""The rank's side of stacks on demand, installed by the worker bootstrap: two ways to answer.
 
-``faulthandler.register(signal, all_threads=True, file=...)`` makes the rank
-write the Python stack of every thread when it gets :data:`STACKS_SIGNAL`.
-faulthandler writes from the C signal handler itself, so the dump comes even
-when the main thread is blocked in C code (a collective, a lock, a read) or
-holds the GIL, and it costs the rank nothing until asked: no thread, no
-polling, one open file.
+1. **A thread that answers on a unix socket** (the first choice). A requester
+   connects; the thread takes the GIL, reads every thread's frames
+   (``sys._current_frames()``) and writes them back, then closes: the end of
+   the answer is the end of the stream. Holding the GIL, it reads frames that
+   no other thread is changing, so it is safe whatever the rank is doing
+   (importing, allocating, blocked in a collective: a collective waits with
+   the GIL released). It sits in ``accept()`` until asked: no CPU, no timer.
+2. **faulthandler on a signal** (the fallback, for a rank whose GIL stays
+   taken: stuck in C code that never releases it). ``faulthandler.register``
+   writes every thread's stack from the C signal handler itself, without the
+   GIL. That is also why it is only the fallback: it reads frames other code
+   may be changing, and a dump that lands while the rank is busy running
+   Python (an import) can crash it (seen once in 70 dumps during ``import
+   torch`` here); a rank stuck in C for a second is not busy that way.
 
-The dumps go to ``logs/rank<N>.stacks``, not to the rank's stdout or stderr:
-those are the user's log (a dump there would be mixed into their lines and
-shown as if the script printed it), and a file of its own lets the requester
-find each dump by offset, after its marker line. Only file names, line numbers
-and function names are written: no local variable values.
+Either way the dump has faulthandler's format and ends up in
+``logs/rank<N>.stacks`` after the request's marker line (the requester writes
+the thread's answer there; faulthandler writes its own), not in the rank's
+stdout or stderr: those are the user's log, where a dump would be mixed into
+their lines. Only file names, line numbers and function names are written:
+no local variable values.
 
-Once the hook is in place, the rank writes ``logs/rank<N>.process.json``
-(pid, host, the signal, what its last line looks like): a requester signals
-only a process that has recorded a hook, so a rank is never killed by a
-signal it does not handle.
+Once both are in place, the rank writes ``logs/rank<N>.process.json`` (pid,
+host, the socket, the signal, what its last line looks like): a requester
+signals only a process that has recorded the hook and handles the signal, so
+a rank is never killed by a signal it does not handle.
 
 Standard library only (and nbexec's contract): it runs in every rank before
 the user's script.
@@ -31,6 +40,7 @@ import socket
 import sys
 import threading
 from pathlib import Path
+from types import FrameType
 from typing import IO
 
 import nbexec.contract as contract
@@ -39,11 +49,14 @@ import nbexec.contract as contract
 # Lightning's requeue signal, SIGUSR2 submitit's). Requesters read it from the process record.
 STACKS_SIGNAL = int(signal.SIGRTMIN) + 6 if hasattr(signal, "SIGRTMIN") else int(signal.SIGUSR2)
 
+MAX_FRAMES = 100  # per thread, as faulthandler
+REQUEST = b"stacks\n"
+
 _dump_file: IO[bytes] | None = None  # kept open for the rank's life (faulthandler writes to its fd)
 
 
 def install(run_dir: Path, rank: int) -> str | None:
-    """Install the hook and record this process; returns why not, or None when installed.
+    """Install both ways to answer and record this process; returns why not, or None when installed.
 
     Never raises: a rank without stacks on demand still trains.
     """
@@ -56,20 +69,75 @@ def install(run_dir: Path, rank: int) -> str | None:
         dump_file = open(path, "ab", buffering=0)  # noqa: SIM115 - open for the rank's life; O_APPEND
         faulthandler.register(STACKS_SIGNAL, file=dump_file, all_threads=True, chain=False)
         _dump_file = dump_file
-        _write_json(contract.rank_process_path(run_dir, rank), _process_record(rank))
+        address = _serve(rank)
+        _write_json(contract.rank_process_path(run_dir, rank), _process_record(rank, address))
     except (OSError, ValueError, RuntimeError) as err:
         return f"{type(err).__name__}: {err}"
     return None
 
 
-def _process_record(rank: int) -> dict[str, object]:
-    """What a requester needs: which process, on which host, which signal, and how a dump ends."""
+def _serve(rank: int) -> str | None:
+    """Start the answering thread on a unix socket beside the rank's log sockets; its path, or None."""
+    log_socket = os.environ.get(contract.ENV_LOG_SOCKET)
+    if not log_socket or not hasattr(socket, "AF_UNIX"):
+        return None  # not under nbexec's pump (no private socket folder): the signal alone answers
+    path = os.path.join(os.path.dirname(log_socket), f"stacks-{rank}-{os.getpid()}.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(8)
+    threading.Thread(target=_answer, args=(server,), name="nbexec-stacks", daemon=True).start()
+    return path
+
+
+def _answer(server: socket.socket) -> None:
+    while True:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        try:
+            conn.settimeout(5.0)
+            if conn.recv(len(REQUEST)) == REQUEST:
+                conn.sendall(dump_threads().encode("utf-8", errors="replace"))
+        except OSError:
+            pass  # the requester gave up (it falls back to the signal)
+        finally:
+            conn.close()
+
+
+def dump_threads() -> str:
+    """Every other thread's stack in faulthandler's format, the main thread last (as faulthandler writes it).
+
+    Called with the GIL held (any Python code is): the frames read are not changing meanwhile.
+    """
+    me = threading.get_ident()
+    main = threading.main_thread().ident
+    frames = sys._current_frames()
+    blocks = []
+    for ident in sorted((i for i in frames if i != me), key=lambda i: i == main):
+        lines = [f"Thread {thread_label(ident)} (most recent call first):"]
+        frame: FrameType | None = frames[ident]
+        depth = 0
+        while frame is not None:
+            if depth == MAX_FRAMES:
+                lines.append("  ...")
+                break
+            code = frame.f_code
+            lines.append(f'  File "{code.co_filename}", line {frame.f_lineno or 0} in {code.co_name}')
+            frame, depth = frame.f_back, depth + 1
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
+def _process_record(rank: int, address: str | None) -> dict[str, object]:
+    """What a requester needs: which process, on which host, how to ask it, and how a dump ends."""
     return {
         "rank": rank,
         "local_rank": int(os.environ.get("LOCAL_RANK", rank)),
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "start_ticks": start_ticks(os.getpid()),
+        "socket": address,
         "signal": STACKS_SIGNAL,
         "main_thread": thread_label(threading.main_thread().ident or 0),
         "last_frame": _outermost_frame(),

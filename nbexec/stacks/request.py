@@ -1,19 +1,22 @@
-"""The requester's side of stacks on demand: signal ranks, read back their dumps.
+"""The requester's side of stacks on demand: ask ranks, read back their dumps.
 
 Each rank recorded itself when its hook was installed (:mod:`.hook`). A request
 for rank N:
 
 1. reads ``logs/rank<N>.process.json`` and checks the process is that one
-   (alive, same start time, on this host, handling the signal), so no other
-   process ever gets the signal;
+   (alive, same start time, on this host);
 2. takes an exclusive lock on ``logs/rank<N>.stacks`` (two requesters, say a
-   notebook and ``nbexec stacks`` in a terminal, take turns);
-3. appends a marker line, then sends the signal; the rank's faulthandler
-   appends the dump after it;
-4. reads from there until the dump is whole: the main thread's block (written
-   last) has reached its outermost frame, or was cut by faulthandler's own
-   limit (100 frames). A dump that is not whole by the deadline comes back
-   as far as it got, marked incomplete.
+   notebook and ``nbexec stacks`` in a terminal, take turns) and appends a
+   marker line;
+3. asks the rank's answering thread on its unix socket and reads the answer to
+   its end, then appends it to the file after the marker;
+4. only if the thread does not answer within :data:`THREAD_WAIT_S` (the rank
+   holds the GIL, stuck in C code), sends the signal, if the rank handles it
+   (``SigCgt``: no other process ever gets it), and reads what faulthandler
+   appends until the dump is whole: the main thread's block (written last)
+   has reached its outermost frame, or was cut by faulthandler's own limit
+   (100 frames). A dump not whole by the deadline comes back as far as it
+   got, marked incomplete.
 
 Ranks are signalled together and waited for together, so asking 8 ranks
 takes about as long as asking one. Standard library only: the worker
@@ -33,11 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nbexec.contract as contract
-from nbexec.stacks.hook import start_ticks
+from nbexec.stacks.hook import REQUEST, start_ticks
 
 _FRAME_RE = re.compile(r'^File "(.*)", line \d+ in (.*)$')
 MARKER = "=== nbexec stacks"  # "=== nbexec stacks <token> <unix time> <requester pid>"
 DUMP_TIMEOUT_S = 5.0  # how long a request waits for a dump to be whole
+THREAD_WAIT_S = 1.0  # how long the rank's answering thread has before the signal is sent instead
 POLL_S = 0.002
 
 
@@ -53,6 +57,7 @@ class RankProcess:
     last_frame: str
     start_ticks: int | None = None
     local_rank: int | None = None
+    socket: str | None = None  # the answering thread's unix socket
 
     @classmethod
     def read(cls, path: Path) -> RankProcess | None:
@@ -61,7 +66,7 @@ class RankProcess:
             return cls(rank=int(data["rank"]), pid=int(data["pid"]), host=str(data["host"]),
                        signal=int(data["signal"]), main_thread=str(data["main_thread"]),
                        last_frame=str(data["last_frame"]), start_ticks=data.get("start_ticks"),
-                       local_rank=data.get("local_rank"))
+                       local_rank=data.get("local_rank"), socket=data.get("socket"))
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -73,8 +78,11 @@ class RankProcess:
             return f"rank {self.rank} (pid {self.pid}) is not running"
         if self.start_ticks is not None and start_ticks(self.pid) not in (self.start_ticks, None):
             return f"rank {self.rank} (pid {self.pid}) is not running (its pid belongs to another process now)"
-        caught = _signal_caught(self.pid, self.signal)
-        if caught is False:
+        return None
+
+    def signal_problem(self) -> str | None:
+        """Why the signal must not be sent to this process (it would not handle it), or None."""
+        if _signal_caught(self.pid, self.signal) is False:
             return (f"rank {self.rank} (pid {self.pid}) does not handle the stacks signal "
                     f"({self.signal}) now: its script replaced nbexec's hook, or it is exiting")
         return None
@@ -163,14 +171,21 @@ def request_dumps(run_dir: Path, ranks: Iterable[int] | None = None, *,
 
 
 class _Request:
-    """One rank's request in flight: the lock held, the marker written, the signal sent."""
+    """One rank's request in flight: the lock held, the marker written, the rank asked.
 
-    def __init__(self, record: RankProcess, fd: int, offset: int, taken_at: float) -> None:
+    Asked on its socket first; by the signal when the socket does not answer in time.
+    """
+
+    def __init__(self, record: RankProcess, fd: int, taken_at: float) -> None:
         self.record = record
         self.fd = fd
-        self.offset = offset
         self.taken_at = taken_at
+        self.sock: socket.socket | None = None
+        self.answer = b""  # what the thread sent so far
+        self.give_up_on_thread = 0.0  # monotonic: then the signal instead
+        self.offset: int | None = None  # where faulthandler's dump starts in the file (signal sent)
         self.text = ""
+        self.error = ""
 
     @classmethod
     def send(cls, run_dir: Path, record: RankProcess, deadline: float) -> _Request:
@@ -180,30 +195,90 @@ class _Request:
             _lock(fd, deadline)
             taken_at = time.time()
             os.write(fd, f"{MARKER} {uuid.uuid4().hex} {taken_at:.3f} {os.getpid()}\n".encode())
-            offset = os.lseek(fd, 0, os.SEEK_END)
-            os.kill(record.pid, record.signal)
+            request = cls(record, fd, taken_at)
+            if not request._ask_thread(deadline):
+                request._signal()
         except BaseException:
             os.close(fd)
             raise
-        return cls(record, fd, offset, taken_at)
+        return request
+
+    def _ask_thread(self, deadline: float) -> bool:
+        if not self.record.socket:
+            return False
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(max(0.05, min(THREAD_WAIT_S, deadline - time.monotonic())))
+            sock.connect(self.record.socket)
+            sock.sendall(REQUEST)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            return False
+        self.sock = sock
+        self.give_up_on_thread = time.monotonic() + THREAD_WAIT_S
+        return True
+
+    def _signal(self) -> None:
+        self._close_sock()
+        problem = self.record.signal_problem()
+        if problem is not None:
+            self.error = problem
+            return
+        self.offset = os.lseek(self.fd, 0, os.SEEK_END)
+        os.kill(self.record.pid, self.record.signal)
 
     def poll(self) -> bool:
-        """Read what the rank wrote so far; True once the dump is whole."""
+        """Read what the rank sent or wrote so far; True once the dump is whole (or cannot come)."""
+        if self.error:
+            return True
+        if self.sock is not None:
+            return self._poll_thread()
+        assert self.offset is not None
         chunk = os.pread(self.fd, 1 << 20, self.offset + len(self.text.encode()))
         if chunk:
             self.text += chunk.decode("utf-8", errors="replace")
         return dump_is_whole(self.text, self.record.main_thread, self.record.last_frame)
 
+    def _poll_thread(self) -> bool:
+        assert self.sock is not None
+        while True:
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except BlockingIOError:
+                if time.monotonic() >= self.give_up_on_thread:  # the GIL stays taken: faulthandler instead
+                    self._signal()
+                return False
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            self.answer += chunk
+        self._close_sock()
+        if not self.answer:  # closed without an answer (a rank exiting): the signal tells
+            self._signal()
+            return bool(self.error)
+        self.text = self.answer.decode("utf-8", errors="replace")
+        os.write(self.fd, self.answer if self.answer.endswith(b"\n") else self.answer + b"\n")
+        return True
+
     def finish(self, timed_out: float | None = None) -> RawDump:
         self.close()
-        error = ""
-        if timed_out is not None:
+        error = self.error
+        if timed_out is not None and not error:
             error = (f"rank {self.record.rank} (pid {self.record.pid}) did not finish its dump within "
                      f"{timed_out:g} s" + ("" if self.text else ": it wrote nothing"))
-        return RawDump(self.record.rank, self.record.pid, self.text, self.taken_at, timed_out is None,
-                       error, self.record.main_thread)
+        complete = timed_out is None and not error
+        return RawDump(self.record.rank, self.record.pid, self.text, self.taken_at, complete, error,
+                       self.record.main_thread)
+
+    def _close_sock(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
     def close(self) -> None:
+        self._close_sock()
         if self.fd >= 0:
             os.close(self.fd)  # releases the lock
             self.fd = -1

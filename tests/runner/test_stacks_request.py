@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -41,26 +43,37 @@ RANK = textwrap.dedent("""
 """)
 
 
-@pytest.fixture
-def rank(tmp_path):
-    """A process with the hook, as rank 0 of a run dir; yields (run_dir, process, script path)."""
+@pytest.fixture(params=["thread", "signal"])
+def rank(request, tmp_path):
+    """A process with the hook, as rank 0 of a run dir; yields (run_dir, process, script path, how it answers).
+
+    ``thread``: under nbexec's pump (a socket folder), the answering thread replies;
+    ``signal``: without one, faulthandler does (the fallback).
+    """
     script = tmp_path / "rank.py"
     script.write_text(RANK)
     run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env.pop(contract.ENV_LOG_SOCKET, None)
+    if request.param == "thread":
+        sockets = Path(tempfile.mkdtemp(prefix="nbexec-test-"))  # short: unix socket paths are limited
+        request.addfinalizer(lambda: shutil.rmtree(sockets, ignore_errors=True))
+        env[contract.ENV_LOG_SOCKET] = str(sockets / "logs.sock")
     proc = subprocess.Popen([sys.executable, str(script), str(run_dir), "0"], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+                            env=env)
     try:
         assert proc.stdout.readline().strip() == "ready"
-        yield run_dir, proc, script
+        yield run_dir, proc, script, request.param
     finally:
         proc.kill()
         proc.wait()
 
 
 def test_a_rank_dumps_every_thread_with_file_line_and_function(rank):
-    run_dir, proc, script = rank
+    run_dir, proc, script, how = rank
     record = rank_processes(run_dir)[0]
     assert record.pid == proc.pid and record.last_frame.endswith("in <module>")
+    assert (record.socket is not None) == (how == "thread")
 
     snap = take_stacks(run_dir)
 
@@ -77,7 +90,7 @@ def test_a_rank_dumps_every_thread_with_file_line_and_function(rank):
 
 
 def test_each_request_appends_one_dump_after_its_marker_and_the_last_is_read_back(rank):
-    run_dir, _, _ = rank
+    run_dir, _, _, _ = rank
     first = request_dumps(run_dir)[0]
     second = request_dumps(run_dir)[0]
     assert first.complete and second.complete and second.taken_at >= first.taken_at
@@ -89,6 +102,41 @@ def test_each_request_appends_one_dump_after_its_marker_and_the_last_is_read_bac
     last = latest_stacks(run_dir)
     assert last is not None and last.rank(0).taken_at == pytest.approx(second.taken_at, abs=1e-3)
     assert latest_stacks(run_dir, since=time.time() + 60) is None  # none that recent
+
+
+def test_a_rank_that_holds_the_gil_answers_through_faulthandler(tmp_path):
+    """The answering thread needs the GIL; a rank stuck in C code holding it gets the signal instead."""
+    script = tmp_path / "gil.py"
+    script.write_text(textwrap.dedent("""
+        import ctypes, sys
+        from pathlib import Path
+        from nbexec.stacks.hook import install
+
+        assert install(Path(sys.argv[1]), 0) is None
+
+        def hold_the_gil():
+            print("ready", flush=True)
+            ctypes.PyDLL(None).sleep(3600)  # a C call made with the GIL held
+
+        hold_the_gil()
+    """))
+    sockets = Path(tempfile.mkdtemp(prefix="nbexec-test-"))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+           contract.ENV_LOG_SOCKET: str(sockets / "logs.sock")}
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "run"), "0"], stdout=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        snap = take_stacks(tmp_path / "run", save=False)
+        ours = snap.rank(0)
+        assert ours.complete and ours.main.frames[0].function == "hold_the_gil"
+        # faulthandler's dump (the thread's own never lists itself): the answering thread is in it
+        assert any(f.function == "_answer" for t in ours.threads for f in t.frames)
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(sockets, ignore_errors=True)
 
 
 def test_a_process_without_the_hook_never_gets_the_signal(tmp_path):
