@@ -4,6 +4,7 @@
     nbexec doctor [CONFIG]
     nbexec hpo [CONFIG] --space SPACE --trials N [--study PATH] [--final]
     nbexec lineage RUN_DIR [--study PATH]
+    nbexec stacks RUN_DIR [--rank R] [--native]
     nbexec backup RUN_DIR --to drive|PATH      nbexec restore LOCATION
     nbexec ui [--store URI] [--port N] [--stop]
 
@@ -47,6 +48,8 @@ from nbexec.runner.sinks import Sink, StartedLine
 if TYPE_CHECKING:
     from types import FrameType
 
+    from nbexec.events import Event
+    from nbexec.plan import LaunchPlan
     from nbexec.result import TrainingResult
     from nbexec.runner.handle import TrainingRun
 
@@ -192,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from nbexec.commands.hpo import add_hpo_arguments
     from nbexec.commands.lineage import add_lineage_arguments
+    from nbexec.commands.stacks import add_stacks_arguments
     from nbexec.commands.ui import add_ui_arguments
 
     add_hpo_arguments(sub.add_parser("hpo", help="run or resume an Optuna sweep of training jobs (nbexec[hpo])"))
@@ -200,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         "ui", help="serve an MLflow UI for the tracking store on 127.0.0.1 (Ctrl-C stops it)",
         description="Serve an MLflow UI for the tracking store on 127.0.0.1, or show the one already running.",
     ))
+    add_stacks_arguments(sub.add_parser(
+        "stacks", help="show where every rank of a running job is (its threads' stacks), without stopping it"))
 
     doctor = sub.add_parser("doctor", help="show hardware and check the environment for a launch")
     doctor.add_argument("config", nargs="?", help="config to check (default: embedded demo config)")
@@ -224,6 +230,10 @@ def main(argv: Sequence[str] | None = None, *, signals: StopSignals | None = Non
     try:
         if args.command == "train":
             return _train(args, script_args, signals or StopSignals())
+        if args.command == "stacks":
+            from nbexec.commands.stacks import stacks_command
+
+            return stacks_command(args)
         if args.command in ("hpo", "lineage"):
             from nbexec.commands import hpo, lineage
 
@@ -278,7 +288,7 @@ def _train(args: argparse.Namespace, script_args: list[str] | None, signals: Sto
     launch_cfg = plan.config.launch
     # The starting line comes once the job's processes are up, before any of their
     # lines: an error that stops the launch (nothing started) comes without it.
-    sinks: list[Sink] = [_StartingLine(plan)]
+    sinks: list[Sink] = [_StartingLine(plan, say_stalls=args.quiet)]
     if not args.quiet:
         metric_lines = args.metric_lines
         if metric_lines is None:
@@ -334,7 +344,22 @@ def print_summary(result: TrainingResult, tracking: object = None) -> int:
 
 
 class _StartingLine(StartedLine):
-    """The starting line, then (multi-node) what every other node must run."""
+    """The starting line, then (multi-node) what every other node must run; with ``--quiet``, stalls.
+
+    Without ``--quiet`` a stall is one of the lines the terminal shows already.
+    """
+
+    def __init__(self, plan: LaunchPlan, *, say_stalls: bool = False) -> None:
+        super().__init__(plan)
+        self.say_stalls = say_stalls
+
+    def on_events(self, events: Sequence[Event]) -> None:
+        if not self.say_stalls:
+            return
+        for ev in events:
+            if ev.get("kind") == "stall":
+                print(f"nbexec: stall: {ev.get('message')}" + (f"; stacks in {ev['stacks']}" if ev.get("stacks") else ""),
+                      file=sys.stderr, flush=True)
 
     def on_start(self, run: object) -> None:
         super().on_start(run)

@@ -47,6 +47,7 @@ from nbexec.config_fields import (  # noqa: F401 - MAX_NPROC, NAME_RE: re-export
     check_args,
     check_bool,
     check_choice,
+    check_collective_timeout,
     check_endpoint,
     check_env,
     check_experiment,
@@ -60,6 +61,7 @@ from nbexec.config_fields import (  # noqa: F401 - MAX_NPROC, NAME_RE: re-export
     check_options,
     check_path_str,
     check_seconds,
+    check_stall_timeout,
     did_you_mean,
     int_or_none,
 )
@@ -69,6 +71,9 @@ from nbexec.trainer_spec import trainer_spec
 
 TRAINER_SECTIONS = ("model", "training", "data")
 _PLACEMENT_KEYS = ("node_rank", "rdzv_endpoint", "rdzv_id", "scheduler", "slurm", "azureml")
+# How a job is watched for hangs: none of it shapes the model, so none of it is in the config hash.
+_WATCH_KEYS = ("stall_timeout", "on_stall", "collective_timeout")
+DEFAULT_STALL_TIMEOUT_S = 300.0
 BUILTIN_TRAINER_MODULE = "nbexec.trainers.token_classification"
 
 
@@ -93,6 +98,13 @@ class Backend(_Choice):
     AUTO = "auto"
     GLOO = "gloo"
     NCCL = "nccl"
+
+
+class OnStall(_Choice):
+    """``launch.on_stall``: what nbexec does when a job stalls (after saying so and taking the stacks)."""
+
+    WARN = "warn"  # say so, tag the MLflow run; the job goes on (it may recover)
+    CANCEL = "cancel"  # stop the job; it ends FAILED with the stuck rank as its root cause
 
 
 class MetricsFrom(_Choice):
@@ -134,10 +146,18 @@ class LaunchConfig:
     # Each scheduler's options as given; its options class checks them (SlurmOptions, AzureMLOptions).
     slurm: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     azureml: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # When a job hangs (nbexec.runner.stall): no rank printed or progressed for stall_timeout
+    # seconds (0: off), or one rank's step fell behind the others' and stayed there that long.
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT_S
+    on_stall: OnStall = OnStall.WARN
+    # The process group's timeout in seconds (None: torch's, 30 min on gloo, 10 on NCCL); through
+    # the child API, and $NBEXEC_COLLECTIVE_TIMEOUT for scripts that init the group themselves.
+    collective_timeout: float | None = None
 
     def __post_init__(self) -> None:
         # text given directly (LaunchConfig(scheduler="slurm")) becomes the member, as a loaded config has
         object.__setattr__(self, "backend", Backend(self.backend))
+        object.__setattr__(self, "on_stall", OnStall(self.on_stall))
         if self.scheduler in SCHEDULERS:
             object.__setattr__(self, "scheduler", Scheduler(self.scheduler))
 
@@ -223,6 +243,9 @@ CHECKS: dict[str, dict[str, Check]] = {
         ),
         "slurm": check_options("{partition: gpu, gpus_per_node: 4}"),
         "azureml": check_options("{compute: gpu-cluster}"),
+        "stall_timeout": check_stall_timeout,
+        "on_stall": check_choice(OnStall),
+        "collective_timeout": check_collective_timeout,
     },
     "output": {"dir": check_path_str, "run_name": check_name},
     "tracking": {
@@ -271,7 +294,7 @@ class TrainingConfig:
         payload = {k: d[k] for k in (*TRAINER_SECTIONS, "launch")}
         # Where and by whom a job runs does not shape the model: every node of
         # one job has the same hash, and single-node hashes are unchanged.
-        for key in _PLACEMENT_KEYS:
+        for key in (*_PLACEMENT_KEYS, *_WATCH_KEYS):
             payload["launch"].pop(key, None)
         if payload["launch"].get("nnodes") == 1:
             del payload["launch"]["nnodes"]

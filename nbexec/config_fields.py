@@ -80,6 +80,27 @@ def check_seconds(path: str, value: Any, *, low: float, high: float) -> float:
     return float(value)
 
 
+MAX_WATCH_S = 7 * 24 * 3600.0  # a week: longer is a typo (minutes for seconds), not a setting
+
+
+def check_stall_timeout(path: str, value: Any) -> float:
+    """``launch.stall_timeout``: seconds without progress before a job counts as stalled; 0 turns it off."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_WATCH_S:
+        raise fail(path, value, f"use a number of seconds between 0 and {MAX_WATCH_S:g} (e.g. 300 for 5 min; "
+                                "0 turns stall detection off)")
+    return float(value)
+
+
+def check_collective_timeout(path: str, value: Any) -> float | None:
+    """``launch.collective_timeout``: seconds a collective may wait for its peers, or null for torch's default."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= MAX_WATCH_S:
+        raise fail(path, value, f"use a number of seconds between 1 and {MAX_WATCH_S:g} (e.g. 600), or null "
+                                "for torch's default (30 min on gloo, 10 min on NCCL)")
+    return float(value)
+
+
 def check_nproc(path: str, value: Any) -> int | str:
     """``"auto"`` or a number of processes per node, 1 to :data:`MAX_NPROC` (``"4"`` reads as 4)."""
     if value == "auto":

@@ -23,6 +23,9 @@ ENV_RESUME_FROM = "NBEXEC_RESUME_FROM"  # checkpoint dir to resume from, if any
 ENV_BACKEND = "NBEXEC_BACKEND"  # resolved process-group backend: gloo or nccl
 ENV_EVENTS_ALL_RANKS = "NBEXEC_EVENTS_ALL_RANKS"  # "1": every rank reports events
 ENV_CHILD_METRICS = "NBEXEC_MLFLOW_CHILD_METRICS"  # "0": the parent logs metrics from events; rank 0 must not too
+ENV_PROGRESS_ALL_RANKS = "NBEXEC_PROGRESS_ALL_RANKS"  # "1": every rank reports progress (stall detection reads it)
+ENV_COLLECTIVE_TIMEOUT = "NBEXEC_COLLECTIVE_TIMEOUT"  # seconds: the process group's timeout (launch.collective_timeout)
+ENV_STACKS = "NBEXEC_STACKS"  # "0": the bootstrap installs no stack-dump hook
 
 CONFIG_FILE = "config.yaml"
 COMMAND_FILE = "command.txt"
@@ -36,6 +39,8 @@ LAUNCHER_LOG = "launcher.log"
 DEFAULT_STUDY_PATH = "outputs/hpo/study.db"  # the Optuna study nbexec hpo uses unless told
 
 
+STACKS_FILE_PREFIX = "stacks-"  # logs/stacks-<time>.txt: the stacks of every rank, taken together
+RANK_PROCESS_GLOB = "rank*.process.json"  # every rank's process record in LOG_DIR
 RANK_LOG_GLOB = "rank*.log"  # every rank's log in LOG_DIR (see rank_of_log_name)
 RANK_ERROR_GLOB = "rank*.error.json"  # every rank's error record in LOG_DIR
 _RANK_LOG_RE = re.compile(r"^rank(\d+)\.log$")
@@ -60,3 +65,17 @@ def rank_log_path(run_dir: Path, rank: int) -> Path:
 def rank_error_path(run_dir: Path, rank: int) -> Path:
     """``logs/rank<N>.error.json``: the exception that ended a rank, if any."""
     return run_dir / LOG_DIR / f"rank{rank}.error.json"
+
+
+def rank_process_path(run_dir: Path, rank: int) -> Path:
+    """``logs/rank<N>.process.json``: the rank's pid, host and how to ask it for its stacks.
+
+    Written by the worker bootstrap once its stack-dump hook is installed (see
+    :mod:`nbexec.stacks.request`), so a process that has one never gets the signal.
+    """
+    return run_dir / LOG_DIR / f"rank{rank}.process.json"
+
+
+def rank_stacks_path(run_dir: Path, rank: int) -> Path:
+    """``logs/rank<N>.stacks``: every stack dump the rank wrote, each after its request's marker line."""
+    return run_dir / LOG_DIR / f"rank{rank}.stacks"

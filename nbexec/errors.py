@@ -90,7 +90,10 @@ class RootCause:
         }
 
     def headline(self) -> str:
-        where = f"rank {self.rank}" if self.rank is not None else "the launcher"
+        if self.rank is not None:
+            where = f"rank {self.rank}"
+        else:  # a stalled job nbexec stopped has no one rank to blame
+            where = "the job" if self.exc_type == "Stall" else "the launcher"
         what = f"{self.exc_type}: {self.message}" if self.exc_type else self.message
         code = f" (exit code {self.exit_code})" if self.exit_code is not None else ""  # None: e.g. AzureML
         return f"{where} failed{code}: {what}".rstrip(": ")

@@ -184,6 +184,8 @@ def launch(
         plan = tracked.plan
         if plan.config.tracking.metrics_from == "parent":  # else rank 0 logs them itself
             sinks = [*sinks, tracked.metrics_sink()]
+        if launch_cfg.stall_timeout > 0:  # a stall tags the run and logs its stacks when it happens
+            sinks = [*sinks, tracked.stall_sink()]
         finalizers = [tracked.finalize, *finalizers]  # first: later ones see the run id
     if backup is not None:  # last: it sees the MLflow run id and backs up the ended run's store
         backup.tracking = tracked

@@ -235,6 +235,10 @@ def setup_training_environment(
         # torchrun would force 1 (and warn); share the cores between ranks instead
         cpus = (hardware or detect_hardware()).cpu_count
         env_set["OMP_NUM_THREADS"] = str(max(1, cpus // max(1, nproc)))
+    if config.launch.stall_timeout > 0:  # a rank falling behind the others is seen from its progress events
+        env_set[contract.ENV_PROGRESS_ALL_RANKS] = "1"
+    if config.launch.collective_timeout is not None:  # the child API's process group; other scripts read it
+        env_set[contract.ENV_COLLECTIVE_TIMEOUT] = f"{config.launch.collective_timeout:g}"
     _, config_secrets = split_secrets(config.to_dict())
     if config_secrets:  # config.yaml is written redacted; the child gets the values here
         env_set[contract.ENV_CONFIG_SECRETS] = json.dumps(config_secrets)

@@ -111,6 +111,43 @@ with arguments after `--`.
         tags=("raises-exception",),
     ),
     md("""
+## When a job hangs
+
+A hang costs more than a crash: one rank is stuck while the others wait for it in a
+collective, and nothing is printed. This script does it on purpose: rank 1 never gets
+to the `all_reduce` rank 0 waits in. `launch.stall_timeout` (5 minutes by default) is
+5 seconds here, so nbexec soon says the job stalled, where each rank is, and which one
+is stuck; the cell's **Stacks** button shows the same at any time.
+"""),
+    code(
+        "run = %train --entrypoint scripts/stuck_allreduce.py --nproc 2 --no-tracking --background "
+        "--set launch.stall_timeout=5"
+    ),
+    code("""
+# NBVAL_CHECK_OUTPUT
+import time
+
+for _ in range(600):  # nbexec finds the stall by itself (no rank printed anything for 5 s): wait for it
+    if run.stall is not None:
+        break
+    time.sleep(0.5)
+print(run.stall.message)
+print("stuck:", run.stall.ranks, "| saved:", run.stall.stacks.path.name.startswith("stacks-"))
+"""),
+    md("""
+`run.stacks()` takes every rank's stacks now, without stopping the job (so do the
+Stacks button and `nbexec stacks <run dir>` in a terminal), shows them side by side,
+and saves them in the run's `logs/`. The MLflow run of a tracked job is tagged
+`nbexec.stall` with the stacks as an artifact; `--set launch.on_stall=cancel` would
+have stopped the job.
+"""),
+    code("run.stacks()"),
+    code("""
+# NBVAL_CHECK_OUTPUT
+run.cancel()
+print(run.status)
+"""),
+    md("""
 ## Interrupting
 
 The kernel's stop button (or `run.cancel()` for a background job) stops every process

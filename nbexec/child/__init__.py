@@ -23,6 +23,7 @@ from nbexec._lazy import lazy_exports
 # rank before the training script starts) does not pay for this package's API.
 _EXPORTS: dict[str, str] = {
     "RunContext": "nbexec.child.context",
+    "collective_timeout": "nbexec.child.context",
     "create_run_context": "nbexec.child.context",
     "destroy_process_group_if_needed": "nbexec.child.context",
     "init_process_group_if_needed": "nbexec.child.context",
@@ -31,6 +32,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "RunContext",
+    "collective_timeout",
     "create_run_context",
     "destroy_process_group_if_needed",
     "init_process_group_if_needed",
@@ -41,6 +43,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 if TYPE_CHECKING:
     from nbexec.child.context import (
         RunContext,
+        collective_timeout,
         create_run_context,
         destroy_process_group_if_needed,
         init_process_group_if_needed,

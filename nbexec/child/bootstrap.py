@@ -24,6 +24,12 @@ It prepares the rank, then runs the target exactly as ``python script.py`` or
    for scripts that do not use ``@record``, and known before torchrun reports.
 5. Shows tracebacks from the user's code down: the bootstrap's and runpy's
    frames are left out of what the rank prints.
+6. Answers for its stacks: a thread on a unix socket (faulthandler on a signal
+   when the GIL stays taken) gives the stack of every thread when asked
+   (``run.stacks()``, ``nbexec stacks``), even while the rank is blocked in a
+   collective; it costs an idle thread until then (see :mod:`nbexec.stacks.hook`). When the rank's own
+   collective times out, it asks its peers on this machine for their stacks
+   before it exits, so the root cause can name the rank that never came.
 
 Only the standard library (and nbexec's contract) is imported here: a rank must start fast.
 """
@@ -49,6 +55,7 @@ PACKET_PAYLOAD = 1 << 15  # bytes per packet on the python channel (well under a
 PR_SET_PDEATHSIG = 1
 CLOSE_BARRIER_S = 60  # how long a rank that succeeded waits for its peers before closing its process group
 TRACKING_WAIT_S = 300.0  # longest wait for the parent to open the MLflow run (it gives up sooner)
+PEER_STACKS_S = 5.0  # after a collective timeout, how long this rank waits for its peers' stacks
 
 
 def main(argv: list[str]) -> None:
@@ -61,6 +68,7 @@ def main(argv: list[str]) -> None:
     _connect_streams(rank)
     sys.excepthook = _from_user_code(sys.excepthook)
     _join_tracked_run()
+    _answer_for_stacks(rank)  # last: its record says the script is starting (stall detection counts from it)
     try:
         _run_target(argv)
     except SystemExit as exc:
@@ -124,6 +132,41 @@ def _die_with_parent() -> None:
             os._exit(128 + signal.SIGKILL)
     except (OSError, AttributeError):
         pass  # not fatal: the parent also kills the job's process tree on cancel
+
+
+def _answer_for_stacks(rank: int) -> None:
+    """Install the stack-dump hook (unless ``NBEXEC_STACKS=0`` or outside nbexec); say why if it cannot be."""
+    run_dir = os.environ.get(contract.ENV_RUN_DIR)
+    if not run_dir or os.environ.get(contract.ENV_STACKS) == "0":
+        return
+    from nbexec.stacks.hook import install
+
+    problem = install(Path(run_dir), rank)
+    if problem is not None:
+        print(f"nbexec: rank {rank}: stacks on demand are unavailable ({problem})", file=sys.stderr)
+
+
+def _ask_peers_for_stacks(rank: int, message: str) -> None:
+    """After a collective timeout: take the stacks of this machine's other ranks while they still run.
+
+    torchrun stops them as soon as this rank exits; their stacks tell which rank
+    never joined the collective (the root cause reads them, :mod:`nbexec.runner.rootcause`).
+    """
+    run_dir = os.environ.get(contract.ENV_RUN_DIR)
+    if not run_dir:
+        return
+    try:
+        from nbexec.stacks.parse import COLLECTIVE_TIMEOUT_RE
+
+        if not COLLECTIVE_TIMEOUT_RE.search(message):
+            return
+        from nbexec.stacks.request import rank_processes, request_dumps
+
+        peers = [r for r in rank_processes(Path(run_dir)) if r != rank]
+        if peers:
+            request_dumps(Path(run_dir), peers, timeout=PEER_STACKS_S)
+    except Exception:  # noqa: BLE001 - never in the way of recording the failure
+        pass
 
 
 # --- output -------------------------------------------------------------------------
@@ -406,6 +449,7 @@ def _record_failure(rank: int, exc: BaseException, exit_code: int) -> None:
             tb_text = "".join(traceback.format_exception(type(exc), exc, user_tb))  # type: ignore[call-overload]
             where = _user_location(user_tb)
             message = str(exc)
+            _ask_peers_for_stacks(rank, message)
         exc_type = type(exc).__qualname__
         if type(exc).__module__ not in ("builtins", "__main__"):
             exc_type = f"{type(exc).__module__}.{exc_type}"

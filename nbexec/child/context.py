@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from nbexec.events import EventWriter
 
 __all__ = [
     "RunContext",
+    "collective_timeout",
     "create_run_context",
     "init_process_group_if_needed",
     "destroy_process_group_if_needed",
@@ -45,6 +47,7 @@ class RunContext:
     resume_from: Path | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
     _events: EventWriter | None = field(default=None, repr=False)
+    _progress_only: bool = field(default=False, repr=False)  # a rank other than 0: progress events only
     _mlflow: Any = field(default=None, repr=False)  # MetricsLogger when rank 0 logs to MLflow
 
     @property
@@ -87,7 +90,7 @@ class RunContext:
         self._emit("message", text=text)
 
     def _emit(self, kind: str, **fields: Any) -> None:
-        if self._events is not None:
+        if self._events is not None and (kind == "progress" or not self._progress_only):
             self._events.emit(kind, **fields)
 
 
@@ -99,7 +102,8 @@ def create_run_context(distributed_config: Mapping[str, Any] | None = None) -> R
 
     Returns:
         The context; only the main rank (or every rank when the parent asked for
-        it) writes events.
+        it) writes events. When the parent watches for stalls, every rank also
+        reports its progress (it tells a rank that fell behind).
     """
     env = os.environ
     overrides = dict(distributed_config or {})
@@ -119,7 +123,9 @@ def create_run_context(distributed_config: Mapping[str, Any] | None = None) -> R
     resume = env.get(contract.ENV_RESUME_FROM)
     events = None
     events_path = env.get(contract.ENV_EVENTS)
-    if events_path and (rank == 0 or env.get(contract.ENV_EVENTS_ALL_RANKS) == "1"):
+    all_events = rank == 0 or env.get(contract.ENV_EVENTS_ALL_RANKS) == "1"
+    progress_only = not all_events and env.get(contract.ENV_PROGRESS_ALL_RANKS) == "1"
+    if events_path and (all_events or progress_only):
         events = EventWriter(events_path, rank=rank)
     mlflow_logger = None
     if rank == 0 and env.get("MLFLOW_RUN_ID"):
@@ -138,6 +144,7 @@ def create_run_context(distributed_config: Mapping[str, Any] | None = None) -> R
         resume_from=Path(resume) if resume else None,
         config=load_run_config(),
         _events=events,
+        _progress_only=progress_only,
         _mlflow=mlflow_logger,
     )
 
@@ -167,6 +174,9 @@ def init_process_group_if_needed(ctx: RunContext) -> bool:
     """Initialise ``torch.distributed`` for a multi-process job; no-op for one process.
 
     NCCL: binds this process to ``cuda:<local_rank>`` first. Gloo on CPU otherwise.
+    The group's timeout is ``launch.collective_timeout`` (``$NBEXEC_COLLECTIVE_TIMEOUT``)
+    when set, else torch's default: a collective whose peers do not come within
+    it fails instead of waiting (and nbexec names the rank that did not come).
 
     Returns:
         True when a process group was initialised by this call.
@@ -178,12 +188,33 @@ def init_process_group_if_needed(ctx: RunContext) -> bool:
 
     if dist.is_initialized():
         return False
+    timeout = collective_timeout()
+    options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
     if ctx.backend == "nccl":
         torch.cuda.set_device(ctx.local_rank)
-        dist.init_process_group("nccl", device_id=torch.device(ctx.device))
+        dist.init_process_group("nccl", device_id=torch.device(ctx.device), **options)
     else:
-        dist.init_process_group(ctx.backend)
+        dist.init_process_group(ctx.backend, **options)
     return True
+
+
+def collective_timeout() -> datetime.timedelta | None:
+    """``$NBEXEC_COLLECTIVE_TIMEOUT`` (seconds) as a timedelta, or None when unset (torch's default).
+
+    Raises:
+        ValueError: the variable is not a positive number of seconds.
+    """
+    text = os.environ.get(contract.ENV_COLLECTIVE_TIMEOUT, "").strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(f"{contract.ENV_COLLECTIVE_TIMEOUT}={text!r} is not a positive number of seconds; "
+                         "set launch.collective_timeout (or leave it unset for torch's default)")
+    return datetime.timedelta(seconds=seconds)
 
 
 def destroy_process_group_if_needed(barrier: bool = True, barrier_timeout_s: float = 60.0) -> None:
@@ -196,7 +227,6 @@ def destroy_process_group_if_needed(barrier: bool = True, barrier_timeout_s: flo
     gloo the wait is a monitored barrier: a peer that never comes costs
     ``barrier_timeout_s`` and an error, not a hang.
     """
-    import datetime
     import gc
 
     import torch.distributed as dist

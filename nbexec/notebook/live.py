@@ -238,6 +238,7 @@ class LiveRunView(Sink):
             log_paths=log_paths,
             summary=self._summary,
             error=self._error,
+            stall=getattr(getattr(run, "stall", None), "message", None),
         )
 
     def _publish(self) -> None:

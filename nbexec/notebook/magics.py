@@ -162,10 +162,13 @@ def _ranks(args: argparse.Namespace) -> tuple[int, ...] | None:
 
 
 def _run_in_cell(plan: LaunchPlan, args: argparse.Namespace, ranks: tuple[int, ...] | None) -> Any:
+    from IPython.display import display
+
     from nbexec.executor import launch
     from nbexec.notebook.errors import shown_briefly
     from nbexec.notebook.live import LiveRunView
     from nbexec.notebook.live_runs import track
+    from nbexec.notebook.stacks_button import StacksButton
     from nbexec.notebook.tail import DEFAULT_TAIL
     from nbexec.tracking.tags import git_tags
 
@@ -178,8 +181,10 @@ def _run_in_cell(plan: LaunchPlan, args: argparse.Namespace, ranks: tuple[int, .
         git=git_tags(),
     )
     view.show()
+    stacks = StacksButton()  # where every rank is, on demand (and on a stall)
+    display(stacks.widget)
     try:
-        run = launch(plan=plan, sinks=[view])
+        run = launch(plan=plan, sinks=[view, stacks])
     except BaseException as err:
         view.fail_to_start(err)
         if isinstance(err, Exception):

@@ -33,6 +33,7 @@ from nbexec.hardware import HardwareInfo, detect_hardware
 from nbexec.notebook.history_box import RunHistoryBox
 from nbexec.notebook.live_runs import track
 from nbexec.notebook.panel_form import ConfigForm
+from nbexec.notebook.stacks_button import StacksButton
 from nbexec.notebook.theme import ERROR_COLOUR, FRAME_COLOUR, MUTED_COLOUR, PANEL_CSS
 from nbexec.render import markup
 from nbexec.result import RunStatus
@@ -75,6 +76,7 @@ class TrainingPanel:
         view: the last job's live view sink.
         form: the form (:class:`~nbexec.notebook.panel_form.ConfigForm`); ``fields``, ``error`` and
             ``nproc_hint`` are its widgets.
+        stacks: the Stacks button and where its stacks show (:class:`~nbexec.notebook.stacks_button.StacksButton`).
         train_button, stop_button, status, output, rank_picker, curve,
         history, history_picker: the run history's table and picker (``recent``: the whole box).
     """
@@ -110,15 +112,16 @@ class TrainingPanel:
         self.train_button = widgets.Button(description="Train", button_style="primary", icon="play")
         # Stop is red only while there is a job to stop: a disabled red button still looks clickable
         self.stop_button = widgets.Button(description="Stop", button_style="", icon="stop", disabled=True)
+        self.stacks = StacksButton()  # where every rank is, on demand (and on a stall)
         self.rank_picker = widgets.Dropdown(options=[("rank 0", "0")], value="0", description="show lines of")
         self.output = widgets.HTML(value="")
         self.curve = widgets.Image(format="png", layout=widgets.Layout(display="none", max_width="640px"))
         self.history, self.history_picker = self.recent.table, self.recent.picker
         self.rank_picker.style.description_width = "110px"
-        buttons = widgets.HBox([self.train_button, self.stop_button, self.status])
+        buttons = widgets.HBox([self.train_button, self.stop_button, self.stacks.button, self.status])
         self.widget = widgets.VBox([
-            widgets.HTML(value=PANEL_CSS, layout=widgets.Layout(display="none")), self.form.widget, buttons, self.rank_picker, self.output, self.curve,
-            self.recent.widget,
+            widgets.HTML(value=PANEL_CSS, layout=widgets.Layout(display="none")), self.form.widget, buttons,
+            self.rank_picker, self.output, self.stacks.output, self.curve, self.recent.widget,
         ])
         # CSS hooks for styling and for browser tests
         self.widget.add_class("nbexec-panel")
@@ -216,9 +219,10 @@ class TrainingPanel:
             self.view = view
             self.curve.layout.display = "none"
             view.show()
+            self.stacks.reset()
             over = threading.Event()
             try:
-                run = launch(plan=plan, sinks=[view, _PanelEnd(self, over)])
+                run = launch(plan=plan, sinks=[view, self.stacks, _PanelEnd(self, over)])
             except Exception as err:  # noqa: BLE001
                 view.fail_to_start(err)
                 self._show_not_started(err)

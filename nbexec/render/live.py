@@ -53,6 +53,7 @@ class LiveSnapshot:
     log_paths: tuple[tuple[str, str], ...] = ()
     summary: RunSummary | None = None
     error: str | None = None
+    stall: str | None = None  # what nbexec said when it found the job stalled (while it still is)
 
 
 def render_html(snap: LiveSnapshot) -> str:
@@ -75,6 +76,8 @@ def render_html(snap: LiveSnapshot) -> str:
         return markup.box(colour, "".join(parts))
     fraction = formats.progress_fraction(snap.progress)
     parts.append(markup.progress_bar(fraction, status, formats.progress_label(snap.progress)))
+    if snap.stall:
+        parts.append(f'<div style="color:{markup.STATUS_COLOURS["KILLED"]};margin:4px 0">stall: {markup.esc(snap.stall)}</div>')
     if snap.metrics:
         parts.append(f'<div style="{markup.MONO}">{markup.esc(formats.metrics_line(snap.metrics))}</div>')
     if not snap.quiet:
@@ -122,6 +125,8 @@ def render_text(snap: LiveSnapshot) -> str:
         return "\n".join(lines)
     fraction = formats.progress_fraction(snap.progress)
     lines.append(f"  progress: {formats.text_bar(fraction)} {formats.progress_label(snap.progress)}")
+    if snap.stall:
+        lines.append(f"  stall:    {snap.stall}")
     if snap.metrics:
         lines.append(f"  metrics:  {formats.metrics_line(snap.metrics)}")
     if not snap.quiet:

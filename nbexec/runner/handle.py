@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nbexec.contract as contract
 from nbexec.config import TRAINER_SECTIONS
@@ -23,8 +23,16 @@ from nbexec.result import RunStatus, TrainingResult
 from nbexec.runner.job import Job, Launcher, LocalLauncher, Pump, PumpFeed
 from nbexec.runner.lines import LogLine
 from nbexec.runner.sinks import Dispatcher, Sink
+from nbexec.runner.stall import Stall, StallFinding, StallWatch, describe_stall, stall_path_note, stuck_ranks
+from nbexec.stacks.request import DUMP_TIMEOUT_S
 
-MAX_EVENTS = 100_000  # events kept in memory; events.jsonl keeps them all
+if TYPE_CHECKING:
+    from nbexec.stacks.snapshot import StackSnapshot
+
+MAX_EVENTS = 100_000
+# How much longer than launch.stall_timeout a job may stay silent before any rank starts its script:
+# torchrun imports torch and meets its peers, the ranks wait for the MLflow run (up to tracking.timeout).
+STARTUP_ALLOWANCE_S = 60.0  # events kept in memory; events.jsonl keeps them all
 # The exit code a KILLED result records, always: minus SIGTERM, the signal cancel() sends
 # (Popen's convention). What the processes themselves returned depends on a race between
 # the signal and their own exit (0 when the job was just finishing, -15 or -9 otherwise),
@@ -75,6 +83,10 @@ class TrainingRun:
         self._job: Job | None = None
         self._pump: Pump | None = None
         self._thread: threading.Thread | None = None
+        self._watch: StallWatch | None = None  # set when launch.stall_timeout > 0 and the job is local
+        self._stalls: list[Stall] = []
+        self._stall: Stall | None = None  # the stall going on now
+        self._stall_cancel: Stall | None = None  # the stall that made nbexec cancel the job
         self.started_at = 0.0
         self.tracking: Any = None  # the TrackedRun (MLflow) when tracking is on
 
@@ -101,12 +113,22 @@ class TrainingRun:
             if after_inputs is not None:
                 after_inputs()
             self.started_at = time.time()
-            feed = PumpFeed(self._dispatcher, self._record_events, self._record_text_progress, self._scrubber)
+            stall_timeout = self.plan.config.launch.stall_timeout
+            if stall_timeout > 0:
+                # before any rank runs its script: torchrun starting, the ranks waiting for the MLflow run
+                tracking = self.plan.config.tracking
+                startup = max(STARTUP_ALLOWANCE_S, tracking.timeout if tracking.enabled else 0.0)
+                self._watch = StallWatch(stall_timeout, time.monotonic(), startup_s=startup)
+            feed = PumpFeed(self._dispatcher, self._record_events, self._record_text_progress, self._scrubber,
+                            on_output=self._record_output if self._watch is not None else None)
             self._job, self._pump = self._launcher.start(self.plan, feed)
             self._status = RunStatus.RUNNING
         self._dispatcher.start(self)
         self._thread = threading.Thread(target=self._supervise, name=f"nbexec-{self.plan.run_name}", daemon=True)
         self._thread.start()
+        if self._watch is not None and self._job.pid is not None:  # stacks come from local ranks only
+            threading.Thread(target=self._watch_for_stalls, name=f"nbexec-stall-{self.plan.run_name}",
+                             daemon=True).start()
         return self
 
     def _supervise(self) -> None:
@@ -127,6 +149,8 @@ class TrainingRun:
         status, root_cause = self._job.outcome(exit_code, self._cancel_requested)
         if status is RunStatus.KILLED:
             exit_code = KILLED_EXIT_CODE
+            if self._stall_cancel is not None:  # nbexec stopped it for hanging: a failure, not the user's cancel
+                status, root_cause = RunStatus.FAILED, self._stall_cancel.root_cause()
         result = TrainingResult(
             run_name=self.plan.run_name,
             run_dir=self.plan.run_dir,
@@ -168,20 +192,99 @@ class TrainingRun:
     # --- events -----------------------------------------------------------------
 
     def _record_events(self, events: list[Event]) -> None:
+        watch = self._watch
+        now = time.monotonic()
         with self._lock:
             self._events.extend(events)
             if len(self._events) > MAX_EVENTS:
                 del self._events[: len(self._events) - MAX_EVENTS]
             for ev in events:
                 kind = ev.get("kind")
+                rank = ev.get("rank")
+                if watch is not None and isinstance(rank, int):
+                    step = ev.get("step")
+                    if kind == "progress" and isinstance(step, int):
+                        watch.progress(rank, step, now)
+                    else:
+                        watch.output(now)
                 if kind == "metrics" and isinstance(ev.get("metrics"), dict):
                     self._metrics.update(ev["metrics"])
-                elif kind == "progress":
+                elif kind == "progress" and rank in (0, None):  # every rank reports it when stalls are watched
                     self._progress = ev
                 elif kind == "checkpoint" and ev.get("path"):
                     self._checkpoint = Path(ev["path"])
                 elif kind == "failure":
                     self._failures.append(ev)
+
+    def _record_output(self, rank: int) -> None:
+        """A rank sent output (called by the pump for every chunk: kept to one clock read)."""
+        watch = self._watch
+        if watch is not None:
+            watch.output(time.monotonic())
+
+    # --- stalls -----------------------------------------------------------------
+
+    def _watch_for_stalls(self) -> None:
+        """Once a second (or sooner for a short timeout): has the job stalled, or recovered?"""
+        watch = self._watch
+        assert watch is not None
+        interval = min(1.0, max(0.05, watch.timeout_s / 20))
+        while not self._done.wait(interval):
+            if not watch.ranks_seen and any(self.plan.log_dir.glob(contract.RANK_PROCESS_GLOB)):
+                watch.output(time.monotonic())  # a rank is starting its script (it records itself then)
+            if watch.recovered():
+                self._stall_over()
+            finding = watch.check(time.monotonic())
+            if finding is not None and not self._done.is_set():
+                try:
+                    self._on_stall(finding)
+                except Exception as err:  # noqa: BLE001 - a watcher problem must not touch the job
+                    self._say(f"nbexec: stall detection failed: {err!r}")
+
+    def _on_stall(self, finding: StallFinding) -> None:
+        """Take the stacks, say what they show, tell the sinks; cancel when ``launch.on_stall`` says so."""
+        from dataclasses import replace
+
+        from nbexec.stacks.snapshot import py_spy, take_stacks
+
+        action = str(self.plan.config.launch.on_stall)
+        stacks: StackSnapshot | None = None
+        error = ""
+        try:
+            stacks = take_stacks(self.run_dir, native=py_spy() is not None, save=False)
+        except NbexecError as err:
+            error = str(err)
+        message = describe_stall(finding, stacks, stacks_error=error)
+        if stacks is not None:
+            try:
+                stacks = replace(stacks, notes=(f"# stall: {message}",)).save()
+            except OSError as err:  # a full disk: the message still goes out
+                error = f"stacks not saved: {err}"
+        stall = Stall(message=message, finding=finding, stacks=stacks, ranks=stuck_ranks(finding, stacks),
+                      detected_at=time.time(), action=action)
+        with self._lock:
+            self._stalls.append(stall)
+            self._stall = stall
+            self._events.append(stall.event())
+        then = ("cancelling the job (launch.on_stall: cancel)" if action == "cancel"
+                else "the job goes on (launch.on_stall: warn)")
+        note = stall_path_note(stacks, self.run_dir) or error
+        self._say(f"nbexec: stall: {message}" + (f"; {note}" if note else "") + f"; {then}")
+        self._dispatcher.put_events([stall.event()])
+        if action == "cancel":
+            self._stall_cancel = stall
+            self.cancel()
+
+    def _stall_over(self) -> None:
+        with self._lock:
+            stall, self._stall = self._stall, None
+        if stall is not None:
+            who = "the job is" if not stall.ranks else f"{'rank' if len(stall.ranks) == 1 else 'ranks'} " \
+                f"{', '.join(map(str, stall.ranks))} {'is' if len(stall.ranks) == 1 else 'are'}"
+            self._say(f"nbexec: {who} progressing again")
+
+    def _say(self, text: str) -> None:
+        self._dispatcher.put_lines([LogLine(None, "stderr", text, time.time())])
 
     def _record_text_progress(self, progress: Event) -> None:
         with self._lock:
@@ -249,6 +352,40 @@ class TrainingRun:
         """
         with self._lock:
             return self._progress or self._text_progress
+
+    @property
+    def stall(self) -> Stall | None:
+        """The stall going on now (what it said, the stacks, the stuck ranks); None while the job progresses."""
+        return self._stall
+
+    @property
+    def stalls(self) -> list[Stall]:
+        """Every stall found so far, oldest first (``launch.stall_timeout``)."""
+        with self._lock:
+            return list(self._stalls)
+
+    def stacks(self, ranks: Sequence[int] | None = None, *, native: bool = False,
+               timeout: float = DUMP_TIMEOUT_S, save: bool = True) -> StackSnapshot:
+        """The stack of every thread of every rank, taken now, without stopping the job.
+
+        Saved to ``logs/stacks-<time>.txt``; printed or displayed, the ranks show side by side.
+
+        Args:
+            ranks: which ranks (None: all).
+            native: also the C/C++ frames, through ``py-spy dump --native`` (when py-spy is installed).
+            timeout: seconds to wait for the ranks' dumps.
+            save: write them to ``logs/stacks-<time>.txt``.
+
+        Raises:
+            NbexecError: the job has not started its ranks yet, or is over.
+        """
+        from nbexec.stacks.snapshot import take_stacks
+
+        if self._job is None or self.done():
+            state = "has not started" if self._job is None else f"is over ({self._status.value})"
+            raise NbexecError(f"training run {self.name!r} {state}: there are no ranks to take stacks of; "
+                              f"stacks taken earlier are in {self.plan.log_dir}/stacks-*.txt")
+        return take_stacks(self.run_dir, ranks, native=native, timeout=timeout, save=save)
 
     @property
     def failures(self) -> list[Event]:

@@ -93,6 +93,7 @@ class PumpFeed:
     on_events: Callable[[list[Event]], None]
     on_text_progress: Callable[[Event], None]
     scrubber: Scrubber | None
+    on_output: Callable[[int], None] | None = None  # a rank sent output (stall detection)
 
 
 class Launcher(Protocol):
@@ -125,7 +126,7 @@ class LocalLauncher:
         from nbexec.runner.streams import LogPump
 
         pump = LogPump(plan.run_dir, feed.dispatcher, on_events=feed.on_events,
-                       on_text_progress=feed.on_text_progress, scrubber=feed.scrubber)
+                       on_text_progress=feed.on_text_progress, scrubber=feed.scrubber, on_output=feed.on_output)
         try:
             proc = spawn_launcher(plan.argv, {**plan.env, **pump.child_env()})
         except OSError as err:

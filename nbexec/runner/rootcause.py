@@ -5,6 +5,12 @@ Primary source: the error records the worker bootstrap writes
 ones are usually ranks that lost their peer. A rank killed by a signal leaves
 no record; then torchrun's own failure summary in the launcher log names the
 rank and exit code.
+
+A collective timeout is the exception: the ranks that time out are the ones
+that *were* in the collective, waiting for a peer. The rank that timed out
+first asked its peers for their stacks before it exited (the worker
+bootstrap), so the root cause names the rank whose stack was in no
+collective then, with where it was, rather than the rank that timed out.
 """
 
 from __future__ import annotations
@@ -16,6 +22,10 @@ from pathlib import Path
 import nbexec.contract as contract
 from nbexec.errors import RootCause
 from nbexec.runner.process import signal_name
+from nbexec.stacks.parse import COLLECTIVE_TIMEOUT_RE, collective_in_traceback
+
+# Stacks taken this long before the collective timed out, or later, still tell where the ranks were.
+FRESH_STACKS_S = 60.0
 
 # torchrun's summary: "  rank      : 1 (local_rank: 1)\n  exitcode  : -9 (pid: 123)"
 _SUMMARY_RE = re.compile(r"rank\s*:\s*(\d+)\s*\(local_rank.*?\n\s*exitcode\s*:\s*(-?\d+)", re.S)
@@ -31,6 +41,9 @@ def find_root_cause(run_dir: Path, launcher_exit_code: int | None) -> RootCause:
             continue
     if records:
         first = min(records, key=lambda r: r.get("time") or float("inf"))
+        absent = _absent_from_collective(run_dir, first, {r.get("rank") for r in records})
+        if absent is not None:
+            return absent
         return RootCause(
             rank=first.get("rank"),
             exit_code=first.get("exit_code"),
@@ -74,3 +87,36 @@ def describe_exit(code: int | None, who: str) -> str:
         hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if name == "SIGKILL" else ""
         return f"{who} was killed by {name}{hint}"
     return f"{who} exited with code {code}"
+
+
+def _absent_from_collective(run_dir: Path, first: dict, failed: set[object]) -> RootCause | None:
+    """When ``first`` is a collective timeout: the rank that was not in the collective, from the stacks."""
+    message = str(first.get("message") or "")
+    if not COLLECTIVE_TIMEOUT_RE.search(message):
+        return None
+    from nbexec.stacks.snapshot import latest_stacks
+
+    failed_at = first.get("time")
+    since = failed_at - FRESH_STACKS_S if isinstance(failed_at, (int, float)) else None
+    stacks = latest_stacks(run_dir, since=since)
+    if stacks is None:
+        return None
+    absent = [r for r in stacks.not_waiting if r not in failed]
+    if not absent:
+        return None
+    rank = stacks.rank(absent[0])
+    timed_out = first.get("rank")
+    collective = collective_in_traceback(str(first.get("traceback") or ""))
+    in_what = f" in {collective}" if collective else ""
+    others = "" if len(absent) == 1 else f" (so were ranks {', '.join(map(str, absent[1:]))})"
+    cause = f"{first.get('exc_type') or 'error'}: {message.strip().splitlines()[0] if message.strip() else ''}"
+    main = rank.main
+    return RootCause(
+        rank=rank.rank,
+        exit_code=None,
+        message=(f"was not in the collective that timed out{others}: it was {rank.where()}; rank {timed_out} "
+                 f"timed out waiting for it{in_what} ({cause})"),
+        traceback=main.format(f"rank {rank.rank}'s main thread when rank {timed_out} timed out") if main else "",
+        time=first.get("time"),
+        where=rank.frame.location if rank.frame is not None else "",
+    )

@@ -113,6 +113,7 @@ class LogPump:
         on_text_progress: Callable[[Event], None] | None = None,
         tail_lines: int = 2000,
         scrubber: Scrubber | None = None,
+        on_output: Callable[[int], None] | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.log_dir = run_dir / contract.LOG_DIR
@@ -120,6 +121,7 @@ class LogPump:
         self._dispatcher = dispatcher
         self._on_events = on_events
         self._on_text_progress = on_text_progress
+        self._on_output = on_output  # told the rank of every chunk a rank sends (stall detection)
         self._tail_lines = tail_lines
         # Secret values the job knows (a token in the environment): replaced in every line it
         # prints before the line is written anywhere, as a traceback may carry one.
@@ -335,6 +337,8 @@ class LogPump:
                 return
 
     def _consume(self, source: _Source, chunk: bytes) -> None:
+        if self._on_output is not None and source.rank is not None:
+            self._on_output(source.rank)
         had_pending = bool(source.splitter.pending)
         finished = source.splitter.feed(chunk)
         self._emit(source, finished)

@@ -207,6 +207,18 @@ class DeferredTrackedRun:
     def metrics_sink(self) -> Sink:
         return _DeferredMetricsSink(self)
 
+    def stall_sink(self) -> Sink:
+        """A runner sink that tags this run and logs the stacks when the job stalls (:mod:`.stall`)."""
+        from nbexec.redact import Scrubber
+        from nbexec.tracking.stall import StallSink
+
+        def run() -> tuple[str, str] | None:
+            tracked = self.tracked()
+            return (tracked.run_id, tracked.tracking_uri) if tracked is not None else None
+
+        plan = self.plan
+        return StallSink(run, Scrubber.from_sources(plan.config.to_dict(), plan.env, argv=plan.argv))
+
     def finalize(self, result: TrainingResult) -> TrainingResult:
         """The finalizer: wait for the run, then end it from the job's result (bounded by ``tracking.timeout``).
 

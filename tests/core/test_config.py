@@ -39,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
         "scheduler": "local",
         "slurm": {},
         "azureml": {},
+        "stall_timeout": 300.0,
+        "on_stall": "warn",
+        "collective_timeout": None,
     },
     "output": {"dir": "outputs", "run_name": None},
     "tracking": {"enabled": True, "uri": None, "experiment": "nbexec", "metrics_from": "parent", "required": False,
@@ -344,6 +347,9 @@ def test_hash_changes_when_what_is_trained_changes(override: str) -> None:
         "tracking.uri=http://127.0.0.1:5000",
         "backup.enabled=true",
         "backup.target=/mnt/backup",
+        "launch.stall_timeout=60",  # how a job is watched for hangs does not shape the model
+        "launch.on_stall=cancel",
+        "launch.collective_timeout=600",
     ],
 )
 def test_hash_ignores_where_outputs_go(override: str) -> None:
@@ -431,12 +437,24 @@ def test_choices_are_enums_that_read_and_write_as_plain_text() -> None:
     ("launch.backend=glo", ("launch.backend = 'glo'", "allowed: auto, gloo, nccl", "did you mean 'gloo'")),
     ("tracking.metrics_from=rank1", ("allowed: parent, rank0", "did you mean 'rank0'")),
     ("launch.slurm=gpu", ("launch.slurm = 'gpu'", "use a mapping")),
+    ("launch.on_stall=kill", ("launch.on_stall = 'kill'", "allowed: warn, cancel")),
+    ("launch.stall_timeout=-1", ("launch.stall_timeout = -1", "seconds between 0 and", "0 turns stall detection off")),
+    ("launch.stall_timeout=5m", ("launch.stall_timeout = '5m'", "e.g. 300 for 5 min")),
+    ("launch.collective_timeout=0", ("launch.collective_timeout = 0", "between 1 and", "or null for torch's default")),
 ])
 def test_bad_choices_name_what_is_allowed(override: str, words: tuple[str, ...]) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(None, overrides=[override])
     for word in words:
         assert word in str(caught.value)
+
+
+def test_hang_settings_default_to_a_5_minute_warning_and_torchs_collective_timeout() -> None:
+    from nbexec.config import OnStall
+
+    launch = load_config(None).launch
+    assert (launch.stall_timeout, launch.on_stall, launch.collective_timeout) == (300.0, OnStall.WARN, None)
+    assert load_config(None, overrides=["launch.on_stall=cancel"]).to_dict()["launch"]["on_stall"] == "cancel"
 
 
 def test_config_imports_nothing_from_the_schedulers() -> None:

@@ -237,7 +237,16 @@ def test_environment_whole(machine: Machine) -> None:
         "NBEXEC_BACKEND": "gloo",
         "PYTHONUNBUFFERED": "1",
         "OMP_NUM_THREADS": "4",
+        "NBEXEC_PROGRESS_ALL_RANKS": "1",  # launch.stall_timeout is on by default: ranks report their steps
     }
+
+
+def test_hang_settings_reach_the_ranks_environment(machine: Machine) -> None:
+    watched = child_env(load_config({"launch": {"collective_timeout": 90, "stall_timeout": 60}}), machine=machine)
+    unwatched = child_env(load_config({"launch": {"stall_timeout": 0}}), machine=machine)
+
+    assert watched["NBEXEC_COLLECTIVE_TIMEOUT"] == "90" and watched["NBEXEC_PROGRESS_ALL_RANKS"] == "1"
+    assert "NBEXEC_COLLECTIVE_TIMEOUT" not in unwatched and "NBEXEC_PROGRESS_ALL_RANKS" not in unwatched
 
 
 @pytest.mark.parametrize(("cpus", "nproc", "expected"), [(16, 4, "4"), (8, 3, "2"), (2, 2, "1"), (2, 4, "1"), (1, 1, "1")])
@@ -412,7 +421,7 @@ def test_plan_env_set_is_what_nbexec_added(secret_plan) -> None:
     assert set(plan.env_set) == {
         "NBEXEC_RUN_DIR", "NBEXEC_RUN_NAME", "NBEXEC_CONFIG", "NBEXEC_EVENTS", "NBEXEC_CHECKPOINT_DIR",
         "NBEXEC_BACKEND", "NBEXEC_CONFIG_SECRETS", "PYTHONUNBUFFERED", "OMP_NUM_THREADS",
-        "WANDB_API_KEY", "NCCL_DEBUG",
+        "NBEXEC_PROGRESS_ALL_RANKS", "WANDB_API_KEY", "NCCL_DEBUG",
     }
 
 
