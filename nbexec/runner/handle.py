@@ -22,6 +22,7 @@ from nbexec.result import RunStatus, TrainingResult
 from nbexec.runner.job import Job, Launcher, LocalLauncher, Pump, PumpFeed
 from nbexec.runner.lines import LogLine
 from nbexec.runner.sinks import Dispatcher, Sink
+from nbexec.runner.state import Phase, PhaseName, RunState, phase_event
 
 MAX_EVENTS = 100_000  # events kept in memory; events.jsonl keeps them all
 # The exit code a KILLED result records, always: minus SIGTERM, the signal cancel() sends
@@ -33,6 +34,20 @@ KILLED_EXIT_CODE = -int(signal.SIGTERM)
 # Called once the job is over, before waiters wake up; may return an amended
 # result (e.g. with the MLflow run id). Used by tracking and backup layers.
 Finalizer = Callable[[TrainingResult], TrainingResult]
+
+
+class NamedFinalizer:
+    """A finalizer with the words the views show while it runs (``finishing · backing up the checkpoint``).
+
+    A plain callable works as a finalizer too; it is shown as ``finishing``.
+    """
+
+    def __init__(self, detail: str, call: Finalizer) -> None:
+        self.detail = detail
+        self._call = call
+
+    def __call__(self, result: TrainingResult) -> TrainingResult:
+        return self._call(result)
 
 
 class TrainingRun:
@@ -64,9 +79,8 @@ class TrainingRun:
         self._cancel_requested = False
         self._result: TrainingResult | None = None
         self._events: list[Event] = []
-        self._metrics: dict[str, float] = {}
-        self._progress: Event | None = None
-        self._text_progress: Event | None = None  # read off a tqdm-style bar of rank 0
+        self._state = RunState()  # phase, progress (events', else read off rank 0's tqdm bar), metrics...
+        self._sampler: Any = None  # the ResourceSampler of a local job
         self._failures: list[Event] = []  # ranks' failure events, in the order they came
         self._checkpoint: Path | None = None
         self._finalizers = list(finalizers)
@@ -100,10 +114,12 @@ class TrainingRun:
             if after_inputs is not None:
                 after_inputs()
             self.started_at = time.time()
+            self._state.set_phase(PhaseName.STARTING, "launching", self.started_at)
             feed = PumpFeed(self._dispatcher, self._record_events, self._record_text_progress, self._scrubber)
             self._job, self._pump = self._launcher.start(self.plan, feed)
             self._status = RunStatus.RUNNING
         self._dispatcher.start(self)
+        self._start_sampler()
         self._thread = threading.Thread(target=self._supervise, name=f"nbexec-{self.plan.run_name}", daemon=True)
         self._thread.start()
         return self
@@ -114,7 +130,28 @@ class TrainingRun:
         try:
             pump.run(lambda: job.poll() is not None)
         finally:
+            if self._sampler is not None:
+                self._sampler.stop()
             self._finish(job.finish())
+
+    def _start_sampler(self) -> None:
+        """Measure the ranks' CPU, memory and GPU while they run (a local job: its pump knows their pids)."""
+        rank_pids = getattr(self._pump, "rank_pids", None)
+        if self._job is None or self._job.pid is None or not isinstance(rank_pids, dict):
+            return  # a remote job (Slurm, AzureML): its ranks are not on this machine
+        from nbexec.runner.resources import ResourceSampler
+
+        self._sampler = ResourceSampler(lambda: dict(rank_pids), self._note_event).start()
+
+    def _note_event(self, event: Event) -> None:
+        """An event the parent makes (a phase, a resources sample): to the run's state and the sinks."""
+        event.setdefault("source", "parent")
+        event.setdefault("rank", None)
+        self._record_events([event])
+        self._dispatcher.put_events([event])
+
+    def _note_phase(self, name: PhaseName, detail: str | None = None) -> None:
+        self._note_event(phase_event(name, detail))
 
     @functools.cached_property
     def _scrubber(self) -> Scrubber:
@@ -126,6 +163,9 @@ class TrainingRun:
         status, root_cause = self._job.outcome(exit_code, self._cancel_requested)
         if status is RunStatus.KILLED:
             exit_code = KILLED_EXIT_CODE
+        with self._lock:
+            last_step, total_steps = self._state.last_step, self._state.total_steps
+            data = self._state.data
         result = TrainingResult(
             run_name=self.plan.run_name,
             run_dir=self.plan.run_dir,
@@ -137,13 +177,20 @@ class TrainingRun:
             backend=self.plan.backend,
             config_hash=self.plan.config.config_hash,
             command=tuple(redact_argv(self.plan.argv)),  # e.g. "-- --password X" in the script args
-            metrics=dict(self._metrics),
+            metrics=dict(self._state.metrics),
             checkpoint=self._checkpoint_path(),
+            last_step=last_step,
+            total_steps=total_steps,
+            data_path=str(data["path"]) if data and data.get("path") else None,
             root_cause=_scrubbed(root_cause, self._scrubber),
             log_paths=self._pump.log_paths() if self._pump else {},
             tracking=None if self.plan.config.tracking.enabled else {"state": "off"},
         )
+        if status is not RunStatus.KILLED:
+            self._note_phase(PhaseName.FINISHING, "the ranks have exited")
         for finalize in self._finalizers:
+            if status is not RunStatus.KILLED:
+                self._note_phase(PhaseName.FINISHING, getattr(finalize, "detail", None))
             try:
                 result = finalize(result)
             except Exception as err:  # noqa: BLE001 - bookkeeping must not lose the outcome
@@ -168,23 +215,20 @@ class TrainingRun:
 
     def _record_events(self, events: list[Event]) -> None:
         with self._lock:
-            self._events.extend(events)
+            self._events.extend(ev for ev in events if ev.get("kind") != "resources")  # MLflow keeps those
             if len(self._events) > MAX_EVENTS:
                 del self._events[: len(self._events) - MAX_EVENTS]
+            self._state.apply(events)
             for ev in events:
                 kind = ev.get("kind")
-                if kind == "metrics" and isinstance(ev.get("metrics"), dict):
-                    self._metrics.update(ev["metrics"])
-                elif kind == "progress":
-                    self._progress = ev
-                elif kind == "checkpoint" and ev.get("path"):
+                if kind == "checkpoint" and ev.get("path"):
                     self._checkpoint = Path(ev["path"])
                 elif kind == "failure":
                     self._failures.append(ev)
 
     def _record_text_progress(self, progress: Event) -> None:
         with self._lock:
-            self._text_progress = progress
+            self._state.apply([progress])
 
     def _checkpoint_path(self) -> Path | None:
         if self._checkpoint is not None:
@@ -236,18 +280,31 @@ class TrainingRun:
     def metrics(self) -> dict[str, float]:
         """The latest value of each metric reported so far."""
         with self._lock:
-            return dict(self._metrics)
+            return dict(self._state.metrics)
 
     @property
     def progress(self) -> Event | None:
-        """The latest progress (``step``, ``total``, ``epoch``...).
+        """The latest progress (``step``, ``total``, ``epoch``, ``rate`` in steps/s, ``eta_s``...).
 
-        From the trainer's progress events; for a script that sends none, read
-        off rank 0's tqdm-style bar (``source: "text"``, with ``rate`` in
-        steps/s and ``eta_s`` when the bar shows them).
+        From the trainer's progress events (speed and ETA measured over the
+        recent ones); for a script that sends none, read off rank 0's
+        tqdm-style bar (``source: "text"``, with ``rate`` and ``eta_s`` when the
+        bar shows them).
         """
         with self._lock:
-            return self._progress or self._text_progress
+            return self._state.progress
+
+    @property
+    def phase(self) -> Phase:
+        """What the job is doing: starting, training, finishing (after the last step) or stopping."""
+        with self._lock:
+            return self._state.phase
+
+    @property
+    def resources(self) -> Event | None:
+        """The latest sample of the ranks' CPU, memory and GPU use (a local job; None before the first)."""
+        with self._lock:
+            return self._state.resources
 
     @property
     def failures(self) -> list[Event]:
@@ -330,7 +387,9 @@ class TrainingRun:
         with self._lock:
             if self._done.is_set() or self._job is None:
                 return
-            self._cancel_requested = True
+            first, self._cancel_requested = not self._cancel_requested, True
+        if first:
+            self._note_phase(PhaseName.STOPPING, "cancelled: stopping every process of the job")
         try:
             self._job.stop(grace)
         except NbexecError as err:
@@ -402,4 +461,4 @@ def _scrubbed(cause: RootCause | None, scrubber: Scrubber) -> RootCause | None:
                    where=scrubber.text(cause.where))
 
 
-__all__ = ["TrainingRun", "Finalizer", "KILLED_EXIT_CODE", "write_run_inputs"]
+__all__ = ["TrainingRun", "Finalizer", "NamedFinalizer", "KILLED_EXIT_CODE", "write_run_inputs"]

@@ -204,8 +204,9 @@ class DeferredTrackedRun:
         tracked = self.tracked()
         return tracked.where() if tracked else "not tracked (the MLflow run could not be opened)"
 
-    def metrics_sink(self) -> Sink:
-        return _DeferredMetricsSink(self)
+    def metrics_sink(self, *, trainer_metrics: bool = True) -> Sink:
+        """See :meth:`TrackedRun.metrics_sink`; events before the run is open are sent from events.jsonl at the end."""
+        return _DeferredMetricsSink(self, trainer_metrics=trainer_metrics)
 
     def finalize(self, result: TrainingResult) -> TrainingResult:
         """The finalizer: wait for the run, then end it from the job's result (bounded by ``tracking.timeout``).
@@ -289,8 +290,9 @@ class _DeferredMetricsSink(Sink):
 
     wants_lines = False
 
-    def __init__(self, deferred: DeferredTrackedRun) -> None:
+    def __init__(self, deferred: DeferredTrackedRun, *, trainer_metrics: bool = True) -> None:
         self._deferred = deferred
+        self._trainer_metrics = trainer_metrics
         self._sink: Sink | None = None
 
     def on_events(self, events: Sequence[Event]) -> None:
@@ -298,5 +300,5 @@ class _DeferredMetricsSink(Sink):
             future = self._deferred._future
             if not future.done() or future.exception() is not None:
                 return  # sent from events.jsonl when the run ends
-            self._sink = future.result().metrics_sink()
+            self._sink = future.result().metrics_sink(trainer_metrics=self._trainer_metrics)
         self._sink.on_events(events)

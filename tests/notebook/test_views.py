@@ -169,7 +169,9 @@ def test_live_view_shows_command_progress_metrics_and_elapsed_time() -> None:
     assert "<details><summary>command</summary>" in html, "the command is collapsed"
     assert "torch.distributed.run" in html
     assert "width:25.0%" in html and "step 50/200 (25%) · epoch 1" in html
-    assert "loss=0.8123" in html and "12.5 s" in html
+    # metrics: a small table (a name over its value), not one long string
+    assert 'class="nbexec-metrics"' in html and ">loss</th>" in html and ">0.8123</td>" in html
+    assert "loss=0.8123" not in html and "12.5 s" in html
     assert markup.status_colour(RunStatus.RUNNING) in html
     assert "progress: [######..................] step 50/200 (25%) · epoch 1" in text
     assert text.startswith("nbexec: run-1 RUNNING, 12.5 s, 2 x gloo")

@@ -132,9 +132,13 @@ def train(
     seed = t_cfg["seed"]
     started = time.perf_counter()
 
+    ctx.report_phase("starting", "loading the data")
     data_dir, meta = _prepare_data(ctx, d_cfg)
     train_set = load_split(data_dir, "train", meta, d_cfg["seq_len"])
     val_set = load_split(data_dir, "val", meta, d_cfg["seq_len"])
+    # What was actually used (data.path may have been the default): the run's summary and lineage say it.
+    ctx.report_data(Path(data_dir).resolve(), train_sentences=len(train_set), val_sentences=len(val_set))
+    ctx.report_phase("starting", "building the model")
 
     torch.manual_seed(seed)  # same initial weights on every rank (DDP also broadcasts them)
     model = build_model(
@@ -193,6 +197,7 @@ def train(
     loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
     checkpoint_dir = Path(ctx.checkpoint_dir or DEFAULT_CHECKPOINT_DIR)
     metrics: dict[str, float] = {}
+    ctx.report_progress(global_step, total_steps, epoch=start_epoch)  # training: the steps start now
     for epoch in range(start_epoch, t_cfg["epochs"] + 1):
         epoch_started = time.perf_counter()
         sampler.set_epoch(epoch)
@@ -229,6 +234,9 @@ def train(
                 break
         epoch_sum += window
         train_loss_sum, train_steps = _all_reduce(ctx, epoch_sum).tolist()
+        last = global_step >= total_steps or epoch == t_cfg["epochs"]
+        # After the last step the job is finishing; between epochs it is still training.
+        ctx.report_phase("finishing" if last else "training", f"validating epoch {epoch}")
 
         val = summarize(_all_reduce(ctx, evaluate_sums(model, val_loader, meta.labels, device)))
         metrics = {"epoch": float(epoch), "train_loss": train_loss_sum / max(train_steps, 1), **val}
@@ -243,6 +251,7 @@ def train(
         )
         history.append({"epoch": epoch, "global_step": global_step, "metrics": metrics})
         if ctx.is_main:
+            ctx.report_phase("finishing" if last else "training", "saving the checkpoint")
             trainer_state = {
                 "trainer": TRAINER_NAME,
                 "epoch": epoch,
