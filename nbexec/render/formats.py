@@ -129,10 +129,10 @@ def resources_line(sample: Mapping[str, Any] | None) -> str:
 
 
 def stopped_at(last_step: int | None, total_steps: int | None) -> str:
-    """``step 420/1000`` (where a run stopped), ``step 420``, or ``before the first step``."""
+    """``at step 420/1000`` (where a run stopped), ``at step 420``; empty when no step was reported."""
     if last_step is None:
-        return "before the first step"
-    return f"step {last_step}/{total_steps}" if total_steps else f"step {last_step}"
+        return ""
+    return f"at step {last_step}/{total_steps}" if total_steps else f"at step {last_step}"
 
 
 def text_bar(fraction: float | None, width: int = 24) -> str:

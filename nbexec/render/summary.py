@@ -180,9 +180,8 @@ def _headline(s: RunSummary) -> str:
 
 def _where_stopped(s: RunSummary) -> str:
     """`` at step 420/1000`` for a run that did not finish (where to resume, what was lost); empty otherwise."""
-    if s.status is RunStatus.FINISHED:
-        return ""
-    return f" at {formats.stopped_at(s.last_step, s.total_steps)}"
+    where = formats.stopped_at(s.last_step, s.total_steps)
+    return f" {where}" if where and s.status is not RunStatus.FINISHED else ""
 
 
 # --- HTML ------------------------------------------------------------------------------

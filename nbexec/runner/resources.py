@@ -126,8 +126,8 @@ class ResourceSampler:
         self._pids = pids
         self._emit = emit
         self.interval = interval
-        self._gpu_choice = gpu
-        self._gpu: GpuProbe | None = None
+        self._auto_gpu = gpu == "auto"  # opened on the sampling thread: NVML's init is not free
+        self._gpu: GpuProbe | None = None if isinstance(gpu, str) else gpu
         self._procs: dict[int, Any] = {}  # pid -> psutil.Process (kept: cpu_percent measures since the last call)
         self._children: dict[int, Any] = {}
         self._count = 0
@@ -145,7 +145,8 @@ class ResourceSampler:
             self._thread.join(5.0)
 
     def _loop(self) -> None:
-        self._gpu = open_gpu_probe() if self._gpu_choice == "auto" else self._gpu_choice  # type: ignore[assignment]
+        if self._auto_gpu:
+            self._gpu = open_gpu_probe()
         try:
             self.sample()  # primes cpu_percent: the first value of each process is measured from here
             while not self._stop.wait(self.interval):
@@ -156,7 +157,7 @@ class ResourceSampler:
                     except Exception:  # noqa: BLE001 - a sink's trouble must not end the sampling
                         pass
         finally:
-            if self._gpu is not None and self._gpu_choice == "auto":
+            if self._gpu is not None and self._auto_gpu:
                 self._gpu.close()
 
     def sample(self) -> Event | None:
