@@ -264,6 +264,8 @@ class LiveRunView(Sink):
             resources = self._state.resources
         if run is not None:
             status = run.status
+            if status.is_terminal() and self._summary is None:
+                status = RunStatus.RUNNING  # its bookkeeping (MLflow, backup) is not over until the summary
             started = run.started_at or self._created
         else:
             status, started, phase = RunStatus.PENDING, self._created, None
