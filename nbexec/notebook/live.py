@@ -369,17 +369,22 @@ class LiveRunView(Sink):
 
     def _refresh_loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self._until_due())
-            if self._stop.is_set():
-                return
-            self._wake.clear()
             head, tail = self._due()
-            if not (head or tail):
+            if head or tail:
+                try:
+                    self._publish(head=head, tail=tail)
+                except Exception:  # noqa: BLE001 - a display hiccup must not end the view
+                    pass
                 continue
-            try:
-                self._publish(head=head, tail=tail)
-            except Exception:  # noqa: BLE001 - a display hiccup must not end the view
-                pass
+            delay, waiting = self._until_due()
+            if waiting:
+                # Throttled: sleep it out. New lines must not wake this thread (in a flood they come
+                # thousands of times a second, and a spinning refresher would slow the pump).
+                if self._stop.wait(delay):
+                    return
+            else:
+                self._wake.wait(delay)  # new output, or the clock's tick
+                self._wake.clear()  # the flags say what is new: nothing is lost by clearing
 
     def _due(self) -> tuple[bool, bool]:
         """What to publish now, taking the flags: ``(head, tail)``."""
@@ -402,8 +407,9 @@ class LiveRunView(Sink):
                 self._next_clock = now + CLOCK_TICK_S
         return head, tail
 
-    def _until_due(self) -> float:
-        """Seconds until something may be published (the refresher sleeps that long unless woken)."""
+    def _until_due(self) -> tuple[float, bool]:
+        """Seconds until something may be published, and whether something waits for a throttle
+        (the flags and the delays read together: a line marked in between is not slept through)."""
         now = time.monotonic()
         with self._lock:
             head_delay = self._head_throttle.delay()
@@ -412,7 +418,8 @@ class LiveRunView(Sink):
                 waits.append(self._tail_throttle.delay())
             if self._head_dirty:
                 waits.append(head_delay)
-        return max(0.001, min(waits))
+            waiting = self._tail_dirty or self._head_dirty
+        return max(0.001, min(waits)), waiting
 
 
 def _data_path(plan: LaunchPlan) -> str | None:
