@@ -215,7 +215,9 @@ class TrainingRun:
 
     def _record_events(self, events: list[Event]) -> None:
         with self._lock:
-            self._events.extend(ev for ev in events if ev.get("kind") != "resources")  # MLflow keeps those
+            # run.events is what the ranks reported (as events.jsonl); the parent's own phases and
+            # resource samples go to the state and the sinks (MLflow keeps the samples)
+            self._events.extend(ev for ev in events if ev.get("source") != "parent")
             if len(self._events) > MAX_EVENTS:
                 del self._events[: len(self._events) - MAX_EVENTS]
             self._state.apply(events)
