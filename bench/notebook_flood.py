@@ -8,9 +8,10 @@ first ``%train`` makes, MLflow's included, are not counted), then
 ``lines / nproc`` lines as fast as it can. This process samples the kernel's RSS
 (psutil, every 20 ms) and counts the view's renderings on iopub while it runs.
 
-Reported: RSS before the flood, peak during it, after it; renderings and
-renderings per second over the job; the size of the largest rendering; that the
-log files hold every line. Target: peak RSS growth <= 50 MB.
+Reported: RSS before the flood, peak during it, after it; renderings (display
+outputs and the live widget's updates) and renderings per second over the job;
+the size of the largest one; that the log files hold every line. Target: peak
+RSS growth <= 50 MB, and renderings bounded (the widget's tail at most 20 a second).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                 if msg["msg_type"] in ("display_data", "update_display_data"):
                     data = msg["content"]["data"]
                     renders.append((received, len(data.get("text/html", "")) + len(data.get("text/plain", ""))))
+                elif msg["msg_type"] in ("comm_open", "comm_msg"):  # the live widget's updates (head, tail)
+                    renders.append((received, len(json.dumps(msg["content"].get("data") or {}))))
 
             sampler.start()
             start = time.time()

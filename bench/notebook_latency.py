@@ -6,13 +6,17 @@ A real kernel (jupyter_client) runs ``%train --entrypoint stamps.py`` in the
 foreground; each rank prints ``stamp <i> <time.time()>`` ``--rate`` times a
 second for ``--seconds``. For every rank-0 line, latency = the time this
 process received the first view update (``display_data`` / ``update_display_data``
-on iopub) that shows it, minus the time the rank printed it. The kernel's
-own send time (the message header's date) gives the latency to the kernel's
-output stream without the transport; both are reported.
+on iopub) that shows it, minus the time the rank printed it. The view is a
+widget while the job runs: its lines travel as widget state (``comm_msg``,
+numbered lines the browser appends), so a message counts when its ``lines``
+hold the line; a whole display rendering counts too (front ends without the
+widget, and the final summary). The kernel's own send time (the message
+header's date) gives the latency to the kernel's output stream without the
+transport; both are reported.
 
-Target: p95 <= 250 ms (received). The view redraws at most 5 times a second,
-so a line waits up to 200 ms for the next redraw by design when lines come
-faster than that; the median shows the typical wait.
+Target: p95 <= 100 ms (received). The tail is sent at most 20 times a second
+(a line waits up to 50 ms for the next update when lines come faster than
+that); the head (progress, metrics) at most 5 times a second.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 
 from notebook_kernel import BenchKernel, percentile
 
-TARGET_P95_S = 0.250
+TARGET_P95_S = 0.100
 STAMPS = '''\
 import os, sys, time
 rank, seconds, rate = int(os.environ["RANK"]), float(sys.argv[1]), float(sys.argv[2])
@@ -37,6 +41,7 @@ while time.time() < end:
     time.sleep(1.0 / rate)
 '''
 LINE = re.compile(r"^\[rank0\] stamp (\d+) (\d+\.\d+)$", re.M)
+WIDGET_LINE = re.compile(r"^\[rank0\] stamp (\d+) (\d+\.\d+)$")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,10 +61,20 @@ def main(argv: list[str] | None = None) -> int:
             updates = [0]
 
             def on_message(msg: dict[str, Any], received: float) -> None:
+                sent = msg["header"]["date"].timestamp()
+                if msg["msg_type"] in ("comm_open", "comm_msg"):  # the live widget's state: its tail's lines
+                    state = (msg["content"].get("data") or {}).get("state") or {}
+                    if "lines" not in state:
+                        return
+                    updates[0] += 1
+                    for _, text, _ in state["lines"]:
+                        found = WIDGET_LINE.match(text)
+                        if found:
+                            first_seen.setdefault(int(found[1]), (float(found[2]), sent, received))
+                    return
                 if msg["msg_type"] not in ("display_data", "update_display_data"):
                     return
                 updates[0] += 1
-                sent = msg["header"]["date"].timestamp()
                 for i, printed in LINE.findall(msg["content"]["data"].get("text/plain", "")):
                     first_seen.setdefault(int(i), (float(printed), sent, received))
 
@@ -77,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     expected = int(args.seconds * args.rate)
     to_kernel = [sent - printed for printed, sent, _ in first_seen.values()]
     to_client = [received - printed for printed, _, received in first_seen.values()]
-    print(f"rank-0 lines seen in the view: {len(first_seen)} of ~{expected}; view renderings: {updates[0]}")
+    print(f"rank-0 lines seen in the view: {len(first_seen)} of ~{expected}; view updates: {updates[0]}")
     for name, values in (("to the kernel's output (sent)", to_kernel), ("to this client (received)", to_client)):
         print(
             f"latency {name}: p50 {percentile(values, 0.5) * 1000:.0f} ms, "

@@ -7,6 +7,11 @@ One event per line, each a JSON object with at least ``kind``, ``time`` and
 - ``metrics``:  ``step`` (optional), ``metrics`` (name -> number)
 - ``checkpoint``: ``path``
 - ``message``: ``text``
+- ``phase``: ``phase`` (starting, training, finishing, stopping), ``detail`` (optional);
+  see :mod:`nbexec.runner.state`
+- ``data``: ``path``, the data the trainer used
+- ``resources``: the ranks' CPU, memory and GPU use, sampled by the parent (not in
+  ``events.jsonl``; see :mod:`nbexec.runner.resources`)
 
 Unknown kinds are kept and passed on, so trainers can add their own.
 """
@@ -50,23 +55,27 @@ class EventWriter:
 
 
 class EventTail:
-    """Reads events appended since the last call; a partial last line waits for its end."""
+    """Reads events appended since the last call; a partial last line waits for its end.
+
+    The file stays open between calls (once it exists), so a call that finds
+    nothing new costs one ``read``: the parent reads events before each batch of
+    a rank's lines, so that the lines never overtake the events written before them.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._offset = 0
+        self._fh: Any = None
         self._pending = b""
 
     def read_new(self) -> list[Event]:
-        try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self._offset)
-                chunk = fh.read()
-        except FileNotFoundError:
-            return []
+        if self._fh is None:
+            try:
+                self._fh = open(self.path, "rb")  # noqa: SIM115 - kept open; closed in close()
+            except FileNotFoundError:
+                return []
+        chunk = self._fh.read()
         if not chunk:
             return []
-        self._offset += len(chunk)
         data = self._pending + chunk
         *complete, self._pending = data.split(b"\n")
         events = []
@@ -81,10 +90,19 @@ class EventTail:
                 events.append(item)
         return events
 
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
 
 def read_events(path: str | os.PathLike[str]) -> list[Event]:
     """All complete events in a file (empty if it does not exist)."""
-    return EventTail(path).read_new()
+    tail = EventTail(path)
+    try:
+        return tail.read_new()
+    finally:
+        tail.close()
 
 
 def _jsonable(value: Any) -> Any:

@@ -17,7 +17,7 @@ from nbexec.errors import EnvironmentCheckError
 from nbexec.hardware import HardwareInfo
 from nbexec.plan import LaunchPlan, plan_training
 from nbexec.result import TrainingResult
-from nbexec.runner.handle import Finalizer, TrainingRun
+from nbexec.runner.handle import Finalizer, NamedFinalizer, TrainingRun
 from nbexec.runner.sinks import Sink, TerminalSink, prints_its_own_metrics
 from nbexec.schedulers import check_options, get_scheduler
 from nbexec.trainer_spec import trainer_spec
@@ -182,14 +182,16 @@ def launch(
             tags=options_.tags,
         )
         plan = tracked.plan
-        if plan.config.tracking.metrics_from == "parent":  # else rank 0 logs them itself
-            sinks = [*sinks, tracked.metrics_sink()]
+        # The ranks' CPU/GPU/memory go in as MLflow system metrics from here; the trainer's metrics
+        # too, unless rank 0 logs them itself (tracking.metrics_from: rank0).
+        sinks = [*sinks, tracked.metrics_sink(trainer_metrics=plan.config.tracking.metrics_from == "parent")]
         if launch_cfg.stall_timeout > 0:  # a stall tags the run and logs its stacks when it happens
             sinks = [*sinks, tracked.stall_sink()]
-        finalizers = [tracked.finalize, *finalizers]  # first: later ones see the run id
+        finalizers = [NamedFinalizer("ending the MLflow run, logging its artifacts", tracked.finalize),
+                      *finalizers]  # first: later ones see the run id
     if backup is not None:  # last: it sees the MLflow run id and backs up the ended run's store
         backup.tracking = tracked
-        finalizers = [*finalizers, backup.finalize]
+        finalizers = [*finalizers, NamedFinalizer("backing up the checkpoint", backup.finalize)]
     run = TrainingRun(plan, sinks=sinks, finalizers=finalizers, launcher=scheduler.launcher(plan))
     try:
         run.start(after_inputs=tracked.start_opening if tracked is not None else None)

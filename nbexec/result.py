@@ -41,6 +41,9 @@ class TrainingResult:
         log_paths: ``{"rank0": path, ..., "launcher": path}``.
         backup: the backup made after the run (``BackupRecord.to_dict()``),
             ``{"error": ..., "location": ...}`` when it failed, None when off.
+        last_step, total_steps: the last step the trainer reported (where a KILLED or FAILED
+            run stopped), and of how many; None when it reported none.
+        data_path: the data the trainer says it used (its ``data`` event), None if it did not say.
         tracking: how the MLflow run went: ``{"state": "tracked", "run_id", "experiment_id",
             "uri"}``, ``{"state": "untracked", "reason"}`` when the job ran without its run
             (it could not be opened or ended), ``{"state": "off"}``; None when not known
@@ -64,6 +67,9 @@ class TrainingResult:
     mlflow_run_id: str | None = None
     backup: dict[str, Any] | None = None
     tracking: dict[str, Any] | None = None
+    last_step: int | None = None
+    total_steps: int | None = None
+    data_path: str | None = None
 
     @property
     def duration_s(self) -> float:
@@ -100,6 +106,9 @@ class TrainingResult:
             "mlflow_run_id": self.mlflow_run_id,
             "backup": self.backup,
             "tracking": self.tracking,
+            "last_step": self.last_step,
+            "total_steps": self.total_steps,
+            "data_path": self.data_path,
         }
 
     @classmethod
@@ -123,6 +132,9 @@ class TrainingResult:
             mlflow_run_id=data.get("mlflow_run_id"),
             backup=data.get("backup"),
             tracking=data.get("tracking"),
+            last_step=data.get("last_step"),
+            total_steps=data.get("total_steps"),
+            data_path=data.get("data_path"),
         )
 
     def write(self) -> Path:

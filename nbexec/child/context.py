@@ -89,6 +89,27 @@ class RunContext:
     def report_message(self, text: str) -> None:
         self._emit("message", text=text)
 
+    def report_phase(self, phase: str, detail: str | None = None) -> None:
+        """Say what the job is doing when no step moves, shown in the notebook's view.
+
+        Args:
+            phase: ``"starting"`` (before the first step: loading data, building the model),
+                ``"training"`` or ``"finishing"`` (after the last step: validating, saving
+                the checkpoint). A step reported later moves ``starting`` to ``training``.
+            detail: what exactly, e.g. ``"saving the checkpoint"``.
+        """
+        self._emit("phase", phase=phase, **({"detail": detail} if detail else {}))
+
+    def report_data(self, path: str | os.PathLike[str], **fields: Any) -> None:
+        """Tell the parent which data this run trained on (the run's summary and lineage show it).
+
+        Args:
+            path: the dataset's folder or file, as the trainer resolved it (also when it
+                was a default, not given in the config).
+            **fields: anything else worth recording (``"generated": True``, sizes...).
+        """
+        self._emit("data", path=str(path), **fields)
+
     def _emit(self, kind: str, **fields: Any) -> None:
         if self._events is not None and (kind == "progress" or not self._progress_only):
             self._events.emit(kind, **fields)
@@ -188,6 +209,7 @@ def init_process_group_if_needed(ctx: RunContext) -> bool:
 
     if dist.is_initialized():
         return False
+    ctx.report_phase("starting", f"rendezvous of {ctx.world_size} processes ({ctx.backend})")
     timeout = collective_timeout()
     options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
     if ctx.backend == "nccl":

@@ -194,7 +194,7 @@ def _run_in_cell(plan: LaunchPlan, args: argparse.Namespace, ranks: tuple[int, .
     view.attach(run)
     if args.background:
         return run
-    return _wait_in_cell(run)
+    return _shown(_wait_in_cell(run))
 
 
 def _wait_in_cell(run: TrainingRun) -> TrainingResult:
@@ -260,12 +260,41 @@ def _run_in_terminal(plan: LaunchPlan, args: argparse.Namespace, ranks: tuple[in
     except TrainingFailed as err:
         raise shown_briefly(err, failure_lines(err)) from None
     print(render_summary_text(RunSummary.from_result(result, tracking=run.tracking, git=git_tags())))
+    return _shown(result)
+
+
+# The result the view has just shown in full, and the cell it was shown in. The cell's own
+# ``Out[n]`` would only repeat it, so it shows nothing; ``_``, ``Out[n]`` and ``result = %train``
+# still hold the TrainingResult, and showing it in any later cell displays it as usual.
+_just_shown: tuple[int, int] | None = None
+
+
+def _shown(result: TrainingResult) -> TrainingResult:
+    global _just_shown
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    _just_shown = (id(result), shell.execution_count) if shell is not None else None
     return result
+
+
+def _display_result(result: TrainingResult) -> None:
+    """How IPython displays a TrainingResult (registered by ``%load_ext nbexec``)."""
+    from IPython import get_ipython
+    from IPython.display import display
+
+    shell = get_ipython()
+    if shell is not None and _just_shown == (id(result), shell.execution_count):
+        return  # the summary right above says it all
+    display({"text/plain": repr(result)}, raw=True)
 
 
 def register(ipython: Any) -> None:
     """Register the magics with an IPython shell (``%load_ext nbexec`` calls this)."""
     ipython.register_magics(TrainMagics(ipython))
+    from nbexec.result import TrainingResult
+
+    ipython.display_formatter.ipython_display_formatter.for_type(TrainingResult, _display_result)
     from nbexec.notebook.hpo_magic import register as register_hpo  # %hpo; Optuna loads only when it runs
 
     register_hpo(ipython)

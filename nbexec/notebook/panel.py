@@ -32,6 +32,7 @@ from nbexec.errors import ConfigError
 from nbexec.hardware import HardwareInfo, detect_hardware
 from nbexec.notebook.history_box import RunHistoryBox
 from nbexec.notebook.live_runs import track
+from nbexec.notebook.live_widget import LiveViewWidget
 from nbexec.notebook.panel_form import ConfigForm
 from nbexec.notebook.stacks_button import StacksButton
 from nbexec.notebook.theme import ERROR_COLOUR, FRAME_COLOUR, MUTED_COLOUR, PANEL_CSS
@@ -114,8 +115,8 @@ class TrainingPanel:
         self.stop_button = widgets.Button(description="Stop", button_style="", icon="stop", disabled=True)
         self.stacks = StacksButton()  # where every rank is, on demand (and on a stall)
         self.rank_picker = widgets.Dropdown(options=[("rank 0", "0")], value="0", description="show lines of")
-        self.output = widgets.HTML(value="")
-        self.curve = widgets.Image(format="png", layout=widgets.Layout(display="none", max_width="640px"))
+        self.output = LiveViewWidget()  # the live view draws here: its log tail follows the newest line
+        self.curve = widgets.HTML(value="", layout=widgets.Layout(display="none", max_width="640px"))
         self.history, self.history_picker = self.recent.table, self.recent.picker
         self.rank_picker.style.description_width = "110px"
         buttons = widgets.HBox([self.train_button, self.stop_button, self.stacks.button, self.status])
@@ -213,7 +214,7 @@ class TrainingPanel:
                 plan,
                 ranks=_ranks(self.rank_picker.value),
                 git=git_tags(),
-                publish=self._publish,
+                widget=self.output,
                 on_follow_failure=self._show_failed_rank,
             )
             self.view = view
@@ -308,9 +309,6 @@ class TrainingPanel:
 
     # --- called from the runner's threads ----------------------------------------------
 
-    def _publish(self, bundle: Mapping[str, str]) -> None:
-        self.output.value = bundle["text/html"]
-
     def _job_ended(self, result: TrainingResult) -> None:
         # The curve and the history first: once the status says the run is over, the whole panel is.
         with self._lock:  # after train() has recorded the run, however fast the job was
@@ -325,18 +323,18 @@ class TrainingPanel:
             self._sync_buttons()
 
     def _draw_curve(self, run: TrainingRun | None, result: TrainingResult) -> None:
-        from nbexec.notebook.curves import loss_curve_png, loss_names, metric_series
+        from nbexec.notebook.curves import loss_curve_svg, loss_names, metric_series
 
         try:
             series = metric_series(run.events if run is not None else [])
             self.curve_metrics = loss_names(series)
-            png = loss_curve_png(series, title=f"{result.run_name} ({result.status.value})")
+            svg = loss_curve_svg(series, title=f"{result.run_name} ({result.status.value})")
         except Exception as err:  # noqa: BLE001 - a plotting problem must not hide the result
             self._curve_note = f" (no loss curve: {err})"
             return
         self._curve_note = ""
-        if png is not None:
-            self.curve.value = png
+        if svg is not None:  # an SVG in the theme's colours (a PNG would be white in a dark notebook)
+            self.curve.value = svg
             self.curve.layout.display = None
 
     def _show_not_started(self, err: BaseException) -> None:

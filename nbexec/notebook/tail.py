@@ -59,6 +59,7 @@ class LineTail:
         self._seen: dict[object, int] = {}  # source -> lines ever added
         self._partials: dict[tuple[object, str], LogLine] = {}  # (source, stream) -> its unfinished line
         self._order = 0
+        self.generation = 0  # bumped when another selection of ranks replaces what is shown
         self._dropped = 0  # lines the dispatcher skipped before they reached the view
         self._lock = threading.Lock()
 
@@ -75,6 +76,7 @@ class LineTail:
         """Show these ranks from now on (None: all); their recent lines show at once."""
         with self._lock:
             self.ranks = frozenset(ranks) if ranks is not None else None
+            self.generation += 1
 
     def add(self, lines: Iterable[LogLine]) -> int:
         """Keep every line (bounded per source); returns how many the selection shows."""
@@ -113,6 +115,13 @@ class LineTail:
         """``(lines, hidden, dropped)``: the tail (unfinished lines last, ``partial=True``),
         how many earlier selected lines are no longer in it, and how many lines
         were skipped as too fast to show."""
+        numbered, hidden, dropped, _ = self.numbered()
+        return tuple(ln for _, ln in numbered), hidden, dropped
+
+    def numbered(self) -> tuple[tuple[tuple[int, LogLine], ...], int, int, int]:
+        """As :meth:`snapshot`, each line with its number (rising in arrival order; -1 for an
+        unfinished line), and the selection's generation: what a front end needs to append
+        only the lines it has not shown yet."""
         with self._lock:
             chosen = [key for key in self._buffers if _source_shown(key, self.ranks)]
             merged = heapq.merge(*(self._buffers[key] for key in chosen))
@@ -121,10 +130,11 @@ class LineTail:
                 key=lambda ln: ln.time,
             )[-self.maxlen :]
             room = self.maxlen - len(partials)
-            whole = tuple(ln for _, ln in merged)
+            whole = tuple(merged)
             whole = whole[max(0, len(whole) - room) :] if room > 0 else ()
             seen = sum(self._seen[key] for key in chosen)
-            return whole + tuple(partials), seen - len(whole), self._dropped
+            out = whole + tuple((-1, ln) for ln in partials)
+            return out, seen - len(whole), self._dropped, self.generation
 
     def _shorten(self, line: LogLine) -> LogLine:
         if len(line.text) <= self.max_chars:

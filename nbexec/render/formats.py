@@ -73,6 +73,68 @@ def progress_label(progress: Mapping[str, Any] | None) -> str:
     return text
 
 
+def size(n_bytes: float | None) -> str:
+    """``412 MB``, ``3.1 GB`` (decimal units, as MLflow's system metrics); ``—`` when unknown."""
+    if not isinstance(n_bytes, (int, float)) or isinstance(n_bytes, bool):
+        return "—"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= scale:
+            value = n_bytes / scale
+            return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    return f"{n_bytes:.0f} B"
+
+
+def percent(value: float | None) -> str:
+    """``98%``; ``—`` when unknown (a rank's first sample has no CPU figure yet)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "—"
+    return f"{value:.0f}%"
+
+
+RESOURCE_HEADERS = ("rank", "CPU", "memory", "GPU", "GPU memory")
+
+
+def resource_rows(sample: Mapping[str, Any] | None) -> list[tuple[str, ...]]:
+    """One row per rank of a ``resources`` event (the GPU columns only when a rank has a GPU), then the host."""
+    if not sample:
+        return []
+    ranks = sample.get("ranks") or {}
+    gpus = any("gpu" in use for use in ranks.values())
+    rows: list[tuple[str, ...]] = []
+    for rank in sorted(ranks, key=lambda r: int(r) if str(r).isdigit() else 0):
+        use = ranks[rank]
+        row: tuple[str, ...] = (f"rank {rank}", percent(use.get("cpu_percent")), size(use.get("rss_bytes")))
+        if gpus:
+            gpu = f"cuda:{use['gpu']} {percent(use.get('gpu_util_percent'))}" if "gpu" in use else "—"
+            row += (gpu, size(use.get("gpu_memory_bytes")))
+        rows.append(row)
+    host = sample.get("host") or {}
+    if host:
+        used, total = host.get("memory_used_bytes"), host.get("memory_total_bytes")
+        memory = f"{size(used)} of {size(total)}" if total else size(used)
+        rows.append(("host", percent(host.get("cpu_percent")), memory) + (("", "") if gpus else ()))
+    return rows
+
+
+def resources_line(sample: Mapping[str, Any] | None) -> str:
+    """The rows of :func:`resource_rows` on one line: ``rank 0 CPU 98% 412 MB · rank 1 ... · host ...``."""
+    parts = []
+    for row in resource_rows(sample):
+        name, cpu, memory, *gpu = row
+        text = f"{name} CPU {cpu} mem {memory}"
+        if gpu and gpu[0]:
+            text += f" GPU {gpu[0]} {gpu[1]}"
+        parts.append(text)
+    return " · ".join(parts)
+
+
+def stopped_at(last_step: int | None, total_steps: int | None) -> str:
+    """``at step 420/1000`` (where a run stopped), ``at step 420``; empty when no step was reported."""
+    if last_step is None:
+        return ""
+    return f"at step {last_step}/{total_steps}" if total_steps else f"at step {last_step}"
+
+
 def text_bar(fraction: float | None, width: int = 24) -> str:
     """``[#########...............]`` for plain-text views."""
     filled = 0 if fraction is None else round(fraction * width)

@@ -110,9 +110,9 @@ def render_lineage_table_html(lineage: Lineage, *, tracking_url: str | None = No
     return markup.table(rows)
 
 
-def render_lineage_html(lineage: Lineage, *, tracking_url: str | None = None) -> str:
-    """The table in an open ``lineage`` section, as a notebook shows a record or a run's summary."""
-    return markup.details("lineage", render_lineage_table_html(lineage, tracking_url=tracking_url), open_=True)
+def render_lineage_html(lineage: Lineage, *, tracking_url: str | None = None, open_: bool = True) -> str:
+    """The table in a ``lineage`` section, as a notebook shows a record (open) or a run's summary (collapsed)."""
+    return markup.details("lineage", render_lineage_table_html(lineage, tracking_url=tracking_url), open_=open_)
 
 
 def _experiments(lineage: Lineage) -> dict[str, str]:

@@ -2,6 +2,10 @@
 
 Views are inline-styled HTML (no CSS files, no JavaScript) so they render the
 same in JupyterLab, classic Notebook, VS Code, Colab and a saved notebook.
+
+Every colour is one of JupyterLab's theme variables (``--jp-*``), so a view
+follows the light and the dark theme; the value after the comma is used only
+where no JupyterLab theme defines them (VS Code, Colab, an exported page).
 """
 
 from __future__ import annotations
@@ -13,15 +17,18 @@ from nbexec.result import RunStatus
 
 # Status colours: tqdm's convention (green done, red failed) plus amber for killed.
 STATUS_COLOURS: Mapping[str, str] = {
-    RunStatus.PENDING.value: "#6b7280",
-    RunStatus.RUNNING.value: "#2563eb",
-    RunStatus.FINISHED.value: "#16a34a",
-    RunStatus.FAILED.value: "#dc2626",
-    RunStatus.KILLED.value: "#d97706",
+    RunStatus.PENDING.value: "var(--jp-border-color0, #6b7280)",
+    RunStatus.RUNNING.value: "var(--jp-brand-color1, #2563eb)",
+    RunStatus.FINISHED.value: "var(--jp-success-color1, #16a34a)",
+    RunStatus.FAILED.value: "var(--jp-error-color1, #dc2626)",
+    RunStatus.KILLED.value: "var(--jp-warn-color1, #d97706)",
 }
-STDERR_COLOUR = "#b91c1c"
-MUTED = "color:#6b7280"
-MONO = "font-family:SFMono-Regular,Menlo,Consolas,monospace;font-size:12px"
+STDERR_COLOUR = "var(--jp-error-color1, #b91c1c)"
+MUTED = "color:var(--jp-ui-font-color2, #6b7280)"
+BADGE_TEXT = "var(--jp-ui-inverse-font-color0, #fff)"  # on a status colour: white in light themes, black in dark
+PANE_BACKGROUND = "var(--jp-layout-color2, rgba(127,127,127,0.08))"  # the log tail: a shade off the page
+TRACK_COLOUR = "var(--jp-layout-color3, rgba(127,127,127,0.3))"  # the progress bar's empty part
+MONO = "font-family:var(--jp-code-font-family, SFMono-Regular,Menlo,Consolas,monospace);font-size:12px"
 
 
 def esc(value: object) -> str:
@@ -36,7 +43,7 @@ def status_colour(status: RunStatus | str) -> str:
 def badge(status: RunStatus | str) -> str:
     """A coloured status label."""
     return (
-        f'<span style="background:{status_colour(status)};color:#fff;border-radius:3px;'
+        f'<span style="background:{status_colour(status)};color:{BADGE_TEXT};border-radius:3px;'
         f'padding:0 6px;font-weight:600;font-size:12px">{esc(status)}</span>'
     )
 
@@ -60,15 +67,26 @@ def table(rows: Iterable[tuple[str, str]]) -> str:
     return f'<table style="border-collapse:collapse;margin:4px 0">{body}</table>'
 
 
-def row_table(values: Mapping[str, str]) -> str:
+def row_table(values: Mapping[str, str], *, css_class: str = "") -> str:
     """A compact two-row table: names on top, values below (scrolls sideways when wide)."""
     cell = "padding:1px 12px 1px 0;text-align:left"
     names = "".join(f'<th style="{cell};font-weight:normal;{MUTED}">{esc(k)}</th>' for k in values)
     cells = "".join(f'<td style="{cell};{MONO}">{esc(v)}</td>' for v in values.values())
+    klass = f' class="{esc(css_class)}"' if css_class else ""
     return (
-        '<div style="overflow-x:auto;margin:4px 0"><table style="border-collapse:collapse">'
+        f'<div{klass} style="overflow-x:auto;margin:4px 0"><table style="border-collapse:collapse">'
         f"<tr>{names}</tr><tr>{cells}</tr></table></div>"
     )
+
+
+def grid(headers: Iterable[str], rows: Iterable[Iterable[str]], *, css_class: str = "") -> str:
+    """A small table with a header row; cells are plain text (escaped here). Scrolls sideways when wide."""
+    cell = "padding:1px 12px 1px 0;text-align:left;white-space:nowrap"
+    head = "".join(f'<th style="{cell};font-weight:normal;{MUTED}">{esc(h)}</th>' for h in headers)
+    body = "".join("<tr>" + "".join(f'<td style="{cell};{MONO}">{esc(v)}</td>' for v in row) + "</tr>" for row in rows)
+    klass = f' class="{esc(css_class)}"' if css_class else ""
+    return (f'<div{klass} style="overflow-x:auto;margin:4px 0"><table style="border-collapse:collapse">'
+            f"<tr>{head}</tr>{body}</table></div>")
 
 
 def progress_bar(fraction: float | None, status: RunStatus | str, label: str) -> str:
@@ -76,8 +94,8 @@ def progress_bar(fraction: float | None, status: RunStatus | str, label: str) ->
     colour = status_colour(status)
     width = 0.0 if fraction is None else max(0.0, min(1.0, fraction)) * 100
     return (
-        '<div style="display:flex;align-items:center;gap:8px;margin:4px 0">'
-        f'<div style="width:240px;height:10px;background:#e5e7eb;border-radius:5px;overflow:hidden">'
+        '<div class="nbexec-progress" style="display:flex;flex-wrap:wrap;align-items:center;gap:8px;margin:4px 0">'
+        f'<div style="width:240px;height:10px;background:{TRACK_COLOUR};border-radius:5px;overflow:hidden">'
         f'<div style="width:{width:.1f}%;height:100%;background:{colour}"></div></div>'
         f'<span style="{MONO}">{esc(label)}</span></div>'
     )

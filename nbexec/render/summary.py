@@ -62,6 +62,8 @@ class RunSummary:
     tracking_url: str | None = None
     backup: Mapping[str, Any] | None = None
     untracked: str | None = None
+    last_step: int | None = None
+    total_steps: int | None = None
 
     @classmethod
     def from_result(
@@ -81,7 +83,8 @@ class RunSummary:
         Args:
             result: the final result.
             tracking: the run's ``TrackedRun`` (``run.tracking``), if it was tracked.
-            data: the dataset the trainer was given (``data.path``).
+            data: the dataset the trainer was given (``data.path``); the one it says it used
+                (``result.data_path``) wins.
             git: where the code was, as :func:`nbexec.tracking.tags.git_tags` says.
             show_traceback: see the class.
             log_tail: see the class (``TrainingFailed.log_tail``).
@@ -96,6 +99,7 @@ class RunSummary:
             where = _where(tracking)
             experiment = getattr(setup, "experiment_name", None)
             experiment_id = getattr(setup, "experiment_id", None)
+        data = result.data_path or data
         record = lineage if lineage is not None else _run_lineage(result, run_id, experiment_id, data, git)
         return cls(
             run_name=result.run_name,
@@ -119,6 +123,8 @@ class RunSummary:
             tracking_url=tracking_url or server_url(getattr(setup, "tracking_uri", None)),
             backup=result.backup,
             untracked=result.untracked_reason,
+            last_step=result.last_step,
+            total_steps=result.total_steps,
         )
 
 
@@ -169,7 +175,13 @@ def backup_line(backup: Mapping[str, Any] | None) -> tuple[str, bool] | None:
 
 
 def _headline(s: RunSummary) -> str:
-    return f"{s.run_name} {s.status.value} in {formats.duration(s.duration_s)} ({s.nproc} x {s.backend})"
+    return f"{s.run_name} {s.status.value}{_where_stopped(s)} in {formats.duration(s.duration_s)} ({s.nproc} x {s.backend})"
+
+
+def _where_stopped(s: RunSummary) -> str:
+    """`` at step 420/1000`` for a run that did not finish (where to resume, what was lost); empty otherwise."""
+    where = formats.stopped_at(s.last_step, s.total_steps)
+    return f" {where}" if where and s.status is not RunStatus.FINISHED else ""
 
 
 # --- HTML ------------------------------------------------------------------------------
@@ -178,14 +190,15 @@ def _headline(s: RunSummary) -> str:
 def render_summary_html(s: RunSummary) -> str:
     """The summary as HTML (every value escaped)."""
     parts = [
-        f"<div><b>{markup.esc(s.run_name)}</b> {markup.badge(s.status)} "
+        f"<div><b>{markup.esc(s.run_name)}</b> {markup.badge(s.status)}{markup.esc(_where_stopped(s))} "
         f'<span style="{markup.MUTED}">in {markup.esc(formats.duration(s.duration_s))} · '
         f"{s.nproc} × {markup.esc(s.backend)}</span></div>"
     ]
     if s.root_cause is not None:
         parts.append(_failure_html(s))
     if s.metrics:
-        parts.append(markup.row_table({k: formats.metric_value(v) for k, v in s.metrics.items()}))
+        parts.append(markup.row_table({k: formats.metric_value(v) for k, v in s.metrics.items()},
+                                      css_class="nbexec-metrics"))
     rows = []
     if s.mlflow_run_id:
         exp = f" in experiment <b>{markup.esc(s.mlflow_experiment)}</b>" if s.mlflow_experiment else ""
@@ -205,10 +218,10 @@ def render_summary_html(s: RunSummary) -> str:
         rows.append(("backup", f'<span style="color:{colour}">{markup.esc(text)}</span>'))
     parts.append(markup.table(rows))
     if s.lineage_record is not None:
-        parts.append(render_lineage_html(s.lineage_record, tracking_url=s.tracking_url))
+        parts.append(render_lineage_html(s.lineage_record, tracking_url=s.tracking_url, open_=False))
     elif s.lineage:
         lineage = [(markup.esc(k), markup.esc(v)) for k, v in s.lineage]
-        parts.append(markup.details("lineage", markup.table(lineage), open_=True))
+        parts.append(markup.details("lineage", markup.table(lineage)))
     if s.log_paths:
         logs = "<br>".join(f"{markup.esc(n)}: <code>{markup.esc(p)}</code>" for n, p in s.log_paths)
         parts.append(markup.details("log files", f"<div>{logs}</div>"))

@@ -24,6 +24,7 @@ from nbexec.runner.job import Job, Launcher, LocalLauncher, Pump, PumpFeed
 from nbexec.runner.lines import LogLine
 from nbexec.runner.sinks import Dispatcher, Sink
 from nbexec.runner.stall import Stall, StallFinding, StallWatch, describe_stall, stall_path_note, stuck_ranks
+from nbexec.runner.state import Phase, PhaseName, RunState, phase_event
 from nbexec.stacks.request import DUMP_TIMEOUT_S
 
 if TYPE_CHECKING:
@@ -42,6 +43,20 @@ KILLED_EXIT_CODE = -int(signal.SIGTERM)
 # Called once the job is over, before waiters wake up; may return an amended
 # result (e.g. with the MLflow run id). Used by tracking and backup layers.
 Finalizer = Callable[[TrainingResult], TrainingResult]
+
+
+class NamedFinalizer:
+    """A finalizer with the words the views show while it runs (``finishing · backing up the checkpoint``).
+
+    A plain callable works as a finalizer too; it is shown as ``finishing``.
+    """
+
+    def __init__(self, detail: str, call: Finalizer) -> None:
+        self.detail = detail
+        self._call = call
+
+    def __call__(self, result: TrainingResult) -> TrainingResult:
+        return self._call(result)
 
 
 class TrainingRun:
@@ -73,9 +88,8 @@ class TrainingRun:
         self._cancel_requested = False
         self._result: TrainingResult | None = None
         self._events: list[Event] = []
-        self._metrics: dict[str, float] = {}
-        self._progress: Event | None = None
-        self._text_progress: Event | None = None  # read off a tqdm-style bar of rank 0
+        self._state = RunState()  # phase, progress (events', else read off rank 0's tqdm bar), metrics...
+        self._sampler: Any = None  # the ResourceSampler of a local job
         self._failures: list[Event] = []  # ranks' failure events, in the order they came
         self._checkpoint: Path | None = None
         self._finalizers = list(finalizers)
@@ -113,6 +127,7 @@ class TrainingRun:
             if after_inputs is not None:
                 after_inputs()
             self.started_at = time.time()
+            self._state.set_phase(PhaseName.STARTING, "launching", self.started_at)
             stall_timeout = self.plan.config.launch.stall_timeout
             if stall_timeout > 0:
                 # before any rank runs its script: torchrun starting, the ranks waiting for the MLflow run
@@ -124,6 +139,7 @@ class TrainingRun:
             self._job, self._pump = self._launcher.start(self.plan, feed)
             self._status = RunStatus.RUNNING
         self._dispatcher.start(self)
+        self._start_sampler()
         self._thread = threading.Thread(target=self._supervise, name=f"nbexec-{self.plan.run_name}", daemon=True)
         self._thread.start()
         if self._watch is not None and self._job.pid is not None:  # stacks come from local ranks only
@@ -137,7 +153,28 @@ class TrainingRun:
         try:
             pump.run(lambda: job.poll() is not None)
         finally:
+            if self._sampler is not None:
+                self._sampler.stop()
             self._finish(job.finish())
+
+    def _start_sampler(self) -> None:
+        """Measure the ranks' CPU, memory and GPU while they run (a local job: its pump knows their pids)."""
+        rank_pids = getattr(self._pump, "rank_pids", None)
+        if self._job is None or self._job.pid is None or not isinstance(rank_pids, dict):
+            return  # a remote job (Slurm, AzureML): its ranks are not on this machine
+        from nbexec.runner.resources import ResourceSampler
+
+        self._sampler = ResourceSampler(lambda: dict(rank_pids), self._note_event).start()
+
+    def _note_event(self, event: Event) -> None:
+        """An event the parent makes (a phase, a resources sample): to the run's state and the sinks."""
+        event.setdefault("source", "parent")
+        event.setdefault("rank", None)
+        self._record_events([event])
+        self._dispatcher.put_events([event])
+
+    def _note_phase(self, name: PhaseName, detail: str | None = None) -> None:
+        self._note_event(phase_event(name, detail))
 
     @functools.cached_property
     def _scrubber(self) -> Scrubber:
@@ -151,6 +188,9 @@ class TrainingRun:
             exit_code = KILLED_EXIT_CODE
             if self._stall_cancel is not None:  # nbexec stopped it for hanging: a failure, not the user's cancel
                 status, root_cause = RunStatus.FAILED, self._stall_cancel.root_cause()
+        with self._lock:
+            last_step, total_steps = self._state.last_step, self._state.total_steps
+            data = self._state.data
         result = TrainingResult(
             run_name=self.plan.run_name,
             run_dir=self.plan.run_dir,
@@ -162,13 +202,20 @@ class TrainingRun:
             backend=self.plan.backend,
             config_hash=self.plan.config.config_hash,
             command=tuple(redact_argv(self.plan.argv)),  # e.g. "-- --password X" in the script args
-            metrics=dict(self._metrics),
+            metrics=dict(self._state.metrics),
             checkpoint=self._checkpoint_path(),
+            last_step=last_step,
+            total_steps=total_steps,
+            data_path=str(data["path"]) if data and data.get("path") else None,
             root_cause=_scrubbed(root_cause, self._scrubber),
             log_paths=self._pump.log_paths() if self._pump else {},
             tracking=None if self.plan.config.tracking.enabled else {"state": "off"},
         )
+        if status is not RunStatus.KILLED:
+            self._note_phase(PhaseName.FINISHING, "the ranks have exited")
         for finalize in self._finalizers:
+            if status is not RunStatus.KILLED:
+                self._note_phase(PhaseName.FINISHING, getattr(finalize, "detail", None))
             try:
                 result = finalize(result)
             except Exception as err:  # noqa: BLE001 - bookkeeping must not lose the outcome
@@ -195,9 +242,12 @@ class TrainingRun:
         watch = self._watch
         now = time.monotonic()
         with self._lock:
-            self._events.extend(events)
+            # run.events is what the ranks reported (as events.jsonl); the parent's own phases and
+            # resource samples go to the state and the sinks (MLflow keeps the samples)
+            self._events.extend(ev for ev in events if ev.get("source") != "parent")
             if len(self._events) > MAX_EVENTS:
                 del self._events[: len(self._events) - MAX_EVENTS]
+            self._state.apply(events)
             for ev in events:
                 kind = ev.get("kind")
                 rank = ev.get("rank")
@@ -207,11 +257,7 @@ class TrainingRun:
                         watch.progress(rank, step, now)
                     else:
                         watch.output(now)
-                if kind == "metrics" and isinstance(ev.get("metrics"), dict):
-                    self._metrics.update(ev["metrics"])
-                elif kind == "progress" and rank in (0, None):  # every rank reports it when stalls are watched
-                    self._progress = ev
-                elif kind == "checkpoint" and ev.get("path"):
+                if kind == "checkpoint" and ev.get("path"):
                     self._checkpoint = Path(ev["path"])
                 elif kind == "failure":
                     self._failures.append(ev)
@@ -288,7 +334,7 @@ class TrainingRun:
 
     def _record_text_progress(self, progress: Event) -> None:
         with self._lock:
-            self._text_progress = progress
+            self._state.apply([progress])
 
     def _checkpoint_path(self) -> Path | None:
         if self._checkpoint is not None:
@@ -340,18 +386,31 @@ class TrainingRun:
     def metrics(self) -> dict[str, float]:
         """The latest value of each metric reported so far."""
         with self._lock:
-            return dict(self._metrics)
+            return dict(self._state.metrics)
 
     @property
     def progress(self) -> Event | None:
-        """The latest progress (``step``, ``total``, ``epoch``...).
+        """The latest progress (``step``, ``total``, ``epoch``, ``rate`` in steps/s, ``eta_s``...).
 
-        From the trainer's progress events; for a script that sends none, read
-        off rank 0's tqdm-style bar (``source: "text"``, with ``rate`` in
-        steps/s and ``eta_s`` when the bar shows them).
+        From the trainer's progress events (speed and ETA measured over the
+        recent ones); for a script that sends none, read off rank 0's
+        tqdm-style bar (``source: "text"``, with ``rate`` and ``eta_s`` when the
+        bar shows them).
         """
         with self._lock:
-            return self._progress or self._text_progress
+            return self._state.progress
+
+    @property
+    def phase(self) -> Phase:
+        """What the job is doing: starting, training, finishing (after the last step) or stopping."""
+        with self._lock:
+            return self._state.phase
+
+    @property
+    def resources(self) -> Event | None:
+        """The latest sample of the ranks' CPU, memory and GPU use (a local job; None before the first)."""
+        with self._lock:
+            return self._state.resources
 
     @property
     def stall(self) -> Stall | None:
@@ -468,7 +527,9 @@ class TrainingRun:
         with self._lock:
             if self._done.is_set() or self._job is None:
                 return
-            self._cancel_requested = True
+            first, self._cancel_requested = not self._cancel_requested, True
+        if first:
+            self._note_phase(PhaseName.STOPPING, "cancelled: stopping every process of the job")
         try:
             self._job.stop(grace)
         except NbexecError as err:
@@ -559,4 +620,4 @@ def _scrubbed(cause: RootCause | None, scrubber: Scrubber) -> RootCause | None:
                    where=scrubber.text(cause.where))
 
 
-__all__ = ["TrainingRun", "Finalizer", "KILLED_EXIT_CODE", "write_run_inputs"]
+__all__ = ["TrainingRun", "Finalizer", "NamedFinalizer", "KILLED_EXIT_CODE", "write_run_inputs"]

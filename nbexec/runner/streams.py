@@ -22,8 +22,13 @@ What the pump does with the bytes:
   a terminal) drops display lines instead of slowing the job or growing memory;
 - the unfinished end of a stream (a ``\\r`` progress bar) goes to the sinks as
   a *partial* line, at most ten times a second per stream;
-- tqdm-style bars of rank 0 become text progress (``on_text_progress``), for
-  scripts that report no progress events;
+- tqdm-style bars of rank 0 become text progress (``on_text_progress``, and a
+  progress event for the sinks), for scripts that report no progress events;
+- ``events.jsonl`` is read before each batch of a rank's lines is handed on, so
+  an event the trainer wrote before printing a line reaches the sinks before
+  that line: a view's progress bar never lags the log it shows;
+- each rank's pid (sent by its bootstrap) is kept in ``rank_pids``, for the
+  resource sampler; the first rank to connect is reported as a ``phase`` event;
 - once a rank has recorded its failure, torchrun's own report of it goes to
   ``launcher.log`` only: the root cause is known, its dump would only repeat it.
 """
@@ -47,6 +52,7 @@ from nbexec.redact import Scrubber
 from nbexec.runner.lines import LineSplitter, LogLine, display_text, terminal_picture
 from nbexec.runner.sinks import Dispatcher
 from nbexec.runner.socket_dir import make_socket_dir, remove_socket_dir
+from nbexec.runner.state import PhaseName, phase_event
 from nbexec.runner.textprogress import parse_progress
 
 READ_SIZE = 1 << 16
@@ -150,6 +156,7 @@ class LogPump:
         self._stdout_of: dict[int | None, Any] = {}  # rank (None: the launcher) -> its stdout socket or pipe
         self._dirty: dict[int, _Source] = {}  # sources whose unfinished line changed, by id
         self.ranks_seen: set[int] = set()
+        self.rank_pids: dict[int, int] = {}  # rank -> its process id, as its bootstrap sent it
         self.failed_ranks: list[int] = []  # ranks that recorded a failure, in the order seen
         self.launcher_lines_hidden = 0  # torchrun's lines kept out of the sinks (they are in launcher.log)
 
@@ -268,8 +275,14 @@ class LogPump:
             info = json.loads(header)
             rank, stream = int(info["rank"]), str(info["stream"])
         except (ValueError, KeyError, TypeError):
-            rank, stream = -1, "stderr"  # unknown peer: keep its bytes anyway
+            rank, stream, info = -1, "stderr", {}  # unknown peer: keep its bytes anyway
+        if not self.ranks_seen:
+            self._publish_events([phase_event(PhaseName.STARTING, "ranks started, importing the script") | {
+                "source": "parent", "rank": None}])
         self.ranks_seen.add(rank)
+        pid = info.get("pid") if isinstance(info, dict) else None
+        if isinstance(pid, int) and rank >= 0:
+            self.rank_pids[rank] = pid
         if pending.packets:
             sources = {tag: _Source(rank, name, self._file(rank)) for tag, name in TAG_STREAMS.items()}
             self._selector.modify(conn, selectors.EVENT_READ, _Packets(sources))
@@ -350,6 +363,10 @@ class LogPump:
     def _emit(self, source: _Source, raw_lines: list[bytes]) -> None:
         if not raw_lines:
             return
+        if source.rank is not None:
+            # What the rank wrote to events.jsonl before printing these lines goes to the sinks
+            # first (one read when there is nothing new): a progress bar never lags the log.
+            self._poll_events()
         if any(b"\r" in r for r in raw_lines):
             raw_lines = [terminal_picture(r) for r in raw_lines]
         data = b"\n".join(raw_lines)
@@ -407,6 +424,7 @@ class LogPump:
         if progress is not None and self._on_text_progress is not None:
             progress.update(time=now, rank=0)
             self._on_text_progress(progress)
+            self._dispatcher.put_events([progress])  # in order with the bar's line, for the views
 
     def _rank_failure_known(self) -> bool:
         """Whether a rank has recorded its failure (its event comes before the rank exits)."""
@@ -420,8 +438,12 @@ class LogPump:
             for ev in events:
                 if ev.get("kind") == "failure" and isinstance(ev.get("rank"), int):
                     self.failed_ranks.append(ev["rank"])
-            self._on_events(events)
-            self._dispatcher.put_events(events)
+            self._publish_events(events)
+
+    def _publish_events(self, events: list[Event]) -> None:
+        """To the run (``on_events``) and the sinks."""
+        self._on_events(events)
+        self._dispatcher.put_events(events)
 
     @staticmethod
     def _recv(conn: socket.socket, size: int) -> bytes | None:
@@ -481,6 +503,7 @@ class LogPump:
             self._selector.unregister(key.fileobj)
             key.fileobj.close()  # type: ignore[union-attr]
         self._selector.close()
+        self._events.close()
         for f in self._files.values():
             f.close()
         remove_socket_dir(self._socket_dir)

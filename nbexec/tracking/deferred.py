@@ -204,8 +204,9 @@ class DeferredTrackedRun:
         tracked = self.tracked()
         return tracked.where() if tracked else "not tracked (the MLflow run could not be opened)"
 
-    def metrics_sink(self) -> Sink:
-        return _DeferredMetricsSink(self)
+    def metrics_sink(self, *, trainer_metrics: bool = True) -> Sink:
+        """See :meth:`TrackedRun.metrics_sink`; events before the run is open are sent from events.jsonl at the end."""
+        return _DeferredMetricsSink(self, trainer_metrics=trainer_metrics)
 
     def stall_sink(self) -> Sink:
         """A runner sink that tags this run and logs the stacks when the job stalls (:mod:`.stall`)."""
@@ -301,8 +302,9 @@ class _DeferredMetricsSink(Sink):
 
     wants_lines = False
 
-    def __init__(self, deferred: DeferredTrackedRun) -> None:
+    def __init__(self, deferred: DeferredTrackedRun, *, trainer_metrics: bool = True) -> None:
         self._deferred = deferred
+        self._trainer_metrics = trainer_metrics
         self._sink: Sink | None = None
 
     def on_events(self, events: Sequence[Event]) -> None:
@@ -310,5 +312,5 @@ class _DeferredMetricsSink(Sink):
             future = self._deferred._future
             if not future.done() or future.exception() is not None:
                 return  # sent from events.jsonl when the run ends
-            self._sink = future.result().metrics_sink()
+            self._sink = future.result().metrics_sink(trainer_metrics=self._trainer_metrics)
         self._sink.on_events(events)

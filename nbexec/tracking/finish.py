@@ -179,9 +179,15 @@ def logged_metrics(client: MlflowClient, run_id: str, nested: Sequence[Any] = ()
 
     Metrics of ``nested`` runs fill in names the run itself does not have
     (a Lightning logger left at its defaults logs into a run of its own).
+    System metrics (``system/...``: CPU, memory, GPU use) are not the training's
+    results: they stay in MLflow's "System metrics", out of the summary.
     """
-    metrics = dict(client.get_run(run_id).data.metrics)
+    metrics = {k: v for k, v in client.get_run(run_id).data.metrics.items() if not k.startswith(SYSTEM_PREFIX)}
     for run in nested:
         for key, value in run.data.metrics.items():
-            metrics.setdefault(key, value)
+            if not key.startswith(SYSTEM_PREFIX):
+                metrics.setdefault(key, value)
     return metrics
+
+
+SYSTEM_PREFIX = "system/"  # MLflow's prefix for system metrics (its own monitor's, and nbexec's)

@@ -78,16 +78,21 @@ class TrackedRun:
         """Where to open this run (its URL, or the ``mlflow ui`` command)."""
         return self.setup.where(self.run_id, self.experiment_id)
 
-    def metrics_sink(self, **options: Any) -> MlflowMetricsSink:
-        """A runner sink that logs rank 0's metric events into this run from the parent.
+    def metrics_sink(self, *, trainer_metrics: bool = True, **options: Any) -> MlflowMetricsSink:
+        """A runner sink that logs rank 0's metric events, and the ranks' resource use, into this run.
 
         :meth:`finish` closes it before logging what is missing. Launch with
         ``with_tracking_env(plan, run, child_metrics=False)`` so rank 0 does
         not log the same values.
+
+        Args:
+            trainer_metrics: log the trainer's metric events too (False: rank 0 logs them itself;
+                the sink logs only the system metrics).
         """
         from nbexec.tracking.sink import MlflowMetricsSink
 
-        sink = MlflowMetricsSink(self.run_id, tracking_uri=self.tracking_uri, **options)
+        sink = MlflowMetricsSink(self.run_id, tracking_uri=self.tracking_uri, trainer_metrics=trainer_metrics,
+                                 **options)
         self._sinks.append(sink)
         return sink
 

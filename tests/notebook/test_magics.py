@@ -16,8 +16,9 @@ import psutil
 import pytest
 from conftest import FIXTURE_SCRIPTS, NOTEBOOK_SCRIPTS, TINY_CONFIG
 from kernel_driver import Cell, Kernel
+from live_frames import frames, widget_model_id
 
-from nbexec.notebook.live import MAX_RATE
+from nbexec.notebook.live import TAIL_RATE
 
 pytestmark = pytest.mark.slow
 
@@ -61,19 +62,31 @@ def test_cell_magic_streams_while_running_and_returns_the_result(kernel: Kernel,
     cell = kernel.run(f"%%train --output {tmp_path} --run-name tiny-cell\n{TINY_CONFIG}", timeout=120)
     assert cell.ok, cell.error
     did, renders = the_view(cell)
+    assert widget_model_id(renders), "while the job runs the cell shows the live widget"
+    assert text(renders[0]).startswith("nbexec: tiny-cell "), "with a text fallback for front ends without widgets"
 
-    # Lines of rank 0 were shown by renderings made while the job was RUNNING,
-    # published before the cell's reply: the view streams, it does not wait for the end.
-    live = [m for m in renders if "RUNNING" in text(m).splitlines()[0] and "[rank0]" in text(m)]
-    assert live, [text(m) for m in renders]
-    assert live[0]["sent"] < renders[-1]["sent"] <= cell.reply_sent
+    # Lines of rank 0 were sent to the widget while the job was RUNNING, before the
+    # cell's reply: the view streams, it does not wait for the end.
+    shown = frames(cell.messages)
+    live = [f for f in shown if "RUNNING" in f.head_text and any(t.startswith("[rank0]") for t in f.tail)]
+    assert live, [f.text for f in shown]
+    assert live[0].sent < renders[-1]["sent"] <= cell.reply_sent
     ended_at = json.loads((tmp_path / "tiny-cell" / "result.json").read_text())["ended_at"]
-    assert live[0]["sent"] < ended_at, "shown before the job was over"
-    assert any("step 5/10" in text(m) for m in live), "the trainer's lines show as they come"
-    assert any("progress: [" in text(m) and "step " in text(m) for m in live), "progress bar from events"
-    # rate limited: at most MAX_RATE renderings a second (plus the first and the last)
-    span = renders[-1]["sent"] - renders[0]["sent"]
-    assert len(renders) <= MAX_RATE * span + 3
+    assert live[0].sent < ended_at, "shown before the job was over"
+    assert any("step 5/10" in "\n".join(f.tail) for f in live), "the trainer's lines show as they come"
+    assert any('class="nbexec-progress"' in f.head and "step " in f.head_text for f in live), "progress from events"
+    # The progress line and the tail agree: no frame shows a logged step ahead of the bar.
+    for f in shown:
+        logged = [int(n) for n in re.findall(r"step (\d+)/10 loss", "\n".join(f.tail))]
+        bar = re.search(r"step (\d+)/10 \(", f.head_text)
+        if logged:
+            assert bar and int(bar.group(1)) >= max(logged), f.text
+    # The phase said "finishing" after the last step and before the summary.
+    last_step = next(i for i, f in enumerate(shown) if "step 10/10" in f.head_text)
+    assert any(f.phase == "finishing" for f in shown[last_step:]), [f.phase for f in shown]
+    # rate limited: at most TAIL_RATE updates a second (plus the first and the last)
+    span = shown[-1].sent - shown[0].sent
+    assert len(shown) <= TAIL_RATE * span + 3
 
     # The last rendering is the summary, in place of the live view.
     final = renders[-1]
@@ -83,14 +96,17 @@ def test_cell_magic_streams_while_running_and_returns_the_result(kernel: Kernel,
     for field in ("metrics:    ", "val_f1=", "mlflow:     ", "open:       mlflow ui", "checkpoint: ", "lineage:    ", "config hash: "):
         assert field in summary, (field, summary)
     assert str(tmp_path / "tiny-cell" / "checkpoint") in summary
-    assert "#16a34a" in html(final), "FINISHED is green"
-    assert "<details" in html(final) and "lineage" in html(final)
+    assert "var(--jp-success-color1, #16a34a)" in html(final), "FINISHED is green (the theme's green)"
+    assert "<details><summary>lineage</summary>" in html(final), "lineage is there, collapsed"
+    assert "data: " in summary and "synthetic-ner" in summary, "the data the trainer used"
 
-    # The result object comes back as the cell's value.
-    assert cell.result_text is not None and cell.result_text.startswith("TrainingResult('tiny-cell', FINISHED")
+    # The result object is the cell's value (in _), but Out[n] does not repeat the summary above it.
+    assert cell.result_text is None
     after = kernel.run("r = _\nprint(type(r).__name__, r.status.value, r.ok, bool(r.mlflow_run_id), sorted(r.metrics)[:2])")
     assert after.ok, after.error
     assert after.stdout.strip() == "TrainingResult FINISHED True True ['epoch', 'learning_rate']"
+    later = kernel.run("r")  # shown on its own in a later cell, it displays as usual
+    assert [m for m in later.displays() if text(m).startswith("TrainingResult('tiny-cell', FINISHED")]
 
 
 def test_line_magic_failure_on_rank_1_names_the_rank_and_the_exception(kernel: Kernel, tmp_path: Path) -> None:
@@ -117,7 +133,7 @@ def test_line_magic_failure_on_rank_1_names_the_rank_and_the_exception(kernel: K
     assert text(final).startswith("nbexec: boom FAILED in ")
     assert "root cause: rank 1 failed (exit code 1): ValueError: rank one exploded on batch 17" in text(final)
     assert "Traceback" not in text(final)
-    assert "#dc2626" in html(final), "FAILED is red"
+    assert "var(--jp-error-color1, #dc2626)" in html(final), "FAILED is red"
     assert "mlflow:     not tracked" in text(final)
 
 
@@ -129,12 +145,12 @@ def test_interrupt_cancels_the_job_and_the_kernel_trains_again(
     interrupted_at: list[float] = []
 
     def both_ranks_ready(messages: list[dict[str, Any]]) -> bool:
-        rendered = [text(m) for m in messages if m["msg_type"] in ("display_data", "update_display_data")]
-        if not rendered or not ("ready rank 0" in rendered[-1] and "ready rank 1" in rendered[-1]):
+        shown = frames(messages)
+        if not shown or not ("ready rank 0" in shown[-1].text and "ready rank 1" in shown[-1].text):
             return False
         # the whole job as it stands: guard, torchrun, workers, their grandchildren
         job.extend(p for p in psutil.Process(kernel.pid).children(recursive=True) if p.pid not in before)
-        for pid in re.findall(r"grandchild (\d+)", rendered[-1]):
+        for pid in re.findall(r"grandchild (\d+)", shown[-1].text):
             job.append(psutil.Process(int(pid)))
         interrupted_at.append(time.monotonic())
         return True
@@ -158,7 +174,7 @@ def test_interrupt_cancels_the_job_and_the_kernel_trains_again(
 
     _, renders = the_view(cell)
     assert text(renders[-1]).startswith("nbexec: hung KILLED in ")
-    assert "#d97706" in html(renders[-1])
+    assert "var(--jp-warn-color1, #d97706)" in html(renders[-1])
     assert mlflow_status(session_tracking_store, tmp_path / "hung") == "KILLED"
 
     # the same kernel runs the next job to the end
@@ -196,10 +212,11 @@ def test_background_returns_the_handle_at_once_and_keeps_streaming(kernel: Kerne
     )
     assert other.ok, other.error
     assert other.stdout.strip() == "other cell RUNNING True"
-    during = [m for m in other.messages + kernel.stray() if m["msg_type"] == "update_display_data"]
-    ours = [m for m in during if display_id(m) == did]
-    assert ours, "the view kept updating while another cell ran"
-    assert [m for m in ours if "tick " in text(m) and "RUNNING" in text(m)]
+    everything = sorted(launched.messages + other.messages + kernel.stray(), key=lambda m: m["sent"])
+    ours = frames(everything, widget_model_id(launched.messages))
+    during = [f for f in ours if f.sent >= other.messages[0]["sent"]] if other.messages else []
+    assert during, "the view kept updating while another cell ran"
+    assert [f for f in during if "tick " in f.text and "RUNNING" in f.head_text]
     assert not other.displays() or all(display_id(m) == did for m in other.displays()), (
         "nothing of the job lands in the other cell's own outputs"
     )

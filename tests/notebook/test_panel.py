@@ -167,7 +167,9 @@ def test_train_runs_the_job_and_shows_the_summary_in_the_panel(
     assert "rank" not in out and "rank" not in err
 
     # The loss curve of what the trainer reported is drawn once the run is over.
-    assert bytes(panel.curve.value).startswith(b"\x89PNG") and panel.curve.layout.display is None
+    # an inline SVG in the theme's colours (a PNG would stay white in a dark notebook)
+    assert panel.curve.value.startswith("<svg") and "var(--jp-" in panel.curve.value
+    assert panel.curve.layout.display is None
     assert {"loss", "train_loss", "val_loss"} <= set(panel.curve_metrics)
     # The rank selector offers every rank of the job.
     assert [v for _, v in panel.rank_picker.options] == ["0", "1", ALL_RANKS]

@@ -169,7 +169,9 @@ def test_live_view_shows_command_progress_metrics_and_elapsed_time() -> None:
     assert "<details><summary>command</summary>" in html, "the command is collapsed"
     assert "torch.distributed.run" in html
     assert "width:25.0%" in html and "step 50/200 (25%) · epoch 1" in html
-    assert "loss=0.8123" in html and "12.5 s" in html
+    # metrics: a small table (a name over its value), not one long string
+    assert 'class="nbexec-metrics"' in html and ">loss</th>" in html and ">0.8123</td>" in html
+    assert "loss=0.8123" not in html and "12.5 s" in html
     assert markup.status_colour(RunStatus.RUNNING) in html
     assert "progress: [######..................] step 50/200 (25%) · epoch 1" in text
     assert text.startswith("nbexec: run-1 RUNNING, 12.5 s, 2 x gloo")
@@ -332,3 +334,122 @@ def test_a_flood_is_shown_at_most_max_rate_times_a_second_and_the_end_is_always_
     last = published[-1][1]["text/plain"]
     assert last.startswith("nbexec: flood FINISHED in ")
     assert view.tail.snapshot()[1] == n - 10
+
+
+# --- the theme, the summary's clutter, the widget's tail ------------------------------------------
+
+HEX = re.compile(r"#[0-9a-fA-F]{3,8}\b")
+
+
+def colours_outside_theme_variables(html: str) -> list[str]:
+    """Colours written in ``html`` other than as the fallback of a ``var(--jp-...)``."""
+    without_vars = re.sub(r"var\(--jp-[\w-]+,[^()]*(\([^()]*\))?[^()]*\)", "var()", html)
+    return HEX.findall(without_vars) + re.findall(r"background:(?!var\(|transparent)[^;\"]+", without_vars)
+
+
+def test_every_colour_of_the_views_is_a_jupyterlab_theme_variable() -> None:
+    from nbexec.notebook.curves import loss_curve_svg
+
+    resources = {"ranks": {"0": {"cpu_percent": 90.0, "rss_bytes": 4e8}}, "host": {"cpu_percent": 50.0}}
+    live = render_html(snapshot(progress={"step": 5, "total": 10}, metrics={"loss": 1.0}, resources=resources,
+                                lines=(line(0, "out"), line(0, "err", "stderr"))))
+    rc = RootCause(rank=1, exit_code=1, exc_type="ValueError", message="x", traceback="Traceback\nValueError: x")
+    failed = render_summary_html(RunSummary.from_result(result(RunStatus.FAILED, root_cause=rc)))
+    killed = render_summary_html(RunSummary.from_result(result(RunStatus.KILLED)))
+    curve = loss_curve_svg({"loss": [(1.0, 2.0), (2.0, 1.0)]})
+    assert curve is not None
+    for html in (live, failed, killed, curve):
+        assert colours_outside_theme_variables(html) == [], html
+    assert "background:var(--jp-layout-color3" in live, "the progress track is the theme's, not light grey"
+    assert "currentColor" in curve and 'stroke="var(--jp-brand-color1' in curve
+
+
+def test_the_summary_is_short_lineage_collapsed_and_a_stopped_run_says_where() -> None:
+    killed = RunSummary.from_result(result(RunStatus.KILLED, last_step=420, total_steps=1000,
+                                           data_path="/data/synthetic-ner"))
+    html, text = render_summary_html(killed), render_summary_text(killed)
+    assert text.splitlines()[0] == "nbexec: run-1 KILLED at step 420/1000 in 1 min 12 s (2 x gloo)"
+    assert "KILLED</span> at step 420/1000" in html
+    assert "<details><summary>lineage</summary>" in html and "<details open" not in html
+    assert "data: /data/synthetic-ner (no fingerprint)" in text, "the data the trainer said it used"
+    finished = render_summary_text(RunSummary.from_result(result(last_step=10, total_steps=10)))
+    assert finished.splitlines()[0] == "nbexec: run-1 FINISHED in 1 min 12 s (2 x gloo)"
+    failed_early = render_summary_text(RunSummary.from_result(result(RunStatus.FAILED)))
+    assert failed_early.splitlines()[0] == "nbexec: run-1 FAILED in 1 min 12 s (2 x gloo)", "no step: nothing said"
+
+
+def test_live_view_shows_the_phase_speed_eta_and_each_ranks_use() -> None:
+    from nbexec.runner.state import Phase, PhaseName
+
+    resources = {"ranks": {"0": {"cpu_percent": 97.0, "rss_bytes": 4.12e8}, "1": {"cpu_percent": None,
+                                                                                "rss_bytes": 4e8}},
+                 "host": {"cpu_percent": 99.0, "memory_used_bytes": 6e9, "memory_total_bytes": 24e9}}
+    snap = snapshot(progress={"step": 50, "total": 200, "rate": 4.2, "eta_s": 35.7},
+                    phase=Phase(PhaseName.FINISHING, "saving the checkpoint"), resources=resources)
+    html, text = render_html(snap), render_text(snap)
+    assert 'data-phase="finishing"' in html and "finishing · saving the checkpoint" in html
+    assert "step 50/200 (25%) · 4.2 steps/s · ETA 35.7 s" in html
+    assert 'class="nbexec-resources"' in html and ">rank 0</td>" in html and ">97%</td>" in html
+    assert ">412 MB</td>" in html and ">6.0 GB of 24.0 GB</td>" in html and ">—</td>" in html
+    assert "  phase:    finishing · saving the checkpoint" in text
+    assert "  use:      rank 0 CPU 97% mem 412 MB · rank 1 CPU — mem 400 MB · host CPU 99% mem 6.0 GB of 24.0 GB" in text
+
+
+class WidgetRun(FakeRun):
+    def __init__(self) -> None:
+        super().__init__()
+        self.status = RunStatus.RUNNING
+
+
+def test_the_widget_gets_numbered_lines_and_the_head_moves_with_them(plan: LaunchPlan) -> None:
+    from nbexec.notebook.live_widget import LiveViewWidget
+
+    widget = LiveViewWidget()
+    view = LiveRunView(plan, widget=widget, tail=3)
+    view.show()
+    run = WidgetRun()
+    view.on_start(run)
+    view.on_events([{"kind": "progress", "step": 5, "total": 10, "time": 1.0}])
+    view.on_lines([line(0, "step 5/10"), line(1, "rank 1 is not shown")])
+    deadline = time.monotonic() + 30  # guards a hang only: the refresher publishes within 50 ms
+    while "step 5/10" not in str(widget.lines) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert widget.lines[-1][1:] == ["[rank0] step 5/10", False] and widget.lines[-1][0] >= 0
+    assert "step 5/10 (50%)" in widget.head, "the bar came with the line it agrees with"
+    view.on_partial([LogLine(0, "stderr", "bar 60%", 2.0, partial=True)])
+    view.on_lines([line(0, f"more {i}") for i in range(5)])
+    while "bar 60%" not in str(widget.lines) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    numbers = [n for n, _, _ in widget.lines]
+    assert numbers[-1] == -1 and widget.lines[-1][2] is True, "the unfinished line last, marked stderr"
+    assert numbers[:-1] == sorted(numbers[:-1]) and len(widget.lines) == 3, "bounded, in order"
+    generation = widget.generation
+    view.select_ranks([1])
+    while widget.generation == generation and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert any("rank 1 is not shown" in text for _, text, _ in widget.lines)
+
+    # The panel keeps its widget: the summary goes into it, the last lines collapse under it.
+    run.status = RunStatus.FINISHED
+    view.on_end(result(run_name="flood", run_dir=plan.run_dir, last_step=10, total_steps=10))
+    assert widget.over and widget.tail_label == "last lines of rank 1"
+    assert widget.head.startswith("<div><b>flood</b>") and "FINISHED" in widget.head
+    assert "[rank1] rank 1 is not shown" in widget.value
+
+
+def test_finishing_is_shown_once_even_when_the_end_comes_sooner_than_a_redraw(plan: LaunchPlan) -> None:
+    from nbexec.notebook.live_widget import LiveViewWidget
+
+    heads: list[str] = []
+    widget = LiveViewWidget()
+    widget.observe(lambda change: heads.append(change["new"]), names="head")
+    view = LiveRunView(plan, widget=widget, max_rate=0.001)  # a head every 1000 s: only the forced ones
+    view.show()
+    run = WidgetRun()
+    view.on_start(run)
+    view.on_events([{"kind": "phase", "phase": "finishing", "detail": "ending the MLflow run", "source": "parent"}])
+    run.status = RunStatus.FINISHED
+    view.on_end(result(run_name="flood", run_dir=plan.run_dir))
+    phases = [re.findall(r'data-phase="(\w+)"', h) for h in heads]
+    assert ["finishing"] in phases, heads
+    assert "FINISHED" in heads[-1]

@@ -164,9 +164,14 @@ def train(
     started = time.perf_counter()
     precision = choose_precision(t_cfg["mixed_precision"], device)
 
+    ctx.report_phase("starting", "loading the data")
     # One process per node makes the synthetic dataset while the others wait; then every rank reads it.
     node_first(ctx, lambda: prepare_dataset(d_cfg))
     corpus = load_corpus(d_cfg)
+    # What was actually used (data.path may have been the default): the run's summary and lineage say it.
+    ctx.report_data(Path(corpus.path).resolve(), format=corpus.format, train_sentences=len(corpus.train),
+                    val_sentences=len(corpus.val))
+    ctx.report_phase("starting", "building the model")
     torch.manual_seed(seed)  # same initial weights on every rank (DDP also broadcasts them)
     task = _build_task(ctx, cfg, corpus)
     model = task.model.to(device)
@@ -233,6 +238,7 @@ def train(
     metrics: dict[str, float] = {}
     lr = t_cfg["learning_rate"]
     optimizer.zero_grad(set_to_none=True)
+    ctx.report_progress(global_step, total_steps, epoch=start_epoch)  # training: the steps start now
     for epoch in range(start_epoch, t_cfg["epochs"] + 1):
         epoch_started = time.perf_counter()
         sampler.set_epoch(epoch)
@@ -287,6 +293,9 @@ def train(
                 break
         epoch_sum += window
         train_loss_sum, train_steps = all_reduce(ctx, epoch_sum).tolist()
+        last = global_step >= total_steps or epoch == t_cfg["epochs"]
+        # After the last step the job is finishing; between epochs it is still training.
+        ctx.report_phase("finishing" if last else "training", f"validating epoch {epoch}")
 
         sums = evaluate_sums(model, val_loader, task.labels, device, task.forward, precision.autocast)
         val = summarize(all_reduce(ctx, sums))
@@ -306,6 +315,7 @@ def train(
             best = {"metric": t_cfg["best_metric"], "value": metrics[t_cfg["best_metric"]], "epoch": epoch,
                     "global_step": global_step, "path": BEST_DIR}
         if ctx.is_main:
+            ctx.report_phase("finishing" if last else "training", "saving the checkpoint")
             if improved:
                 save_best(checkpoint_dir, model, {**(best or {}), "metrics": metrics}, tokenizer=task.tokenizer)
             trainer_state = {
