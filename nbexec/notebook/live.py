@@ -25,6 +25,7 @@ progress older than the step that line reports.
 
 from __future__ import annotations
 
+import itertools
 import shlex
 import threading
 import time
@@ -75,6 +76,10 @@ class DisplayPublisher:
             self._handle = display(dict(bundle), raw=True, display_id=True)
         else:
             self._handle.update(dict(bundle), raw=True)
+
+
+_VIEWS = itertools.count()  # views made in this kernel (see LiveRunView._generation_base)
+GENERATIONS_PER_VIEW = 1 << 20  # a view's own rank choices: far fewer than this
 
 
 class LiveRunView(Sink):
@@ -130,6 +135,11 @@ class LiveRunView(Sink):
                 widget, self._display = LiveViewWidget(), DisplayPublisher()
             self.widget = widget
             self.widget.quiet = quiet
+            if widget.over or widget.lines:  # a widget that showed another run (the panel's, reused)
+                widget.over = False
+        # Each view's lines are numbered from 0: its generations are its own, so a reused widget
+        # drops the previous run's lines instead of taking the new ones for lines it has shown.
+        self._generation_base = next(_VIEWS) * GENERATIONS_PER_VIEW
         self._command = shlex.join(redact_argv(plan.argv))
         self._clock = clock
         self._created = clock()
@@ -323,7 +333,7 @@ class LiveRunView(Sink):
             if tail:
                 numbered, _, _, generation = self.tail.numbered()
                 widget.lines = [[seq, ln.format(), ln.stream == "stderr"] for seq, ln in numbered]
-                widget.generation = generation
+                widget.generation = self._generation_base + generation
                 widget.note = tail_note(snap)
                 self._tail_throttle.mark()
             if head:

@@ -96,8 +96,11 @@ function render({ model, el }) {
     root.style.borderLeftColor = model.get("accent") || "";
   }
 
+  let wasOver = model.get("over");
   function drawFrame() {
     const over = model.get("over");
+    if (wasOver && !over) tailBox.open = true; // another run in the same widget (the panel's): its lines show again
+    wasOver = over;
     root.classList.toggle("nbexec-over", over);
     tailBox.hidden = model.get("quiet") || (over && whole.childElementCount + unfinished.childElementCount === 0);
     label.textContent = model.get("tail_label");
