@@ -351,9 +351,9 @@ def test_train_and_stop_in_jupyterlab(lab: Lab) -> None:
                 timeout=RUN_TIMEOUT_MS,
             )
             assert _training_processes(lab.server.pid), "the job runs under the kernel"
-            # While the job runs: the panel's own parts. The live run view inside it (.nbexec-run: its
-            # progress track) belongs to the live view, which is themed and tested with the magic's view.
-            assert page.evaluate(LIGHT_BACKGROUNDS_JS, ".nbexec-run") == []
+            # While the job runs: the whole panel, the live view inside it (its tail, progress track,
+            # metrics and resources tables) included
+            assert page.evaluate(LIGHT_BACKGROUNDS_JS, None) == []
             page.locator(".nbexec-panel").screenshot(path=str(ARTIFACTS / "panel-dark-running.png"))
             # the disabled Stop (idle) must not look like the enabled one (a job to stop)
             assert _button_look(page, ".nbexec-panel .nbexec-stop") != idle_stop

@@ -17,7 +17,7 @@ from nbexec.config import BUILTIN_TRAINER_MODULE, TrainingConfig, load_config
 from nbexec.errors import ConfigError
 from nbexec.trainers.token_classification.schema import resolved
 
-TRAINER_DEFAULTS = resolved(None, None, None)
+TRAINER_DEFAULTS = resolved(None, None, None, place_synthetic_data=False)
 
 # The built-in trainer's sections come back resolved (its defaults filled in): the config says what runs.
 DEFAULTS: dict[str, Any] = {

@@ -68,7 +68,8 @@ def test_final_workflow_links_data_study_trial_run_checkpoint_and_backup(
     assert final.backup.status == "done"
     assert lineage.backup.location == final.backup.record["location"]
     assert lineage.backup.verified_at and Path(lineage.backup.manifest).is_file()
-    [backed_up] = Path(lineage.backup.location).rglob("model.pt")  # the layout is the backup's own
+    # the layout is the backup's own; the checkpoint's best epoch (best/model.pt) is backed up too
+    [backed_up] = [p for p in Path(lineage.backup.location).rglob("model.pt") if p.parent.name != "best"]
     assert hashlib.sha256(backed_up.read_bytes()).hexdigest() == files["model.pt"]
     assert lineage.missing == ()
 

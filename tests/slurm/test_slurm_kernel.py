@@ -19,13 +19,10 @@ from kernel_driver import (  # the notebook tests' kernel driver (path set above
     Kernel,
     kernel_env,
 )
+from live_frames import frames  # noqa: E402
 
 pytestmark = pytest.mark.slow
 SCRIPTS = Path(__file__).resolve().parents[1] / "fixtures" / "scripts"
-
-
-def _view_text(msg: dict[str, Any]) -> str:
-    return msg["content"].get("data", {}).get("text/plain", "")
 
 
 def test_interrupting_the_cell_cancels_the_slurm_job(slurm_cluster, tmp_path: Path) -> None:
@@ -36,9 +33,9 @@ def test_interrupting_the_cell_cancels_the_slurm_job(slurm_cluster, tmp_path: Pa
         ready: list[str] = []
 
         def both_ranks_ready(messages: list[dict[str, Any]]) -> bool:
-            views = [_view_text(m) for m in messages if m["msg_type"] in ("display_data", "update_display_data")]
-            if views and "ready rank 0" in views[-1] and "ready rank 1" in views[-1]:
-                ready.append(views[-1])
+            shown = frames(messages)  # what the live view's widget was sent
+            if shown and "ready rank 0" in shown[-1].text and "ready rank 1" in shown[-1].text:
+                ready.append(shown[-1].text)
                 return True
             return False
 

@@ -279,8 +279,18 @@ def resolved(
     model: Mapping[str, Any] | None = None,
     training: Mapping[str, Any] | None = None,
     data: Mapping[str, Any] | None = None,
+    *,
+    place_synthetic_data: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """The three sections with defaults filled and known values normalised.
+
+    Args:
+        place_synthetic_data: fill a missing ``data.path`` with the synthetic
+            dataset's folder for these settings (what the ranks do). The job's
+            config keeps it ``null`` (nbexec's core asks with False): a run's
+            config.yaml, edited and run again or on another machine (AzureML),
+            then makes the dataset its new settings ask for instead of pointing
+            at one made with the old ones. The ranks report the folder they used.
 
     Returns:
         ``{"model": {...}, "training": {...}, "data": {...}}``, fresh plain dicts;
@@ -301,7 +311,7 @@ def resolved(
                 raise error
             merged[key] = check(f"{name}.{key}", value) if check else _plain(value)
         out[name] = merged
-    if out["data"]["path"] is None:
+    if out["data"]["path"] is None and place_synthetic_data:
         out["data"]["path"] = synthetic_data_path(out["data"])
     m = out["model"]
     if m["backbone"] == TINY_ENCODER and m["d_model"] % m["heads"]:

@@ -13,7 +13,8 @@ MODULE = "nbexec.trainers.token_classification"
 
 
 def _resolve(sections: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    return schema.resolved(sections.get("model"), sections.get("training"), sections.get("data"))
+    return schema.resolved(sections.get("model"), sections.get("training"), sections.get("data"),
+                           place_synthetic_data=False)
 
 
 def _resume_problem(checkpoint: Path) -> str | None:
@@ -25,7 +26,10 @@ def _resume_problem(checkpoint: Path) -> str | None:
 def _prepare_data(resolved: Mapping[str, Mapping[str, Any]]) -> Path:
     from nbexec.trainers.token_classification.corpus import prepare_dataset
 
-    return prepare_dataset(resolved["data"])
+    data = resolved["data"]
+    if data.get("path") is None:  # the job's config leaves the synthetic dataset's folder unset: place it
+        data = schema.resolved(None, None, data)["data"]
+    return prepare_dataset(data)
 
 
 SPEC = TrainerSpec(
