@@ -23,6 +23,7 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 ABSOLUTE = re.compile(
     r"(?<![\w.:<~-])/(?:tmp|home|work|root|Users|var|private|mnt|opt|srv|content|data|scratch|workspace)/"
 )
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 BINARY = {"buffers", "image/png", "image/jpeg", "application/pdf"}
 
 
@@ -49,6 +50,7 @@ def _shown(path: Path) -> Iterator[tuple[str, str]]:
 
 
 def _offences(text: str) -> list[str]:
+    text = ANSI.sub("", text)  # a coloured path (py-spy's, a traceback's) is still a path
     found = [m.start() for m in ABSOLUTE.finditer(text)]
     found += [m.start() for m in re.finditer(re.escape(str(REPO)), text)]
     return [text[max(0, i - 30): i + 70].replace("\n", "\\n") for i in sorted(set(found))]
