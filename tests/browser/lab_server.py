@@ -32,7 +32,10 @@ CHROMIUM = Path(os.environ.get("NBEXEC_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(os.environ.get("NBEXEC_TEST_ARTIFACTS", REPO / "test-artifacts"))
 STARTUP_TIMEOUT_S = 90
 
-# True once the open notebook's kernel is started, connected to this page and idle.
+# True once the open notebook's kernel is started, connected to this page and idle. Run-all sent
+# before that can be swallowed (seen under load: outputs cleared, nothing executed); and a session
+# created from outside the page raced the page's own kernel start (two kernels, the widgets bound
+# to the other one), so the page starts its kernel itself and the tests wait on that kernel.
 KERNEL_READY_JS = """() => {
     const widget = window.jupyterapp && window.jupyterapp.shell.currentWidget;
     const kernel = widget && widget.sessionContext && widget.sessionContext.session

@@ -20,11 +20,8 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,15 +31,24 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "notebooks" / "06_training_panel.ipynb"
-CHROMIUM = Path(os.environ.get("NBEXEC_CHROMIUM", "/usr/bin/chromium"))
-ARTIFACTS = Path(os.environ.get("NBEXEC_TEST_ARTIFACTS", REPO / "test-artifacts"))
-STARTUP_TIMEOUT_S = 90
 RUN_TIMEOUT_MS = 180_000
 REOPENED = "reopened.ipynb"
 THEMES = {"light": "JupyterLab Light", "dark": "JupyterLab Dark"}
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
 pytest.importorskip("jupyterlab", reason="jupyterlab is in the dev extra")
+
+# the JupyterLab helpers shared with the live view's browser test
+from lab_server import (  # noqa: E402
+    ARTIFACTS,
+    CHROMIUM,
+    KERNEL_READY_JS,
+    _descendants,
+    _free_port,
+    _proc,
+    _wait_until_serving,
+)
+
 if not CHROMIUM.is_file():
     pytest.skip(f"no Chromium at {CHROMIUM} (.ci/run installs Debian's chromium)", allow_module_level=True)
 
@@ -55,27 +61,6 @@ class Lab:
     token: str
     server: subprocess.Popen[bytes]
     workdir: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_until_serving(url: str, token: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"JupyterLab exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)  # polling the server's readiness, not standing in for an event
-    pytest.fail(f"JupyterLab did not answer in {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -129,20 +114,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         assert not [p for p in alive if p.pid != server.pid], "the kernel outlived the server"
 
 
-def _proc(p: object) -> psutil.Process | None:
-    try:
-        return p if isinstance(p, psutil.Process) else psutil.Process(p.pid)  # type: ignore[attr-defined]
-    except psutil.NoSuchProcess:
-        return None
-
-
-def _descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
 def _copy_without_outputs(source: Path, target: Path) -> None:
     """The notebook without its committed outputs and saved widget state: JupyterLab would render the
     saved panel before any cell runs, so a panel in the page would not prove the kernel built it."""
@@ -152,18 +123,6 @@ def _copy_without_outputs(source: Path, target: Path) -> None:
         if cell["cell_type"] == "code":
             cell["outputs"], cell["execution_count"] = [], None
     target.write_text(json.dumps(notebook))
-
-
-# True once the open notebook's kernel is started, connected to this page and idle. Run-all sent
-# before that can be swallowed (seen under load: outputs cleared, nothing executed); and a session
-# created from outside the page raced the page's own kernel start (two kernels, the widgets bound
-# to the other one), so the page starts its kernel itself and the test waits on that kernel.
-KERNEL_READY_JS = """() => {
-    const widget = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-    const kernel = widget && widget.sessionContext && widget.sessionContext.session
-        && widget.sessionContext.session.kernel;
-    return Boolean(kernel && kernel.connectionStatus === 'connected' && kernel.status === 'idle');
-}"""
 
 
 def _training_processes(server_pid: int) -> list[psutil.Process]:
