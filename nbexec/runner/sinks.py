@@ -155,8 +155,7 @@ def prints_its_own_metrics(config: TrainingConfig) -> bool:
     """
     from nbexec.config import BUILTIN_TRAINER_MODULE
 
-    launch = config.launch
-    return launch.entrypoint is None and launch.target_module == BUILTIN_TRAINER_MODULE
+    return config.launch.target_module == BUILTIN_TRAINER_MODULE  # None for a script (--entrypoint)
 
 
 class TerminalSink(Sink):
